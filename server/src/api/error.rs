@@ -1,0 +1,111 @@
+//! The one place gRPC codes are chosen: domain errors become statuses with
+//! `google.rpc` details (BadRequest field violations, ErrorInfo, RetryInfo).
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::domain::Error;
+
+/// The `ErrorInfo.domain` of every error Tollgate returns.
+pub const ERROR_DOMAIN: &str = "tollgate.dev";
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let mut details = ErrorDetails::new();
+        let (code, reason, message) = match e {
+            Error::InvalidArgument(v) => {
+                let message = format!("invalid argument: {v}");
+                details.set_bad_request(
+                    v.0.into_iter()
+                        .map(|f| FieldViolation::new(f.field, f.description))
+                        .collect::<Vec<_>>(),
+                );
+                (Code::InvalidArgument, "INVALID_ARGUMENT", message)
+            }
+            e @ Error::NotFound { .. } => (Code::NotFound, "NOT_FOUND", e.to_string()),
+            e @ Error::AlreadyExists { .. } => {
+                (Code::AlreadyExists, "ALREADY_EXISTS", e.to_string())
+            }
+            e @ Error::Aborted { .. } => (Code::Aborted, "ETAG_MISMATCH", e.to_string()),
+            Error::FailedPrecondition { reason, message } => {
+                details.add_precondition_failure_violation(reason, "", message.clone());
+                (Code::FailedPrecondition, reason, message)
+            }
+            Error::PermissionDenied(m) => (Code::PermissionDenied, "PERMISSION_DENIED", m),
+            Error::Unauthenticated(m) => (Code::Unauthenticated, "UNAUTHENTICATED", m),
+            Error::Unavailable(m) => {
+                tracing::warn!(error = %m, "storage unavailable");
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (
+                    Code::Unavailable,
+                    "STORAGE_UNAVAILABLE",
+                    "storage is unavailable; retry later".to_owned(),
+                )
+            }
+            Error::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (Code::Internal, "INTERNAL", "internal error".to_owned())
+            }
+        };
+        details.set_error_info(reason, ERROR_DOMAIN, HashMap::<String, String>::new());
+        Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_field_violations() {
+        let s: Status = Error::invalid("user.email", "is not an email address").into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let br = s.get_details_bad_request().unwrap();
+        assert_eq!(br.field_violations[0].field, "user.email");
+        assert_eq!(s.get_details_error_info().unwrap().domain, ERROR_DOMAIN);
+    }
+
+    #[test]
+    fn internal_details_are_not_leaked() {
+        let s: Status = Error::Internal("SELECT * FROM secrets failed".into()).into();
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("secrets"));
+        let s: Status = Error::Unavailable("connection refused to 10.0.0.1".into()).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.get_details_retry_info().is_some());
+        assert!(!s.message().contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn codes() {
+        let cases: Vec<(Error, Code)> = vec![
+            (Error::not_found("x"), Code::NotFound),
+            (
+                Error::AlreadyExists {
+                    resource: "x".into(),
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                Error::Aborted {
+                    resource: "x".into(),
+                },
+                Code::Aborted,
+            ),
+            (
+                Error::FailedPrecondition {
+                    reason: "HAS_CHILDREN",
+                    message: "m".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (Error::PermissionDenied("p".into()), Code::PermissionDenied),
+            (Error::Unauthenticated("u".into()), Code::Unauthenticated),
+        ];
+        for (e, code) in cases {
+            assert_eq!(Status::from(e).code(), code);
+        }
+    }
+}

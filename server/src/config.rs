@@ -1,0 +1,217 @@
+//! Configuration: flags, `TOLLGATE_*` environment variables and an optional
+//! TOML file (`--config`), in that order of precedence, then defaults.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::store::CacheConfig;
+
+/// The `tollgate` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "The access layer for gRPC microservices"
+)]
+pub struct Cli {
+    /// A TOML file with any of the `serve` settings (snake_case keys).
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(Settings),
+    /// Offline administration on the database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Mint a new API key for a service account (default: the root admin)
+    /// and print it to stdout.
+    CreateKey {
+        #[command(flatten)]
+        settings: Settings,
+        /// The owner of the key.
+        #[arg(long, default_value = "organizations/root/serviceAccounts/admin")]
+        service_account: String,
+        /// A label for the key.
+        #[arg(long, default_value = "created by tollgate admin create-key")]
+        display_name: String,
+    },
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, compact otherwise.
+    #[default]
+    Auto,
+    Pretty,
+    Compact,
+    Json,
+}
+
+/// Every setting, each optional so the sources can be merged.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// gRPC listener.
+    #[arg(long, env = "TOLLGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// `sqlite://PATH` (default `sqlite://data/tollgate.db`) or `postgres://…`.
+    #[arg(long, env = "TOLLGATE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Maximum pooled database connections.
+    #[arg(long, env = "TOLLGATE_DB_POOL_SIZE")]
+    pub db_pool_size: Option<usize>,
+    /// Entries per in-process cache.
+    #[arg(long, env = "TOLLGATE_CACHE_CAPACITY")]
+    pub cache_capacity: Option<u64>,
+    /// Seconds a cached entry lives.
+    #[arg(long, env = "TOLLGATE_CACHE_TTL_SECS")]
+    pub cache_ttl_secs: Option<u64>,
+    /// Log format.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `tollgate_server=debug` (RUST_LOG syntax).
+    #[arg(long, env = "TOLLGATE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Where to write the first admin API key (mode 0600).
+    #[arg(long, env = "TOLLGATE_BOOTSTRAP_KEY_FILE")]
+    pub bootstrap_key_file: Option<PathBuf>,
+    /// Seconds to drain in-flight calls on shutdown.
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Milliseconds between database health probes.
+    #[arg(long, env = "TOLLGATE_HEALTH_INTERVAL_MS")]
+    pub health_interval_ms: Option<u64>,
+}
+
+impl Settings {
+    /// Fills what is unset here from `file`.
+    pub fn or(self, file: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(file.listen),
+            admin_listen: self.admin_listen.or(file.admin_listen),
+            database_url: self.database_url.or(file.database_url),
+            db_pool_size: self.db_pool_size.or(file.db_pool_size),
+            cache_capacity: self.cache_capacity.or(file.cache_capacity),
+            cache_ttl_secs: self.cache_ttl_secs.or(file.cache_ttl_secs),
+            log_format: self.log_format.or(file.log_format),
+            log_level: self.log_level.or(file.log_level),
+            bootstrap_key_file: self.bootstrap_key_file.or(file.bootstrap_key_file),
+            shutdown_grace_secs: self.shutdown_grace_secs.or(file.shutdown_grace_secs),
+            health_interval_ms: self.health_interval_ms.or(file.health_interval_ms),
+        }
+    }
+
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Applies defaults.
+    pub fn resolve(self) -> Config {
+        let d = Config::default();
+        Config {
+            listen: self.listen.unwrap_or(d.listen),
+            admin_listen: self.admin_listen.unwrap_or(d.admin_listen),
+            database_url: self.database_url.unwrap_or(d.database_url),
+            db_pool_size: self.db_pool_size.unwrap_or(d.db_pool_size),
+            cache: CacheConfig {
+                capacity: self.cache_capacity.unwrap_or(d.cache.capacity),
+                ttl: self
+                    .cache_ttl_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(d.cache.ttl),
+            },
+            log_format: self.log_format.unwrap_or(d.log_format),
+            log_level: self.log_level.unwrap_or(d.log_level),
+            bootstrap_key_file: self.bootstrap_key_file,
+            shutdown_grace: self
+                .shutdown_grace_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.shutdown_grace),
+            health_interval: self
+                .health_interval_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.health_interval),
+        }
+    }
+}
+
+/// The resolved configuration `run` takes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub database_url: String,
+    pub db_pool_size: usize,
+    pub cache: CacheConfig,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub bootstrap_key_file: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+    pub health_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            database_url: "sqlite://data/tollgate.db".into(),
+            db_pool_size: 16,
+            cache: CacheConfig::default(),
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+            bootstrap_key_file: None,
+            shutdown_grace: Duration::from_secs(30),
+            health_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let cli = Cli::try_parse_from(["tollgate", "serve", "--listen", "127.0.0.1:7000"]).unwrap();
+        let Command::Serve(flags) = cli.command else {
+            panic!("not serve")
+        };
+        let file: Settings = toml::from_str(
+            "listen = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:7001\"\ncache_ttl_secs = 5",
+        )
+        .unwrap();
+        let c = flags.or(file).resolve();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.admin_listen.port(), 7001);
+        assert_eq!(c.cache.ttl, Duration::from_secs(5));
+        assert_eq!(c.database_url, "sqlite://data/tollgate.db");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,324 @@
+//! AIP-122 resource names and ids. Names are parsed once at the edge into
+//! typed values, so nothing below the API sees a raw string path.
+
+use super::FieldViolation;
+
+/// The longest id segment (RFC 1034 label).
+pub const MAX_ID_LEN: usize = 63;
+
+/// Checks an id chosen by a caller: 1 to 63 characters of `[a-z0-9-]`,
+/// starting with a letter, not ending with a hyphen.
+pub fn validate_user_id(field: &str, id: &str) -> Result<(), FieldViolation> {
+    let ok = id
+        .as_bytes()
+        .first()
+        .is_some_and(|c| c.is_ascii_lowercase())
+        && is_segment(id);
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldViolation::new(
+            field,
+            "must be 1 to 63 characters of a-z, 0-9 and '-', start with a letter and not end with '-'",
+        ))
+    }
+}
+
+/// Whether `s` may be an id segment of a name: server-assigned ids (UUIDs)
+/// may start with a digit, so parsing is a little wider than
+/// [`validate_user_id`].
+fn is_segment(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_ID_LEN
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A server-assigned id: a UUIDv7, time-ordered so new rows land at the end
+/// of the primary-key index.
+pub fn generate_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Splits `name` by `/` and checks it against `collections` (the literal
+/// segments); returns the id segments.
+fn parse<'a, const N: usize>(
+    field: &str,
+    name: &'a str,
+    collections: [&str; N],
+    pattern: &str,
+) -> Result<[&'a str; N], FieldViolation> {
+    let bad = || {
+        FieldViolation::new(
+            field,
+            if name.is_empty() {
+                format!("required; expected {pattern}")
+            } else {
+                format!(
+                    "'{}' is not a resource name of the form {pattern}",
+                    truncate(name)
+                )
+            },
+        )
+    };
+    let mut parts = name.split('/');
+    let mut ids = [""; N];
+    for (i, collection) in collections.iter().enumerate() {
+        let (Some(c), Some(id)) = (parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        if c != *collection || !is_segment(id) {
+            return Err(bad());
+        }
+        ids[i] = id;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(ids)
+}
+
+/// Shortens what is echoed back of a bad input.
+fn truncate(s: &str) -> String {
+    if s.chars().count() > 80 {
+        let mut t: String = s.chars().take(80).collect();
+        t.push('…');
+        t
+    } else {
+        s.to_owned()
+    }
+}
+
+/// `organizations/{org}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrgName {
+    pub org: String,
+}
+
+impl OrgName {
+    pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
+        let [org] = parse(
+            field,
+            name,
+            ["organizations"],
+            "organizations/{organization}",
+        )?;
+        Ok(Self { org: org.into() })
+    }
+}
+
+impl std::fmt::Display for OrgName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "organizations/{}", self.org)
+    }
+}
+
+/// The two kinds of principal that can own API keys and hold roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrincipalKind {
+    User,
+    ServiceAccount,
+}
+
+impl PrincipalKind {
+    /// The collection segment in resource names.
+    pub fn collection(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "users",
+            PrincipalKind::ServiceAccount => "serviceAccounts",
+        }
+    }
+
+    /// The stored `owner_kind` code.
+    pub fn code(self) -> i16 {
+        match self {
+            PrincipalKind::User => 1,
+            PrincipalKind::ServiceAccount => 2,
+        }
+    }
+
+    /// Inverse of [`PrincipalKind::code`].
+    pub fn from_code(code: i16) -> Option<Self> {
+        match code {
+            1 => Some(PrincipalKind::User),
+            2 => Some(PrincipalKind::ServiceAccount),
+            _ => None,
+        }
+    }
+}
+
+/// `organizations/{org}/users/{user}` or
+/// `organizations/{org}/serviceAccounts/{sa}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PrincipalName {
+    pub org: String,
+    pub kind: PrincipalKind,
+    pub id: String,
+}
+
+impl PrincipalName {
+    /// Parses a name of the given kind only.
+    pub fn parse_kind(
+        field: &str,
+        name: &str,
+        kind: PrincipalKind,
+    ) -> Result<Self, FieldViolation> {
+        let pattern = format!(
+            "organizations/{{organization}}/{}/{{id}}",
+            kind.collection()
+        );
+        let [org, id] = parse(field, name, ["organizations", kind.collection()], &pattern)?;
+        Ok(Self {
+            org: org.into(),
+            kind,
+            id: id.into(),
+        })
+    }
+
+    /// Parses a user or service account name.
+    pub fn parse_any(field: &str, name: &str) -> Result<Self, FieldViolation> {
+        Self::parse_kind(field, name, PrincipalKind::ServiceAccount)
+            .or_else(|_| Self::parse_kind(field, name, PrincipalKind::User))
+            .map_err(|_| {
+                FieldViolation::new(
+                    field,
+                    format!(
+                        "'{}' is not of the form organizations/{{organization}}/serviceAccounts/{{id}} or organizations/{{organization}}/users/{{id}}",
+                        truncate(name)
+                    ),
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for PrincipalName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "organizations/{}/{}/{}",
+            self.org,
+            self.kind.collection(),
+            self.id
+        )
+    }
+}
+
+/// `{principal}/apiKeys/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ApiKeyName {
+    pub owner: PrincipalName,
+    pub key: String,
+}
+
+impl ApiKeyName {
+    pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
+        let bad = || {
+            FieldViolation::new(
+                field,
+                format!(
+                    "'{}' is not of the form organizations/{{organization}}/serviceAccounts/{{id}}/apiKeys/{{key}} or organizations/{{organization}}/users/{{id}}/apiKeys/{{key}}",
+                    truncate(name)
+                ),
+            )
+        };
+        let (owner, key) = name.rsplit_once("/apiKeys/").ok_or_else(bad)?;
+        if !is_segment(key) {
+            return Err(bad());
+        }
+        let owner = PrincipalName::parse_any(field, owner).map_err(|_| bad())?;
+        Ok(Self {
+            owner,
+            key: key.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for ApiKeyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/apiKeys/{}", self.owner, self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids() {
+        for ok in ["a", "acme", "a-b-c", "a1", &"a".repeat(63)] {
+            assert!(validate_user_id("id", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "a/b",
+            &"a".repeat(64),
+            "é",
+        ] {
+            assert!(validate_user_id("id", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn org_names() {
+        assert_eq!(
+            OrgName::parse("name", "organizations/acme").unwrap().org,
+            "acme"
+        );
+        let uuid = generate_id();
+        assert!(OrgName::parse("name", &format!("organizations/{uuid}")).is_ok());
+        for bad in [
+            "",
+            "organizations/",
+            "organizations",
+            "organization/acme",
+            "organizations/acme/",
+            "organizations/acme/users/x",
+            "organizations/Acme",
+            "/organizations/acme",
+        ] {
+            let err = OrgName::parse("name", bad).unwrap_err();
+            assert_eq!(err.field, "name");
+        }
+    }
+
+    #[test]
+    fn principal_and_key_names() {
+        let p = PrincipalName::parse_any("parent", "organizations/acme/users/bob").unwrap();
+        assert_eq!(p.kind, PrincipalKind::User);
+        assert_eq!(p.to_string(), "organizations/acme/users/bob");
+        let sa =
+            PrincipalName::parse_any("parent", "organizations/acme/serviceAccounts/ci").unwrap();
+        assert_eq!(sa.kind, PrincipalKind::ServiceAccount);
+        assert!(PrincipalName::parse_any("parent", "organizations/acme/groups/x").is_err());
+        assert!(
+            PrincipalName::parse_kind(
+                "name",
+                "organizations/acme/users/bob",
+                PrincipalKind::ServiceAccount
+            )
+            .is_err()
+        );
+
+        let k =
+            ApiKeyName::parse("name", "organizations/acme/serviceAccounts/ci/apiKeys/k1").unwrap();
+        assert_eq!(k.key, "k1");
+        assert_eq!(k.owner.id, "ci");
+        assert_eq!(
+            k.to_string(),
+            "organizations/acme/serviceAccounts/ci/apiKeys/k1"
+        );
+        assert!(
+            ApiKeyName::parse("name", "organizations/acme/serviceAccounts/ci/apiKeys/").is_err()
+        );
+        assert!(ApiKeyName::parse("name", "organizations/acme/apiKeys/k1").is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! Connections and the pool. One code path serves SQLite and PostgreSQL
+//! through diesel's `MultiConnection`; every query runs on a blocking thread
+//! (deadpool-sync's `interact`), never on the async workers.
+
+use std::{path::PathBuf, time::Duration};
+
+use deadpool::managed::{self, Metrics, Pool, RecycleError, RecycleResult, Timeouts};
+use deadpool_sync::SyncWrapper;
+use diesel::{
+    Connection, PgConnection, RunQueryDsl, SqliteConnection, connection::SimpleConnection,
+    result::DatabaseErrorKind,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::domain::Error;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// A connection to either backend.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Where the data lives, parsed from `--database-url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A file, created with its directory on first use.
+    Sqlite(PathBuf),
+    /// A libpq connection URL.
+    Postgres(String),
+}
+
+impl Target {
+    /// `postgres://…` / `postgresql://…`, or `sqlite://PATH`, `sqlite:PATH`
+    /// or a bare path for SQLite.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Target::Postgres(url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() || path.contains("://") {
+            return Err(format!(
+                "unsupported database URL '{url}': use postgres://… or sqlite://PATH"
+            ));
+        }
+        Ok(Target::Sqlite(PathBuf::from(path)))
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Target::Sqlite(_))
+    }
+
+    /// The URL without credentials, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Target::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Target::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(s), Some(at)) if at > s => format!("{}://…{}", &url[..s], &url[at..]),
+                _ => url.clone(),
+            },
+        }
+    }
+
+    /// Opens one connection, configured for how Tollgate uses it.
+    pub fn establish(&self) -> Result<DbConnection, Error> {
+        match self {
+            Target::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        Error::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                let url = path.to_string_lossy();
+                let mut conn = SqliteConnection::establish(&url)
+                    .map_err(|e| Error::Unavailable(format!("sqlite {url}: {e}")))?;
+                // WAL lets readers run beside the one writer; busy_timeout makes
+                // a second writer (another process, `admin create-key`) wait
+                // instead of failing.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                )
+                .map_err(|e| Error::Unavailable(format!("sqlite pragmas: {e}")))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+            Target::Postgres(url) => PgConnection::establish(url)
+                .map(DbConnection::Postgres)
+                .map_err(|e| Error::Unavailable(format!("postgres: {e}"))),
+        }
+    }
+}
+
+/// A pooled connection plus whether it saw a connection-level failure.
+pub struct Conn {
+    pub conn: DbConnection,
+    broken: bool,
+}
+
+/// deadpool manager: opens connections on a blocking thread, and discards
+/// those that failed or sat idle too long without answering a ping.
+pub struct Manager {
+    target: Target,
+}
+
+impl managed::Manager for Manager {
+    type Type = SyncWrapper<Conn>;
+    type Error = Error;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        let target = self.target.clone();
+        SyncWrapper::new(deadpool::Runtime::Tokio1, move || {
+            target.establish().map(|conn| Conn {
+                conn,
+                broken: false,
+            })
+        })
+        .await
+    }
+
+    async fn recycle(&self, obj: &mut Self::Type, metrics: &Metrics) -> RecycleResult<Self::Error> {
+        if obj.is_mutex_poisoned() {
+            return Err(RecycleError::message("connection mutex poisoned"));
+        }
+        // Pinging on every checkout would double the latency of every query;
+        // ping only connections idle long enough for a server to drop them.
+        let stale = metrics.last_used() > Duration::from_secs(30);
+        let ok = obj
+            .interact(move |c| {
+                if c.broken {
+                    return false;
+                }
+                !stale || diesel::sql_query("SELECT 1").execute(&mut c.conn).is_ok()
+            })
+            .await
+            .unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(RecycleError::message("connection broken"))
+        }
+    }
+}
+
+/// The database: a pool of connections to one target.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<Manager>,
+    sqlite: bool,
+    target: std::sync::Arc<Target>,
+}
+
+impl Db {
+    /// Builds the pool (no connection is opened yet).
+    pub fn new(target: Target, max_size: usize, acquire_timeout: Duration) -> Result<Self, Error> {
+        let sqlite = target.is_sqlite();
+        let pool = Pool::builder(Manager {
+            target: target.clone(),
+        })
+        .max_size(max_size.max(1))
+        .timeouts(Timeouts {
+            wait: Some(acquire_timeout),
+            create: Some(acquire_timeout),
+            recycle: Some(acquire_timeout),
+        })
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::Internal(format!("pool: {e}")))?;
+        Ok(Self {
+            pool,
+            sqlite,
+            target: std::sync::Arc::new(target),
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Runs pending migrations of the matching backend.
+    pub async fn migrate(&self) -> Result<usize, Error> {
+        self.run(|conn| {
+            let result = match conn {
+                DbConnection::Sqlite(c) => {
+                    c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
+                }
+                DbConnection::Postgres(c) => c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len()),
+            };
+            result.map_err(|e| Error::Internal(format!("migrations: {e}")))
+        })
+        .await
+    }
+
+    /// Runs `f` on a pooled connection, on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let obj = self.pool.get().await.map_err(|e| match e {
+            managed::PoolError::Backend(e) => e,
+            other => Error::Unavailable(format!("database pool: {other}")),
+        })?;
+        obj.interact(move |c| {
+            let result = f(&mut c.conn);
+            if let Err(Error::Unavailable(_)) = &result {
+                c.broken = true;
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("database task: {e}")))?
+    }
+
+    /// Runs `f` in a write transaction: committed when it returns `Ok`,
+    /// rolled back otherwise. SQLite takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on busy_timeout
+    /// instead of failing when a read lock cannot be upgraded.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let sqlite = self.sqlite;
+        self.run(move |conn| {
+            if sqlite {
+                conn.batch_execute("BEGIN IMMEDIATE")?;
+                match f(conn) {
+                    Ok(v) => {
+                        conn.batch_execute("COMMIT")?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        let _ = conn.batch_execute("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            } else {
+                conn.transaction(f)
+            }
+        })
+        .await
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.run(|conn| {
+            diesel::sql_query("SELECT 1").execute(conn)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::Error as D;
+        match e {
+            D::DatabaseError(DatabaseErrorKind::ClosedConnection, info)
+            | D::DatabaseError(DatabaseErrorKind::UnableToSendCommand, info) => {
+                Error::Unavailable(info.message().to_owned())
+            }
+            D::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().contains("database is locked") =>
+            {
+                Error::Unavailable("database is busy".into())
+            }
+            D::BrokenTransactionManager => Error::Unavailable("broken transaction".into()),
+            other => Error::Internal(format!("database: {other}")),
+        }
+    }
+}
+
+/// Whether a diesel error is a unique-key collision (a concurrent create).
+pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("sqlite://data/t.db").unwrap(),
+            Target::Sqlite("data/t.db".into())
+        );
+        assert_eq!(
+            Target::parse("sqlite:/tmp/x.db").unwrap(),
+            Target::Sqlite("/tmp/x.db".into())
+        );
+        assert_eq!(
+            Target::parse("./x.db").unwrap(),
+            Target::Sqlite("./x.db".into())
+        );
+        assert!(matches!(
+            Target::parse("postgres://u:p@h/db").unwrap(),
+            Target::Postgres(_)
+        ));
+        assert!(Target::parse("mysql://h/db").is_err());
+        assert!(Target::parse("").is_err());
+        assert_eq!(
+            Target::parse("postgres://u:secret@h:5432/db")
+                .unwrap()
+                .redacted(),
+            "postgres://…@h:5432/db"
+        );
+    }
+}
