@@ -142,7 +142,11 @@ pub async fn run(
             .await
     });
 
-    let metrics = Arc::new(layers::RpcMetrics::new(policies.paths()));
+    let metrics = Arc::new(layers::RpcMetrics::new(
+        policies
+            .paths()
+            .chain(layers::trace::INFRA_PATHS.iter().copied()),
+    ));
     let layer = tower::ServiceBuilder::new()
         .layer(layers::TraceLayer::new(metrics))
         .layer(layers::AuthenticateLayer::new(

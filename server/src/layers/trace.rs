@@ -47,6 +47,15 @@ const CODES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// Methods of the infrastructure services we serve besides tollgate.v1,
+/// measured under their own names.
+pub const INFRA_PATHS: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
 /// Metric handles of one method, made once so the hot path only bumps
 /// atomics.
 struct MethodMetrics {

@@ -210,7 +210,9 @@ impl Db {
         })?;
         obj.interact(move |c| {
             let result = f(&mut c.conn);
-            if let Err(Error::Unavailable(_)) = &result {
+            // Diesel cannot tell us reliably whether a connection survived
+            // an unexpected error, so such a connection is not reused.
+            if let Err(Error::Unavailable(_) | Error::Internal(_)) = &result {
                 c.broken = true;
             }
             result

@@ -1,0 +1,243 @@
+//! The `tollgate` binary as an operator runs it: first-start bootstrap,
+//! configuration from a TOML file, JSON logs, `admin create-key`, and a
+//! graceful SIGTERM that lets an in-flight call finish.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use tollgate_client::{Client, v1};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+/// A running `tollgate serve`, killed on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn serve(dir: &Path, extra: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .current_dir(dir)
+            .arg("--config")
+            .arg(dir.join("tollgate.toml"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tollgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line matching `pred`.
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no '{what}' on stderr; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The gRPC address from the JSON `tollgate listening` log line.
+    fn grpc_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for("tollgate listening", |l| l.contains("tollgate listening"));
+        let json: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+        assert_eq!(json["level"], "INFO");
+        json["fields"]["grpc_addr"]
+            .as_str()
+            .expect("grpc_addr field")
+            .parse()
+            .expect("address")
+    }
+}
+
+fn write_config(dir: &Path) {
+    // Settings from the file; listen addresses come from flags, which win.
+    std::fs::write(
+        dir.join("tollgate.toml"),
+        format!(
+            "database_url = \"sqlite://{}/data/tollgate.db\"\nbootstrap_key_file = \"{}/admin.key\"\nlog_format = \"json\"\nlisten = \"127.0.0.1:1\"\n",
+            dir.display(),
+            dir.display()
+        ),
+    )
+    .expect("write config");
+}
+
+async fn client(addr: SocketAddr, key: &str) -> Client {
+    Client::builder(format!("http://{addr}"))
+        .api_key(key)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn get_root(c: &Client) -> Result<v1::Organization, tonic::Status> {
+    c.organizations()
+        .get_organization(v1::GetOrganizationRequest {
+            name: "organizations/root".into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn first_start_bootstraps_once_and_admin_create_key_mints_working_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+
+    let mut first = Proc::serve(dir.path(), &[]);
+    let printed = first.wait_for("admin api key", |l| l.starts_with("admin api key: "));
+    let key = printed.trim_start_matches("admin api key: ").to_owned();
+    assert!(key.starts_with("tg_"), "{key}");
+    let addr = first.grpc_addr();
+
+    let file = dir.path().join("admin.key");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), key);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key file must be private");
+
+    let root = get_root(&client(addr, &key).await).await.unwrap();
+    assert_eq!(root.name, "organizations/root");
+
+    // A second key, minted offline against the same database while the
+    // server runs, authenticates too.
+    let out = Command::new(BIN)
+        .arg("admin")
+        .arg("create-key")
+        .arg("--database-url")
+        .arg(format!(
+            "sqlite://{}/data/tollgate.db",
+            dir.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(second.starts_with("tg_") && second != key);
+    get_root(&client(addr, &second).await).await.unwrap();
+
+    // Restart on the same database: no new bootstrap key.
+    drop(first);
+    let mut again = Proc::serve(dir.path(), &[]);
+    let addr = again.grpc_addr();
+    assert!(
+        !again.seen.iter().any(|l| l.starts_with("admin api key")),
+        "bootstrap must happen once"
+    );
+    get_root(&client(addr, &key).await).await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_in_flight_call_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let mut server = Proc::serve(dir.path(), &[]);
+    let key = server
+        .wait_for("admin api key", |l| l.starts_with("admin api key: "))
+        .trim_start_matches("admin api key: ")
+        .to_owned();
+    let addr = server.grpc_addr();
+    let c = client(addr, &key).await;
+    c.users()
+        .create_user(v1::CreateUserRequest {
+            parent: "organizations/root".into(),
+            user_id: "ops".into(),
+            user: Some(v1::User {
+                display_name: "Ops".into(),
+                email: "ops@example.com".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+
+    // SetPassword spends its time in argon2id: long enough to be in flight
+    // when the signal arrives.
+    let mut users = c.users();
+    let call = tokio::spawn(async move {
+        users
+            .set_password(v1::SetPasswordRequest {
+                name: "organizations/root/users/ops".into(),
+                password: "a long enough password".into(),
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let user = call
+        .await
+        .unwrap()
+        .expect("the in-flight call completes")
+        .into_inner();
+    assert!(user.has_password);
+    server.wait_for("tollgate stopped", |l| l.contains("tollgate stopped"));
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[test]
+fn a_bad_database_url_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--database-url", "mysql://localhost/x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported database URL"), "{err}");
+}
