@@ -20,8 +20,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Without a command, `tollgate` serves with these settings.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: Settings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,7 +200,7 @@ mod tests {
     #[test]
     fn flags_beat_file_beats_defaults() {
         let cli = Cli::try_parse_from(["tollgate", "serve", "--listen", "127.0.0.1:7000"]).unwrap();
-        let Command::Serve(flags) = cli.command else {
+        let Some(Command::Serve(flags)) = cli.command else {
             panic!("not serve")
         };
         let file: Settings = toml::from_str(
@@ -208,6 +212,19 @@ mod tests {
         assert_eq!(c.admin_listen.port(), 7001);
         assert_eq!(c.cache.ttl, Duration::from_secs(5));
         assert_eq!(c.database_url, "sqlite://data/tollgate.db");
+    }
+
+    #[test]
+    fn serve_is_the_default_command() {
+        let cli = Cli::try_parse_from(["tollgate", "--listen", "127.0.0.1:7002"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.resolve().listen.port(), 7002);
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let s: Settings = toml::from_str(include_str!("../../deploy/tollgate.example.toml")).unwrap();
+        assert_eq!(s.resolve().admin_listen.port(), 9090);
     }
 
     #[test]

@@ -39,15 +39,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         None => Settings::default(),
     };
     match cli.command {
-        Command::Serve(flags) => serve(flags.or(file)).await,
-        Command::Admin {
+        None => serve(cli.serve.or(file)).await,
+        Some(Command::Serve(flags)) => serve(flags.or(file)).await,
+        Some(Command::Admin {
             command:
                 AdminCommand::CreateKey {
                     settings,
                     service_account,
                     display_name,
                 },
-        } => {
+        }) => {
             let config = settings.or(file).resolve();
             telemetry::init(config.log_format, "warn");
             let owner = PrincipalName::parse_kind(
