@@ -26,7 +26,7 @@ pub fn prometheus() -> PrometheusHandle {
                     Matcher::Full("tollgate_grpc_request_duration_seconds".into()),
                     BUCKETS,
                 )
-                .and_then(|b| Ok(b.build_recorder()));
+                .map(|b| b.build_recorder());
             match recorder {
                 Ok(recorder) => {
                     let handle = recorder.handle();

@@ -223,7 +223,8 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let s: Settings = toml::from_str(include_str!("../../deploy/tollgate.example.toml")).unwrap();
+        let s: Settings =
+            toml::from_str(include_str!("../../deploy/tollgate.example.toml")).unwrap();
         assert_eq!(s.resolve().admin_listen.port(), 9090);
     }
 

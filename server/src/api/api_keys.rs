@@ -6,15 +6,14 @@ use tollgate::tollgate::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{caller, micros, timestamp};
+use super::{caller, list_params, micros, timestamp};
 use crate::{
     domain::{
         Error, Violations, api_key,
         authz::{Principal, Roles},
-        filter::{self, FieldType},
+        filter::FieldType,
         names::{ApiKeyName, PrincipalName},
         now_micros,
-        page::PageRequest,
         validate::{self, MAX_DISPLAY_NAME},
     },
     store::{
@@ -148,11 +147,12 @@ impl ApiKeyService for ApiKeys {
         let req = req.into_inner();
         let owner = PrincipalName::parse_any("parent", &req.parent).map_err(Error::from)?;
         caller.authorize("apiKeys.list", &owner.org)?;
-        let filter = filter::parse(&req.filter, FILTERS)?;
-        let page = PageRequest::new(
+        let (filter, page) = list_params(
+            &req.parent,
+            &req.filter,
             req.page_size,
             &req.page_token,
-            &format!("{}\n{}", req.parent, req.filter),
+            FILTERS,
         )?;
         let (rows, next_page_token) = self.store.list_api_keys(owner, filter, page).await?;
         Ok(Response::new(ListApiKeysResponse {

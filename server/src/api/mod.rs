@@ -49,6 +49,36 @@ pub fn micros(field: &str, ts: &prost_types::Timestamp) -> Result<i64> {
     Ok(ts.seconds * 1_000_000 + i64::from(ts.nanos / 1000))
 }
 
+/// The filter and page of a List request. The page token is bound to the
+/// parent and filter, so it cannot be replayed against another query.
+pub fn list_params(
+    parent: &str,
+    filter: &str,
+    page_size: i32,
+    page_token: &str,
+    fields: &[(&'static str, crate::domain::filter::FieldType)],
+) -> Result<(
+    Vec<crate::domain::filter::Predicate>,
+    crate::domain::page::PageRequest,
+)> {
+    let predicates = crate::domain::filter::parse(filter, fields)?;
+    let page = crate::domain::page::PageRequest::new(
+        page_size,
+        page_token,
+        &format!("{parent}\n{filter}"),
+    )?;
+    Ok((predicates, page))
+}
+
+/// The state of a new principal: ACTIVE when unset.
+pub fn initial_state(field: &str, state: i32) -> Result<i16, crate::domain::FieldViolation> {
+    if state == 0 {
+        Ok(1)
+    } else {
+        principal_state(field, state)
+    }
+}
+
 /// A settable principal state (ACTIVE = 1, DISABLED = 2), or the violation
 /// naming `field`.
 pub fn principal_state(field: &str, state: i32) -> Result<i16, crate::domain::FieldViolation> {

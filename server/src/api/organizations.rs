@@ -7,16 +7,14 @@ use tollgate::tollgate::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{caller, timestamp};
+use super::{caller, list_params, timestamp};
 use crate::{
     domain::{
         Error, Violations,
-        filter::{self, FieldType},
+        filter::FieldType,
         mask,
         names::{OrgName, generate_id, validate_user_id},
-        now_micros,
-        page::PageRequest,
-        validate,
+        now_micros, validate,
     },
     store::{
         Store,
@@ -123,8 +121,7 @@ impl OrganizationService for Organizations {
     ) -> Result<Response<ListOrganizationsResponse>, Status> {
         let caller = caller(&req)?;
         let req = req.into_inner();
-        let filter = filter::parse(&req.filter, FILTERS)?;
-        let page = PageRequest::new(req.page_size, &req.page_token, &req.filter)?;
+        let (filter, page) = list_params("", &req.filter, req.page_size, &req.page_token, FILTERS)?;
         // Everyone but a platform admin sees only their own organization.
         let only = if caller.is_platform_admin() {
             None

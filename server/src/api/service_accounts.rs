@@ -7,16 +7,15 @@ use tollgate::tollgate::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{caller, principal_state, timestamp};
+use super::{caller, initial_state, list_params, principal_state, timestamp};
 use crate::{
     domain::{
         Error, Violations,
         authz::{Principal, Roles},
-        filter::{self, FieldType},
+        filter::FieldType,
         mask,
         names::{OrgName, PrincipalKind, PrincipalName, generate_id, validate_user_id},
         now_micros,
-        page::PageRequest,
         validate::{self, MAX_DESCRIPTION},
     },
     store::{
@@ -104,21 +103,11 @@ impl ServiceAccountService for ServiceAccounts {
             &sa.description,
             MAX_DESCRIPTION,
         ));
-        let roles = Roles::parse_request("service_account.roles", &sa.roles);
-        let state = if sa.state == 0 {
-            Ok(1)
-        } else {
-            principal_state("service_account.state", sa.state)
-        };
-        if let Err(e) = &roles {
-            v.0.push(e.clone());
-        }
-        if let Err(e) = &state {
-            v.0.push(e.clone());
-        }
-        v.into_result()?;
-        let (Ok(roles), Ok(state)) = (roles, state) else {
-            return Err(Status::internal("validation"));
+        let roles = v.take(Roles::parse_request("service_account.roles", &sa.roles));
+        let state = v.take(initial_state("service_account.state", sa.state));
+        v.clone().into_result()?;
+        let (Some(roles), Some(state)) = (roles, state) else {
+            return Err(Error::InvalidArgument(v).into());
         };
         caller.check_may_manage(&parent.org, &roles, "service_account.roles")?;
         let now = now_micros();
@@ -157,11 +146,12 @@ impl ServiceAccountService for ServiceAccounts {
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize("serviceAccounts.list", &parent.org)?;
-        let filter = filter::parse(&req.filter, FILTERS)?;
-        let page = PageRequest::new(
+        let (filter, page) = list_params(
+            &req.parent,
+            &req.filter,
             req.page_size,
             &req.page_token,
-            &format!("{}\n{}", req.parent, req.filter),
+            FILTERS,
         )?;
         self.store.get_organization(&parent.org).await?;
         let (rows, next_page_token) = self

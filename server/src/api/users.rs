@@ -6,17 +6,15 @@ use tollgate::tollgate::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{caller, principal_state, timestamp};
+use super::{caller, initial_state, list_params, principal_state, timestamp};
 use crate::{
     domain::{
         Error, Violations,
         authz::{Principal, Roles},
-        filter::{self, FieldType},
+        filter::FieldType,
         mask,
         names::{OrgName, PrincipalKind, PrincipalName, generate_id, validate_user_id},
-        now_micros,
-        page::PageRequest,
-        password, validate,
+        now_micros, password, validate,
     },
     store::{
         Store,
@@ -87,25 +85,12 @@ impl UserService for Users {
             "user.display_name",
             &user.display_name,
         ));
-        let email = validate::email("user.email", &user.email);
-        let roles = Roles::parse_request("user.roles", &user.roles);
-        let state = if user.state == 0 {
-            Ok(1)
-        } else {
-            principal_state("user.state", user.state)
-        };
-        if let Err(e) = &email {
-            v.0.push(e.clone());
-        }
-        if let Err(e) = &roles {
-            v.0.push(e.clone());
-        }
-        if let Err(e) = &state {
-            v.0.push(e.clone());
-        }
-        v.into_result()?;
-        let (Ok(email), Ok(roles), Ok(state)) = (email, roles, state) else {
-            return Err(Status::internal("validation"));
+        let email = v.take(validate::email("user.email", &user.email));
+        let roles = v.take(Roles::parse_request("user.roles", &user.roles));
+        let state = v.take(initial_state("user.state", user.state));
+        v.clone().into_result()?;
+        let (Some(email), Some(roles), Some(state)) = (email, roles, state) else {
+            return Err(Error::InvalidArgument(v).into());
         };
         caller.check_may_manage(&parent.org, &roles, "user.roles")?;
         let now = now_micros();
@@ -143,11 +128,12 @@ impl UserService for Users {
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize("users.list", &parent.org)?;
-        let filter = filter::parse(&req.filter, FILTERS)?;
-        let page = PageRequest::new(
+        let (filter, page) = list_params(
+            &req.parent,
+            &req.filter,
             req.page_size,
             &req.page_token,
-            &format!("{}\n{}", req.parent, req.filter),
+            FILTERS,
         )?;
         // An unknown organization is NOT_FOUND, not an empty list.
         self.store.get_organization(&parent.org).await?;

@@ -50,6 +50,18 @@ impl Violations {
         }
     }
 
+    /// Records the violation of a failed parse, if any, and passes the
+    /// value on.
+    pub fn take<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
     /// `Ok` when nothing was recorded, the invalid-argument error otherwise.
     pub fn into_result(self) -> Result<(), Error> {
         if self.0.is_empty() {

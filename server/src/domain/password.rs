@@ -14,7 +14,7 @@ pub const MAX_LEN: usize = 1024;
 /// Checks a new password's length (in characters).
 pub fn validate(field: &str, password: &str) -> Result<(), FieldViolation> {
     let n = password.chars().count();
-    if n < MIN_LEN || n > MAX_LEN {
+    if !(MIN_LEN..=MAX_LEN).contains(&n) {
         return Err(FieldViolation::new(
             field,
             format!("must be {MIN_LEN} to {MAX_LEN} characters"),

@@ -259,18 +259,16 @@ impl<B: Body> Body for ObservedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(ref ready) = polled {
-            if let Some(rec) = this.recorder.as_mut() {
-                match ready {
-                    Some(Ok(frame)) => {
-                        if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
-                            rec.finish(code);
-                        }
+        if let (Poll::Ready(ready), Some(rec)) = (&polled, this.recorder.as_mut()) {
+            match ready {
+                Some(Ok(frame)) => {
+                    if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                        rec.finish(code);
                     }
-                    Some(Err(_)) => rec.finish(2),
-                    // Ended without trailers: not a proper gRPC response.
-                    None => rec.finish(2),
                 }
+                Some(Err(_)) => rec.finish(2),
+                // Ended without trailers: not a proper gRPC response.
+                None => rec.finish(2),
             }
         }
         polled
