@@ -123,7 +123,10 @@ async fn first_start_bootstraps_once_and_admin_create_key_mints_working_keys() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
 
-    let mut first = Proc::serve(dir.path(), &[]);
+    let mut first = Proc::serve(
+        dir.path(),
+        &["--log-level", "info,tollgate_server::layers=debug"],
+    );
     let printed = first.wait_for("admin api key", |l| l.starts_with("admin api key: "));
     let key = printed.trim_start_matches("admin api key: ").to_owned();
     assert!(key.starts_with("tg_"), "{key}");
@@ -136,6 +139,27 @@ async fn first_start_bootstraps_once_and_admin_create_key_mints_working_keys() {
 
     let root = get_root(&client(addr, &key).await).await.unwrap();
     assert_eq!(root.name, "organizations/root");
+
+    // One span per RPC, with method, principal, code and latency.
+    let line = first.wait_for("rpc finished", |l| {
+        l.contains("rpc finished") && l.contains("GetOrganization")
+    });
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["span"]["name"], "rpc");
+    assert_eq!(
+        json["span"]["method"],
+        "/tollgate.v1.OrganizationService/GetOrganization"
+    );
+    assert_eq!(
+        json["span"]["principal"],
+        "organizations/root/serviceAccounts/admin"
+    );
+    assert_eq!(json["fields"]["code"], "OK");
+    assert!(json["fields"]["latency_ms"].as_f64().is_some(), "{line}");
+    assert!(
+        !line.contains(&key),
+        "a log line must never contain the key"
+    );
 
     // A second key, minted offline against the same database while the
     // server runs, authenticates too.
