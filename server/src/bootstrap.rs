@@ -46,22 +46,21 @@ pub async fn ensure_root(store: &Store) -> Result<Option<SecretKey>> {
                     revision: 1,
                 },
             )?;
-            principals::insert_service_account(
-                conn,
-                &ServiceAccountRow {
-                    org_id: ROOT_ORG.into(),
-                    sa_id: ADMIN_SA.into(),
-                    uid: generate_id(),
-                    display_name: "Platform admin".into(),
-                    description: "Created at first start.".into(),
-                    state: principals::ACTIVE,
-                    roles: Roles::new(vec![Role::Admin]).to_stored(),
-                    create_time: now,
-                    update_time: now,
-                    revision: 1,
-                },
-            )?;
-            let (row, secret) = new_key_row(&admin_name(), "bootstrap".into(), None);
+            let admin = ServiceAccountRow {
+                org_id: ROOT_ORG.into(),
+                sa_id: ADMIN_SA.into(),
+                uid: generate_id(),
+                display_name: "Platform admin".into(),
+                description: "Created at first start.".into(),
+                state: principals::ACTIVE,
+                roles: Roles::new(vec![Role::Admin]).to_stored(),
+                create_time: now,
+                update_time: now,
+                revision: 1,
+            };
+            principals::insert_service_account(conn, &admin)?;
+            let (mut row, secret) = new_key_row(&admin_name(), "bootstrap".into(), None);
+            row.owner_uid = admin.uid;
             api_keys::insert(conn, &row)?;
             Ok(Some(secret))
         })

@@ -142,6 +142,9 @@ pub async fn run(
             .await
     });
 
+    // The recorder must exist before the metric handles are made, or they
+    // bind to the no-op recorder.
+    admin::prometheus();
     let metrics = Arc::new(layers::RpcMetrics::new(
         policies
             .paths()

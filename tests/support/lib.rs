@@ -1,1 +1,37 @@
+//! Support for Tollgate's end-to-end tests: a real server, started in
+//! process through the same `prepare` + `run` the binary calls, on a real
+//! database, driven through the `tollgate-client` crate and real peers
+//! (grpcurl, a hand-written HTTP/1.1 client for the admin listener).
+//!
+//! Module map:
+//! - `server`: [`TestServer`] (start, restart, stop, clients), the
+//!   [`Backend`]s a run covers and [`each_backend`], which runs one
+//!   scenario on every backend in turn.
+//! - `postgres`: one throw-away schema per PostgreSQL test server.
+//! - [`rpc`]: assertions on call results: codes, field violations,
+//!   `google.rpc` details.
+//! - [`fixtures`]: the requests most tests start with.
+//! - [`http`]: a minimal HTTP/1.1 GET for `/metrics`, `/healthz`, `/readyz`.
+//! - [`peers`]: finding external tools (grpcurl), skipping or failing
+//!   under `TOLLGATE_TEST_STRICT=1` when they are missing.
+//!
+//! Environment:
+//! - `TOLLGATE_TEST_DATABASE_URL`: a PostgreSQL URL; when set, every test
+//!   also runs on PostgreSQL, each server in its own schema.
+//! - `TOLLGATE_TEST_STRICT=1` (CI): anything missing (PostgreSQL, grpcurl)
+//!   fails the run instead of being skipped.
+//! - `GRPCURL`: the grpcurl binary to use.
+#![forbid(unsafe_code)]
 
+pub mod fixtures;
+pub mod http;
+pub mod peers;
+mod postgres;
+pub mod rpc;
+mod server;
+
+pub use postgres::PgSchema;
+pub use server::{Backend, TestServer, backends, concurrently, each_backend};
+
+/// Re-exported so test files need only this crate and the client.
+pub use tollgate_client::{Client, tonic::Code, v1};

@@ -46,12 +46,15 @@ CREATE TABLE service_accounts (
 CREATE UNIQUE INDEX service_accounts_uid ON service_accounts (org_id, uid);
 
 -- owner_kind: 1 = user, 2 = service account. Keys of a deleted owner are
--- deleted in the same transaction as the owner.
+-- deleted in the same transaction as the owner; owner_uid binds a key to
+-- its owner so that a principal re-created under the same name never
+-- inherits a key a stale cache still holds.
 CREATE TABLE api_keys (
     org_id       TEXT     NOT NULL REFERENCES organizations (org_id) ON DELETE CASCADE,
     key_id       TEXT     NOT NULL,
     owner_kind   SMALLINT NOT NULL,
     owner_id     TEXT     NOT NULL,
+    owner_uid    TEXT     NOT NULL,
     display_name TEXT     NOT NULL,
     digest       TEXT     NOT NULL,
     state        SMALLINT NOT NULL,

@@ -61,8 +61,9 @@ impl ApiKeys {
     }
 }
 
-/// Mints a key for `owner` and stores it; returns the row and the secret.
-/// Used by the API and by bootstrap / `admin create-key`.
+/// Mints a key for `owner` (whose uid `create_api_key` fills in); returns
+/// the row and the secret. Used by the API and by bootstrap /
+/// `admin create-key`.
 pub fn new_key_row(
     owner: &PrincipalName,
     display_name: String,
@@ -74,6 +75,7 @@ pub fn new_key_row(
         key_id: minted.key_id,
         owner_kind: owner.kind.code(),
         owner_id: owner.id.clone(),
+        owner_uid: String::new(),
         display_name,
         digest: minted.digest,
         state: keys::ACTIVE,
@@ -148,6 +150,7 @@ impl ApiKeyService for ApiKeys {
         let owner = PrincipalName::parse_any("parent", &req.parent).map_err(Error::from)?;
         caller.authorize("apiKeys.list", &owner.org)?;
         let (filter, page) = list_params(
+            "apiKeys",
             &req.parent,
             &req.filter,
             req.page_size,

@@ -50,8 +50,10 @@ pub fn micros(field: &str, ts: &prost_types::Timestamp) -> Result<i64> {
 }
 
 /// The filter and page of a List request. The page token is bound to the
-/// parent and filter, so it cannot be replayed against another query.
+/// collection, parent and filter, so it cannot be replayed against another
+/// query.
 pub fn list_params(
+    collection: &str,
     parent: &str,
     filter: &str,
     page_size: i32,
@@ -65,7 +67,7 @@ pub fn list_params(
     let page = crate::domain::page::PageRequest::new(
         page_size,
         page_token,
-        &format!("{parent}\n{filter}"),
+        &format!("{collection}\n{parent}\n{filter}"),
     )?;
     Ok((predicates, page))
 }

@@ -121,7 +121,14 @@ impl OrganizationService for Organizations {
     ) -> Result<Response<ListOrganizationsResponse>, Status> {
         let caller = caller(&req)?;
         let req = req.into_inner();
-        let (filter, page) = list_params("", &req.filter, req.page_size, &req.page_token, FILTERS)?;
+        let (filter, page) = list_params(
+            "organizations",
+            "",
+            &req.filter,
+            req.page_size,
+            &req.page_token,
+            FILTERS,
+        )?;
         // Everyone but a platform admin sees only their own organization.
         let only = if caller.is_platform_admin() {
             None

@@ -147,6 +147,7 @@ impl ServiceAccountService for ServiceAccounts {
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize("serviceAccounts.list", &parent.org)?;
         let (filter, page) = list_params(
+            "serviceAccounts",
             &req.parent,
             &req.filter,
             req.page_size,

@@ -129,6 +129,7 @@ impl UserService for Users {
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize("users.list", &parent.org)?;
         let (filter, page) = list_params(
+            "users",
             &req.parent,
             &req.filter,
             req.page_size,

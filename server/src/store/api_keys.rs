@@ -35,6 +35,8 @@ pub struct ApiKeyRow {
     pub key_id: String,
     pub owner_kind: i16,
     pub owner_id: String,
+    /// The uid of the owner the key was made for.
+    pub owner_uid: String,
     pub display_name: String,
     /// Hex SHA-256 of the whole key.
     pub digest: String,
@@ -82,22 +84,22 @@ fn load(conn: &mut DbConnection, name: &ApiKeyName) -> Result<Option<ApiKeyRow>>
         .optional()?)
 }
 
-/// The roles of a key's owner, or NOT_FOUND.
-fn owner_roles(conn: &mut DbConnection, owner: &PrincipalName) -> Result<Roles> {
-    let roles = match owner.kind {
+/// The roles and uid of a key's owner, or NOT_FOUND.
+fn owner_roles(conn: &mut DbConnection, owner: &PrincipalName) -> Result<(Roles, String)> {
+    let found = match owner.kind {
         PrincipalKind::User => users::table
             .find((&owner.org, &owner.id))
-            .select(users::roles)
-            .first::<String>(conn)
+            .select((users::roles, users::uid))
+            .first::<(String, String)>(conn)
             .optional()?,
         PrincipalKind::ServiceAccount => service_accounts::table
             .find((&owner.org, &owner.id))
-            .select(service_accounts::roles)
-            .first::<String>(conn)
+            .select((service_accounts::roles, service_accounts::uid))
+            .first::<(String, String)>(conn)
             .optional()?,
     };
-    roles
-        .map(|r| Roles::from_stored(&r))
+    found
+        .map(|(r, uid)| (Roles::from_stored(&r), uid))
         .ok_or_else(|| Error::not_found(owner.to_string()))
 }
 
@@ -118,16 +120,20 @@ pub(crate) fn insert(conn: &mut DbConnection, row: &ApiKeyRow) -> Result<()> {
 
 impl Store {
     /// Creates a key for an existing owner; `guard` sees the owner's roles.
+    /// The row's `owner_uid` is set here, from the owner read in the same
+    /// transaction.
     pub async fn create_api_key(
         &self,
-        row: ApiKeyRow,
+        mut row: ApiKeyRow,
         guard: impl Fn(&Roles) -> Result<()> + Send + 'static,
     ) -> Result<ApiKeyRow> {
         let created = self
             .db
             .write(move |conn| {
                 let owner = row.owner()?;
-                guard(&owner_roles(conn, &owner)?)?;
+                let (roles, uid) = owner_roles(conn, &owner)?;
+                guard(&roles)?;
+                row.owner_uid = uid;
                 insert(conn, &row)?;
                 Ok(row)
             })
@@ -194,7 +200,7 @@ impl Store {
             .write(move |conn| {
                 let cur = load(conn, &n)?.ok_or_else(|| Error::not_found(n.to_string()))?;
                 check_etag(&n.to_string(), &sent_etag, &cur.etag())?;
-                guard(&owner_roles(conn, &n.owner)?)?;
+                guard(&owner_roles(conn, &n.owner)?.0)?;
                 if cur.state == REVOKED {
                     return Ok(cur);
                 }
@@ -254,9 +260,13 @@ impl Store {
         if row.expire_time.is_some_and(|t| t <= now_micros()) {
             return Err(Error::Unauthenticated("API key expired".into()));
         }
+        // The uid check refuses a key whose owner was deleted and re-created
+        // under the same name, even while another replica's cache still
+        // holds the key.
         let record = self
             .principal_record(row.owner()?)
             .await?
+            .filter(|r| r.uid == row.owner_uid)
             .ok_or_else(invalid)?;
         if !record.active {
             return Err(Error::Unauthenticated(format!(

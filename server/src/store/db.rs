@@ -79,12 +79,13 @@ impl Target {
                 let url = path.to_string_lossy();
                 let mut conn = SqliteConnection::establish(&url)
                     .map_err(|e| Error::Unavailable(format!("sqlite {url}: {e}")))?;
-                // WAL lets readers run beside the one writer; busy_timeout makes
-                // a second writer (another process, `admin create-key`) wait
-                // instead of failing.
+                // busy_timeout comes first: it makes every later statement,
+                // the WAL switch included, wait for another connection's lock
+                // (another process, `admin create-key`, a pool still closing)
+                // instead of failing. WAL lets readers run beside the writer.
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(|e| Error::Unavailable(format!("sqlite pragmas: {e}")))?;
                 Ok(DbConnection::Sqlite(conn))

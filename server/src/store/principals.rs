@@ -86,6 +86,9 @@ pub struct ServiceAccountChanges {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrincipalRecord {
     pub principal: Arc<Principal>,
+    /// Distinguishes this principal from an earlier one of the same name:
+    /// keys are bound to it.
+    pub uid: String,
     pub active: bool,
 }
 
@@ -168,18 +171,21 @@ fn load_sa(conn: &mut DbConnection, org: &str, id: &str) -> Result<Option<Servic
 /// Loads the roles and state of any principal.
 fn load_record(conn: &mut DbConnection, name: &PrincipalName) -> Result<Option<PrincipalRecord>> {
     let found = match name.kind {
-        PrincipalKind::User => load_user(conn, &name.org, &name.id)?.map(|r| (r.roles(), r.state)),
+        PrincipalKind::User => {
+            load_user(conn, &name.org, &name.id)?.map(|r| (r.roles(), r.state, r.uid))
+        }
         PrincipalKind::ServiceAccount => {
-            load_sa(conn, &name.org, &name.id)?.map(|r| (r.roles(), r.state))
+            load_sa(conn, &name.org, &name.id)?.map(|r| (r.roles(), r.state, r.uid))
         }
     };
-    Ok(found.map(|(roles, state)| PrincipalRecord {
+    Ok(found.map(|(roles, state, uid)| PrincipalRecord {
         principal: Arc::new(Principal {
             org: name.org.clone(),
             kind: name.kind,
             id: name.id.clone(),
             roles,
         }),
+        uid,
         active: state == ACTIVE,
     }))
 }
@@ -223,6 +229,12 @@ fn current<R: PrincipalRow>(
     Ok(current)
 }
 
+fn email_exists(org: &str, email: &str) -> Error {
+    Error::AlreadyExists {
+        resource: format!("a user with email {email} in organizations/{org}"),
+    }
+}
+
 /// A guard that allows everything.
 pub fn no_guard<R>(_: &R) -> Result<()> {
     Ok(())
@@ -252,6 +264,16 @@ impl Store {
             .invalidate(&(name.org.clone(), name.kind, name.id.clone()));
     }
 
+    /// After a delete: the principal and every cached key of it.
+    fn forget_principal_and_keys(&self, name: &PrincipalName) {
+        self.forget_principal(name);
+        let (org, kind, id) = (name.org.clone(), name.kind.code(), name.id.clone());
+        let _ = self.caches.keys.invalidate_entries_if(move |_, v| {
+            v.as_ref()
+                .is_some_and(|k| k.org_id == org && k.owner_kind == kind && k.owner_id == id)
+        });
+    }
+
     // === users ===
 
     pub async fn create_user(&self, row: UserRow) -> Result<UserRow> {
@@ -260,19 +282,26 @@ impl Store {
             .write(move |conn| {
                 require_org(conn, &row.org_id)?;
                 let name = row.principal_name().to_string();
+                // Say which of id and email is taken. Checked before the
+                // insert: after a failed statement PostgreSQL refuses every
+                // further query of the transaction.
+                if load_user(conn, &row.org_id, &row.user_id)?.is_some() {
+                    return Err(Error::AlreadyExists { resource: name });
+                }
+                let email_taken = users::table
+                    .filter(users::org_id.eq(&row.org_id))
+                    .filter(users::email.eq(&row.email))
+                    .count()
+                    .get_result::<i64>(conn)?
+                    > 0;
+                if email_taken {
+                    return Err(email_exists(&row.org_id, &row.email));
+                }
                 match diesel::insert_into(users::table).values(&row).execute(conn) {
+                    // A concurrent create won the race between check and insert.
                     Err(e) if is_unique_violation(&e) => {
-                        // Either the id or the email is taken; say which.
-                        let taken_id = load_user(conn, &row.org_id, &row.user_id)?.is_some();
-                        return Err(if taken_id {
-                            Error::AlreadyExists { resource: name }
-                        } else {
-                            Error::AlreadyExists {
-                                resource: format!(
-                                    "a user with email {} in organizations/{}",
-                                    row.email, row.org_id
-                                ),
-                            }
+                        return Err(Error::AlreadyExists {
+                            resource: format!("{name} (or its email)"),
                         });
                     }
                     other => other?,
@@ -355,9 +384,10 @@ impl Store {
                 .execute(conn);
                 let count = match result {
                     Err(e) if is_unique_violation(&e) => {
-                        return Err(Error::AlreadyExists {
-                            resource: format!("a user with that email in organizations/{}", n.org),
-                        });
+                        return Err(email_exists(
+                            &n.org,
+                            changes.email.as_deref().unwrap_or("that email"),
+                        ));
                     }
                     other => other?,
                 };
@@ -392,7 +422,7 @@ impl Store {
                 Ok(())
             })
             .await?;
-        self.forget_principal(name);
+        self.forget_principal_and_keys(name);
         Ok(())
     }
 
@@ -525,7 +555,7 @@ impl Store {
                 Ok(())
             })
             .await?;
-        self.forget_principal(name);
+        self.forget_principal_and_keys(name);
         Ok(())
     }
 }

