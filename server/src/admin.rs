@@ -44,6 +44,20 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Drains histogram samples into their buckets every few seconds. Without
+/// it the recorder keeps every sample until `/metrics` is scraped, so an
+/// unscraped server grows by ~24 bytes a call.
+pub async fn upkeep(handle: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
     ready: Arc<AtomicBool>,

@@ -33,7 +33,6 @@ use std::{
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tollgate::tollgate::v1::{
     api_key_service_server::ApiKeyServiceServer,
@@ -144,7 +143,8 @@ pub async fn run(
 
     // The recorder must exist before the metric handles are made, or they
     // bind to the no-op recorder.
-    admin::prometheus();
+    let prometheus = admin::prometheus();
+    let upkeep_task = tokio::spawn(admin::upkeep(prometheus, token.clone()));
     let metrics = Arc::new(layers::RpcMetrics::new(
         policies
             .paths()
@@ -178,9 +178,14 @@ pub async fn run(
         .add_service(ApiKeyServiceServer::new(api::api_keys::ApiKeys::new(
             store.clone(),
         )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            drain_token.cancelled().await
-        });
+        // tonic applies TCP_NODELAY only to listeners it wraps itself;
+        // without it Nagle's algorithm adds 40 ms stalls to small replies.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
+            async move { drain_token.cancelled().await },
+        );
 
     let grace = config.shutdown_grace;
     let served = tokio::select! {
@@ -195,6 +200,7 @@ pub async fn run(
     };
     token.cancel();
     let _ = health_task.await;
+    let _ = upkeep_task.await;
     match admin_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "admin listener"),
         Err(e) => tracing::warn!(error = %e, "admin task"),

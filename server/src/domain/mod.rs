@@ -161,10 +161,13 @@ pub fn etag(uid: &str, revision: i64) -> String {
         .chain_update(uid.as_bytes())
         .chain_update(revision.to_be_bytes())
         .finalize();
+    // Read on every Get and List: hex by table, not by `format!`.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(18);
     out.push('"');
     for b in &digest[..8] {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out.push('"');
     out
