@@ -160,6 +160,35 @@ async fn grpcurl_works_through_reflection_alone() {
             "{get:?}"
         );
 
+        // Every tollgate.v1 service answers a call through reflection alone:
+        // a user, a service account, its key, then the key's listing.
+        let calls: [(&str, &str, &str); 4] = [
+            (
+                "tollgate.v1.UserService/CreateUser",
+                r#"{"parent":"organizations/acme","user_id":"alice","user":{"display_name":"Alice","email":"alice@acme.example","roles":["viewer"]}}"#,
+                "\"name\": \"organizations/acme/users/alice\"",
+            ),
+            (
+                "tollgate.v1.ServiceAccountService/CreateServiceAccount",
+                r#"{"parent":"organizations/acme","service_account_id":"ci","service_account":{"display_name":"CI","roles":["editor"]}}"#,
+                "\"name\": \"organizations/acme/serviceAccounts/ci\"",
+            ),
+            (
+                "tollgate.v1.ApiKeyService/CreateApiKey",
+                r#"{"parent":"organizations/acme/serviceAccounts/ci","api_key":{"display_name":"deploys"}}"#,
+                "\"secret\": \"tg_",
+            ),
+            (
+                "tollgate.v1.ApiKeyService/ListApiKeys",
+                r#"{"parent":"organizations/acme/serviceAccounts/ci"}"#,
+                "\"displayName\": \"deploys\"",
+            ),
+        ];
+        for (method, body, expect) in calls {
+            let run = grpcurl(&bin, server, &["-H", &bearer, "-d", body, "{addr}", method]).await?;
+            assert!(run.success && run.stdout.contains(expect), "{method}: {run:?}");
+        }
+
         // Without a key: refused, and nothing created.
         let body = r#"{"organization_id":"sneaky","organization":{"display_name":"Sneaky"}}"#;
         let anonymous = grpcurl(
