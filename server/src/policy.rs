@@ -17,8 +17,6 @@ pub const PACKAGE: &str = "tollgate.v1";
 /// What one method demands of its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MethodPolicy {
-    /// `/tollgate.v1.OrganizationService/GetOrganization`.
-    pub path: String,
     /// Empty only when `public`.
     pub permission: String,
     pub cost: u32,
@@ -92,9 +90,8 @@ impl Policies {
                 }
                 let path = format!("/{}/{}", service.full_name(), method.name());
                 by_path.insert(
-                    path.clone(),
+                    path,
                     Arc::new(MethodPolicy {
-                        path,
                         permission,
                         cost,
                         public,

@@ -153,34 +153,23 @@ impl managed::Manager for Manager {
 pub struct Db {
     pool: Pool<Manager>,
     sqlite: bool,
-    target: std::sync::Arc<Target>,
 }
 
 impl Db {
     /// Builds the pool (no connection is opened yet).
     pub fn new(target: Target, max_size: usize, acquire_timeout: Duration) -> Result<Self, Error> {
         let sqlite = target.is_sqlite();
-        let pool = Pool::builder(Manager {
-            target: target.clone(),
-        })
-        .max_size(max_size.max(1))
-        .timeouts(Timeouts {
-            wait: Some(acquire_timeout),
-            create: Some(acquire_timeout),
-            recycle: Some(acquire_timeout),
-        })
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| Error::Internal(format!("pool: {e}")))?;
-        Ok(Self {
-            pool,
-            sqlite,
-            target: std::sync::Arc::new(target),
-        })
-    }
-
-    pub fn target(&self) -> &Target {
-        &self.target
+        let pool = Pool::builder(Manager { target })
+            .max_size(max_size.max(1))
+            .timeouts(Timeouts {
+                wait: Some(acquire_timeout),
+                create: Some(acquire_timeout),
+                recycle: Some(acquire_timeout),
+            })
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Internal(format!("pool: {e}")))?;
+        Ok(Self { pool, sqlite })
     }
 
     /// Runs pending migrations of the matching backend.

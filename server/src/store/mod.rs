@@ -13,7 +13,7 @@ pub mod schema;
 
 use std::sync::Arc;
 
-use diesel::RunQueryDsl;
+use diesel::{ExpressionMethods, RunQueryDsl};
 
 pub use cache::{CacheConfig, Caches};
 pub use db::{Db, DbConnection, Target};
@@ -63,5 +63,3 @@ pub(crate) fn append_event(
         .execute(conn)?;
     Ok(())
 }
-
-use diesel::ExpressionMethods;
