@@ -1,22 +1,28 @@
 //! Tollgate's server: the access layer for gRPC microservices.
 //!
 //! Module map, in request order:
-//! - [`layers`]: tower layers every call passes: `trace`, `authenticate`.
+//! - [`layers`]: tower layers every call passes: `trace`, `authenticate`,
+//!   `authorize`.
 //! - [`api`]: one module per proto service; `api::error` maps errors to
 //!   gRPC statuses.
 //! - [`domain`]: names, validation, roles, filters, page tokens, key format.
 //! - [`store`]: diesel repositories over SQLite or PostgreSQL, moka caches,
 //!   the outbox.
 //! - [`policy`]: method policies read from the proto options.
+//! - [`components`]: the long-running parts `run` composes (main listener,
+//!   admin listener), each stopping on the shutdown token.
 //! - [`admin`], [`health`], [`bootstrap`], [`config`], [`telemetry`].
 //!
-//! [`prepare`] opens storage and bootstraps; [`run`] serves until shutdown.
-//! The binary and the end-to-end tests call the same two functions.
+//! [`prepare`] opens storage and bootstraps; [`app`] builds the served stack
+//! as a value (gRPC routes behind trace → authenticate → authorize); [`run`]
+//! serves it until shutdown. The binary and the end-to-end tests call the
+//! same functions.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod api;
 pub mod bootstrap;
+pub mod components;
 pub mod config;
 pub mod domain;
 pub mod health;
@@ -40,6 +46,9 @@ use tollgate::tollgate::v1::{
     service_account_service_server::ServiceAccountServiceServer,
     user_service_server::UserServiceServer,
 };
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
 
 pub use config::Config;
 use domain::api_key::SecretKey;
@@ -48,8 +57,12 @@ use store::{Db, Store, Target};
 
 /// Storage opened, migrated and bootstrapped; ready to [`run`].
 pub struct App {
+    /// The resolved configuration.
     pub config: Config,
+    /// The repositories and their caches.
     pub store: Store,
+    /// Every served method's policy. Tests may replace it before [`run`]
+    /// to prove that the proto option is what is enforced.
     pub policies: Arc<Policies>,
     /// The admin key, when this start created it.
     pub bootstrap_key: Option<SecretKey>,
@@ -89,30 +102,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::new(db, config.cache.clone()))
 }
 
-/// Serves gRPC on `listener` and the admin endpoints on `admin` until
-/// `shutdown` completes, then drains in-flight calls for at most
-/// `config.shutdown_grace`.
-pub async fn run(
-    app: App,
-    listener: TcpListener,
-    admin: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let App {
-        config,
-        store,
-        policies,
-        ..
-    } = app;
-    let token = CancellationToken::new();
-    {
-        let token = token.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            token.cancel();
-        });
-    }
+/// The layers every request to the main listener passes, outermost first.
+pub type Layers = Stack<layers::AuthorizeLayer, Stack<layers::AuthenticateLayer, Stack<layers::TraceLayer, Identity>>>;
 
+/// Every gRPC service Tollgate serves, unlayered, with the health service
+/// `health` publishes to.
+pub fn grpc_routes(app: &App) -> anyhow::Result<(Routes, HealthReporter)> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
@@ -122,48 +117,8 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-
-    let ready = Arc::new(AtomicBool::new(false));
-    let health_task = tokio::spawn(health::watch(
-        store.db.clone(),
-        reporter,
-        policies.services(),
-        ready.clone(),
-        config.health_interval,
-        token.clone(),
-    ));
-
-    let admin_addr = admin.local_addr()?;
-    let admin_token = token.clone();
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin, admin::router(ready))
-            .with_graceful_shutdown(async move { admin_token.cancelled().await })
-            .await
-    });
-
-    // The recorder must exist before the metric handles are made, or they
-    // bind to the no-op recorder.
-    let prometheus = admin::prometheus();
-    let upkeep_task = tokio::spawn(admin::upkeep(prometheus, token.clone()));
-    let metrics = Arc::new(layers::RpcMetrics::new(
-        policies
-            .paths()
-            .chain(layers::trace::INFRA_PATHS.iter().copied()),
-    ));
-    let layer = tower::ServiceBuilder::new()
-        .layer(layers::TraceLayer::new(metrics))
-        .layer(layers::AuthenticateLayer::new(
-            store.clone(),
-            policies.clone(),
-        ))
-        .into_inner();
-
-    let grpc_addr = listener.local_addr()?;
-    tracing::info!(%grpc_addr, %admin_addr, "tollgate listening");
-    let drain_token = token.clone();
-    let server = tonic::transport::Server::builder()
-        .layer(layer)
-        .add_service(health_service)
+    let store = &app.store;
+    let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(OrganizationServiceServer::new(
@@ -177,27 +132,74 @@ pub async fn run(
         ))
         .add_service(ApiKeyServiceServer::new(api::api_keys::ApiKeys::new(
             store.clone(),
-        )))
-        // tonic applies TCP_NODELAY only to listeners it wraps itself;
-        // without it Nagle's algorithm adds 40 ms stalls to small replies.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
-            async move { drain_token.cancelled().await },
-        );
+        )));
+    Ok((routes, reporter))
+}
 
-    let grace = config.shutdown_grace;
-    let served = tokio::select! {
-        r = server => r.context("gRPC server"),
-        _ = async {
-            token.cancelled().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(?grace, "in-flight calls did not drain in time; stopping anyway");
-            Ok(())
-        }
-    };
+/// trace → authenticate → authorize, over `app`'s store and policies.
+pub fn layers(app: &App) -> Layers {
+    // The recorder must exist before the metric handles are made, or they
+    // bind to the no-op recorder.
+    admin::prometheus();
+    let metrics = Arc::new(layers::RpcMetrics::new(app.policies.paths()));
+    tower::ServiceBuilder::new()
+        .layer(layers::TraceLayer::new(metrics))
+        .layer(layers::AuthenticateLayer::new(app.store.clone()))
+        .layer(layers::AuthorizeLayer::new(app.policies.clone()))
+        .into_inner()
+}
+
+/// The main listener's service: the gRPC routes behind [`layers`], as an
+/// axum router so HTTP routes can join them on the same port. Also returns
+/// the health reporter the health component publishes to.
+pub fn app(app: &App) -> anyhow::Result<(axum::Router, HealthReporter)> {
+    let (routes, health) = grpc_routes(app)?;
+    let router = routes.prepare().into_axum_router().layer(layers(app));
+    Ok((router, health))
+}
+
+/// Serves [`app`] on `listener` and the admin endpoints on `admin` until
+/// `shutdown` completes, then drains in-flight calls for at most
+/// `config.shutdown_grace`.
+pub async fn run(
+    app: App,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    {
+        let token = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            token.cancel();
+        });
+    }
+    let (router, reporter) = self::app(&app)?;
+    let App {
+        config,
+        store,
+        policies,
+        ..
+    } = app;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let health_task = tokio::spawn(health::watch(
+        store.db.clone(),
+        reporter,
+        policies.services().to_vec(),
+        ready.clone(),
+        config.health_interval,
+        token.clone(),
+    ));
+    let admin_addr = admin.local_addr()?;
+    let admin_task = tokio::spawn(components::admin(admin, ready, token.clone()));
+    let upkeep_task = tokio::spawn(admin::upkeep(admin::prometheus(), token.clone()));
+
+    let grpc_addr = listener.local_addr()?;
+    tracing::info!(%grpc_addr, %admin_addr, "tollgate listening");
+    let served = components::main_listener(router, listener, config.shutdown_grace, token.clone()).await;
+
     token.cancel();
     let _ = health_task.await;
     let _ = upkeep_task.await;

@@ -1,58 +1,115 @@
 //! Method policies, read from the `(tollgate.v1.policy)` option of every
 //! method in the compiled descriptors at start-up. The proto is the source
 //! of truth: a method without a policy, or naming an unknown permission,
-//! stops the server before it listens.
+//! stops the server before it listens. The infrastructure services we
+//! serve beside `tollgate.v1` (health, reflection) are registered here as
+//! public, read from their own descriptor sets, so no layer keeps a list of
+//! paths of its own.
 
 use std::{collections::HashMap, sync::Arc};
 
 use prost_reflect::{DescriptorPool, Value};
+pub use tollgate::tollgate::v1::MethodPolicy;
 
-use crate::domain::authz::PERMISSIONS;
+use crate::domain::authz::Permission;
 
 /// The full name of the option extension.
 pub const POLICY_EXTENSION: &str = "tollgate.v1.policy";
 /// Services in this package must all carry policies.
 pub const PACKAGE: &str = "tollgate.v1";
 
-/// What one method demands of its caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MethodPolicy {
-    /// Empty only when `public`.
-    pub permission: String,
-    pub cost: u32,
-    pub public: bool,
+/// The descriptor sets of the services served beside `tollgate.v1` that
+/// anyone may call: load balancers probe health without credentials, and
+/// grpcurl and buf list services before they know a key.
+pub fn public_infrastructure() -> [&'static [u8]; 3] {
+    [
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
 }
 
+/// Why the policies could not be read; each names the method at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// The descriptor set does not decode.
     #[error("cannot read the descriptor set: {0}")]
     Descriptor(String),
+    /// The descriptor set lacks `policy.proto`.
     #[error("the descriptor set does not define the {POLICY_EXTENSION} option")]
     NoExtension,
+    /// A `tollgate.v1` method without its option, or with an empty one.
     #[error(
         "method {0} has no (tollgate.v1.policy) option; every method must declare its permission and cost"
     )]
     Missing(String),
-    #[error("method {method} names unknown permission '{permission}'")]
-    UnknownPermission { method: String, permission: String },
+    /// The option does not decode as a `MethodPolicy`.
+    #[error("method {method} has an unreadable (tollgate.v1.policy) option: {reason}")]
+    Unreadable {
+        /// The method's full name.
+        method: String,
+        /// The decode error.
+        reason: String,
+    },
+    /// The permission is not `collection.verb` with a known verb.
+    #[error(
+        "method {method} names unknown permission '{permission}'; expected collection.verb with verb one of get, list, create, update, delete, revoke, setPassword"
+    )]
+    UnknownPermission {
+        /// The method's full name.
+        method: String,
+        /// The permission as written.
+        permission: String,
+    },
 }
 
-/// The policy of every method, by request path.
+/// What a call to one method demands, decided once at start-up: the option
+/// as the proto declares it, and its permission parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// The request path, `/package.Service/Method`, also the metrics label.
+    pub path: Box<str>,
+    /// The option as declared; `cost` is what the rate limiter charges.
+    pub declared: MethodPolicy,
+    /// What the caller needs; `None` when the method is public.
+    pub permission: Option<Permission>,
+}
+
+impl Policy {
+    /// Whether anonymous callers may call the method.
+    pub fn is_public(&self) -> bool {
+        self.permission.is_none()
+    }
+}
+
+/// The policy of every served method, by request path.
 #[derive(Debug, Default)]
 pub struct Policies {
-    by_path: HashMap<String, Arc<MethodPolicy>>,
+    by_path: HashMap<Box<str>, Arc<Policy>>,
+    /// `tollgate.v1` services, for per-service health.
+    services: Vec<String>,
 }
 
 impl Policies {
-    /// Reads and checks the policies of every `tollgate.v1` method.
+    /// Reads and checks the policies of every `tollgate.v1` method in
+    /// `encoded_fds`, and registers the public infrastructure services.
     pub fn load(encoded_fds: &[u8]) -> Result<Self, PolicyError> {
+        let mut policies = Self::default();
+        policies.load_tollgate(encoded_fds)?;
+        for fds in public_infrastructure() {
+            policies.load_public(fds)?;
+        }
+        Ok(policies)
+    }
+
+    fn load_tollgate(&mut self, encoded_fds: &[u8]) -> Result<(), PolicyError> {
         let pool = DescriptorPool::decode(encoded_fds)
             .map_err(|e| PolicyError::Descriptor(e.to_string()))?;
         let ext = pool
             .get_extension_by_name(POLICY_EXTENSION)
             .ok_or(PolicyError::NoExtension)?;
-        let mut by_path = HashMap::new();
         for service in pool.services().filter(|s| s.package_name() == PACKAGE) {
+            self.services.push(service.full_name().to_owned());
             for method in service.methods() {
                 let full = method.full_name().to_owned();
                 let options = method.options();
@@ -63,68 +120,76 @@ impl Policies {
                 let Value::Message(m) = value.as_ref() else {
                     return Err(PolicyError::Missing(full));
                 };
-                let text = |f: &str| {
-                    m.get_field_by_name(f)
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
+                let declared: MethodPolicy =
+                    m.transcode_to().map_err(|e| PolicyError::Unreadable {
+                        method: full.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let permission = if declared.public {
+                    None
+                } else if declared.permission.is_empty() {
+                    return Err(PolicyError::Missing(full));
+                } else {
+                    Some(Permission::parse(&declared.permission).ok_or_else(|| {
+                        PolicyError::UnknownPermission {
+                            method: full.clone(),
+                            permission: declared.permission.clone(),
+                        }
+                    })?)
                 };
-                let permission = text("permission");
-                let cost = m
-                    .get_field_by_name("cost")
-                    .and_then(|v| v.as_u32())
-                    .unwrap_or(0);
-                let public = m
-                    .get_field_by_name("public")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false);
-                if !public {
-                    if permission.is_empty() {
-                        return Err(PolicyError::Missing(full));
-                    }
-                    if !PERMISSIONS.contains(&permission.as_str()) {
-                        return Err(PolicyError::UnknownPermission {
-                            method: full,
-                            permission,
-                        });
-                    }
-                }
-                let path = format!("/{}/{}", service.full_name(), method.name());
-                by_path.insert(
-                    path,
-                    Arc::new(MethodPolicy {
-                        permission,
-                        cost,
-                        public,
-                    }),
-                );
+                self.insert(Policy {
+                    path: format!("/{}/{}", service.full_name(), method.name()).into(),
+                    declared,
+                    permission,
+                });
             }
         }
-        Ok(Self { by_path })
+        self.services.sort();
+        Ok(())
     }
 
-    pub fn get(&self, path: &str) -> Option<&Arc<MethodPolicy>> {
+    /// Registers every method of every service in `encoded_fds` as public
+    /// and free.
+    fn load_public(&mut self, encoded_fds: &[u8]) -> Result<(), PolicyError> {
+        let pool = DescriptorPool::decode(encoded_fds)
+            .map_err(|e| PolicyError::Descriptor(e.to_string()))?;
+        for service in pool.services() {
+            for method in service.methods() {
+                self.insert(Policy {
+                    path: format!("/{}/{}", service.full_name(), method.name()).into(),
+                    declared: MethodPolicy {
+                        public: true,
+                        ..MethodPolicy::default()
+                    },
+                    permission: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, policy: Policy) {
+        self.by_path.insert(policy.path.clone(), Arc::new(policy));
+    }
+
+    /// The policy of the method at `path`; `None` for paths we do not serve.
+    pub fn get(&self, path: &str) -> Option<&Arc<Policy>> {
         self.by_path.get(path)
     }
 
+    /// Every served method's path, infrastructure included.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.by_path.keys().map(String::as_str)
+        self.by_path.keys().map(AsRef::as_ref)
     }
 
-    /// The names of the services that carry policies.
-    pub fn services(&self) -> Vec<String> {
-        let mut s: Vec<String> = self
-            .by_path
-            .keys()
-            .filter_map(|p| {
-                p.trim_start_matches('/')
-                    .split('/')
-                    .next()
-                    .map(str::to_owned)
-            })
-            .collect();
-        s.sort();
-        s.dedup();
-        s
+    /// Every served method's policy.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Policy>> {
+        self.by_path.values()
+    }
+
+    /// The names of the `tollgate.v1` services, sorted.
+    pub fn services(&self) -> &[String] {
+        &self.services
     }
 }
 
@@ -133,6 +198,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::domain::authz::Verb;
 
     #[test]
     fn the_edited_set_keeps_other_policies() {
@@ -155,14 +221,38 @@ mod tests {
         let get = p
             .get("/tollgate.v1.OrganizationService/GetOrganization")
             .unwrap();
-        assert_eq!(get.permission, "organizations.get");
-        assert_eq!(get.cost, 1);
-        assert!(!get.public);
         assert_eq!(
-            p.get("/tollgate.v1.UserService/SetPassword").unwrap().cost,
+            get.permission,
+            Some(Permission {
+                collection: "organizations".into(),
+                verb: Verb::Get
+            })
+        );
+        assert_eq!(get.declared.cost, 1);
+        assert!(!get.is_public());
+        assert_eq!(
+            p.get("/tollgate.v1.UserService/SetPassword")
+                .unwrap()
+                .declared
+                .cost,
             5
         );
         assert!(p.paths().count() >= 20);
+        // The infrastructure is public, read from its own descriptors.
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(p.get(path).unwrap().is_public(), "{path}");
+        }
+        // No tollgate.v1 method is public today.
+        assert!(
+            p.iter()
+                .filter(|p| p.path.starts_with("/tollgate.v1."))
+                .all(|p| !p.is_public())
+        );
         assert_eq!(
             p.services(),
             [

@@ -96,7 +96,7 @@ impl ApiKeyService for ApiKeys {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let owner = PrincipalName::parse_any("parent", &req.parent).map_err(Error::from)?;
-        caller.authorize("apiKeys.create", &owner.org)?;
+        let caller = caller.authorize(&owner.org)?;
         let key = req.api_key.unwrap_or_default();
         let mut v = Violations::default();
         v.check(validate::bounded_text(
@@ -136,7 +136,7 @@ impl ApiKeyService for ApiKeys {
     ) -> Result<Response<ApiKey>, Status> {
         let caller = caller(&req)?;
         let name = ApiKeyName::parse("name", &req.get_ref().name).map_err(Error::from)?;
-        caller.authorize("apiKeys.get", &name.owner.org)?;
+        caller.authorize(&name.owner.org)?;
         let row = self.store.get_api_key(&name).await?;
         Ok(Response::new(to_proto(&row)))
     }
@@ -148,7 +148,7 @@ impl ApiKeyService for ApiKeys {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let owner = PrincipalName::parse_any("parent", &req.parent).map_err(Error::from)?;
-        caller.authorize("apiKeys.list", &owner.org)?;
+        caller.authorize(&owner.org)?;
         let (filter, page) = list_params(
             "apiKeys",
             &req.parent,
@@ -171,7 +171,7 @@ impl ApiKeyService for ApiKeys {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let name = ApiKeyName::parse("name", &req.name).map_err(Error::from)?;
-        caller.authorize("apiKeys.revoke", &name.owner.org)?;
+        let caller = caller.authorize(&name.owner.org)?;
         let row = self
             .store
             .revoke_api_key(&name, req.etag, owner_guard(&caller, &name.owner.org))

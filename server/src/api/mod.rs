@@ -7,14 +7,13 @@ pub mod organizations;
 pub mod service_accounts;
 pub mod users;
 
-use std::sync::Arc;
-
 use base64::{Engine, engine::general_purpose::STANDARD};
 use prost::Message;
 use tonic::{Request, Status};
 
 use crate::{
-    domain::{Error, Result, authz::Principal},
+    domain::{Error, Result},
+    layers::Caller,
     store::{
         EventPayload,
         api_keys::ApiKeyRow,
@@ -23,14 +22,13 @@ use crate::{
     },
 };
 
-/// The authenticated caller of a request. The authenticate layer inserts it;
-/// its absence on a non-public method is a wiring bug, answered as
-/// UNAUTHENTICATED rather than trusting anyone.
-pub fn caller<T>(req: &Request<T>) -> Result<Arc<Principal>, Status> {
-    req.extensions()
-        .get::<Arc<Principal>>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("credentials required"))
+/// The permit the authorize layer inserted for this call. Its absence on a
+/// non-public method is a wiring bug, answered as UNAUTHENTICATED rather
+/// than trusting anyone.
+pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+        Error::Unauthenticated(crate::layers::authenticate::CREDENTIALS_REQUIRED.into()).into()
+    })
 }
 
 /// Microseconds since the epoch to a protobuf timestamp.

@@ -89,7 +89,7 @@ impl OrganizationService for Organizations {
             v.0.extend(e.0.iter().cloned());
         }
         v.into_result()?;
-        caller.authorize("organizations.create", &id)?;
+        caller.authorize(&id)?;
         let now = now_micros();
         let row = OrganizationRow {
             org_id: id,
@@ -110,7 +110,7 @@ impl OrganizationService for Organizations {
     ) -> Result<Response<Organization>, Status> {
         let caller = caller(&req)?;
         let name = OrgName::parse("name", &req.get_ref().name).map_err(Error::from)?;
-        caller.authorize("organizations.get", &name.org)?;
+        caller.authorize(&name.org)?;
         let row = self.store.get_organization(&name.org).await?;
         Ok(Response::new(to_proto(&row)))
     }
@@ -130,12 +130,7 @@ impl OrganizationService for Organizations {
             FILTERS,
         )?;
         // Everyone but a platform admin sees only their own organization.
-        let only = if caller.is_platform_admin() {
-            None
-        } else {
-            caller.authorize("organizations.list", &caller.org)?;
-            Some(caller.org.clone())
-        };
+        let only = caller.authorize_platform_or_own()?.map(str::to_owned);
         let (rows, next_page_token) = self.store.list_organizations(only, filter, page).await?;
         Ok(Response::new(ListOrganizationsResponse {
             organizations: rows.iter().map(to_proto).collect(),
@@ -153,7 +148,7 @@ impl OrganizationService for Organizations {
             return Err(Error::invalid("organization", "required").into());
         };
         let name = OrgName::parse("organization.name", &org.name).map_err(Error::from)?;
-        caller.authorize("organizations.update", &name.org)?;
+        caller.authorize(&name.org)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let fields = mask::resolve(&paths, MUTABLE, |f| match f {
             "display_name" => !org.display_name.is_empty(),
@@ -201,7 +196,7 @@ impl OrganizationService for Organizations {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let name = OrgName::parse("name", &req.name).map_err(Error::from)?;
-        caller.authorize("organizations.delete", &name.org)?;
+        caller.authorize(&name.org)?;
         if name.org == crate::domain::authz::ROOT_ORG {
             return Err(Error::FailedPrecondition {
                 reason: "ROOT_ORGANIZATION",

@@ -82,7 +82,7 @@ impl ServiceAccountService for ServiceAccounts {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
-        caller.authorize("serviceAccounts.create", &parent.org)?;
+        let caller = caller.authorize(&parent.org)?;
         let sa = req.service_account.unwrap_or_default();
         let mut v = Violations::default();
         let id = if req.service_account_id.is_empty() {
@@ -133,7 +133,7 @@ impl ServiceAccountService for ServiceAccounts {
     ) -> Result<Response<ServiceAccount>, Status> {
         let caller = caller(&req)?;
         let name = parse_name("name", &req.get_ref().name)?;
-        caller.authorize("serviceAccounts.get", &name.org)?;
+        caller.authorize(&name.org)?;
         let row = self.store.get_service_account(&name).await?;
         Ok(Response::new(to_proto(&row)))
     }
@@ -145,7 +145,7 @@ impl ServiceAccountService for ServiceAccounts {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
-        caller.authorize("serviceAccounts.list", &parent.org)?;
+        caller.authorize(&parent.org)?;
         let (filter, page) = list_params(
             "serviceAccounts",
             &req.parent,
@@ -175,7 +175,7 @@ impl ServiceAccountService for ServiceAccounts {
             return Err(Error::invalid("service_account", "required").into());
         };
         let name = parse_name("service_account.name", &sa.name)?;
-        caller.authorize("serviceAccounts.update", &name.org)?;
+        let caller = caller.authorize(&name.org)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let fields = mask::resolve(&paths, MUTABLE, |f| match f {
             "display_name" => !sa.display_name.is_empty(),
@@ -233,7 +233,7 @@ impl ServiceAccountService for ServiceAccounts {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
-        caller.authorize("serviceAccounts.delete", &name.org)?;
+        let caller = caller.authorize(&name.org)?;
         let guard = manage_guard(&caller, &name.org);
         self.store
             .delete_service_account(&name, req.etag, guard)

@@ -35,25 +35,25 @@ impl Role {
     }
 
     /// Whether this role grants `permission` inside its organization.
-    pub fn grants(self, permission: &str) -> bool {
-        let Some((resource, verb)) = permission.split_once('.') else {
-            return false;
-        };
+    /// The match is exhaustive over [`Verb`], so a new verb does not compile
+    /// until someone decides which roles hold it.
+    pub fn grants(self, permission: &Permission) -> bool {
         // Creating and deleting tenants is the platform's business only.
-        if resource == "organizations" && matches!(verb, "create" | "delete") {
+        if permission.is_tenant_lifecycle() {
             return false;
         }
-        match self {
-            Role::Viewer => matches!(verb, "get" | "list"),
-            Role::Editor => {
-                resource != "organizations"
-                    && matches!(
-                        verb,
-                        "get" | "list" | "create" | "update" | "delete" | "revoke" | "setPassword"
-                    )
-                    || matches!(verb, "get" | "list")
-            }
-            Role::Admin => true,
+        match (self, permission.verb) {
+            (Role::Admin, _) => true,
+            (Role::Editor | Role::Viewer, Verb::Get | Verb::List) => true,
+            // An organization's own settings are for its admins.
+            (
+                Role::Editor,
+                Verb::Create | Verb::Update | Verb::Delete | Verb::Revoke | Verb::SetPassword,
+            ) => permission.collection.as_ref() != ORGANIZATIONS,
+            (
+                Role::Viewer,
+                Verb::Create | Verb::Update | Verb::Delete | Verb::Revoke | Verb::SetPassword,
+            ) => false,
         }
     }
 }
@@ -64,30 +64,96 @@ impl fmt::Display for Role {
     }
 }
 
-/// Every permission a method policy may name. The server refuses to start
-/// when a proto names one that is not here, so roles always cover it.
-pub const PERMISSIONS: &[&str] = &[
-    "organizations.create",
-    "organizations.get",
-    "organizations.list",
-    "organizations.update",
-    "organizations.delete",
-    "users.create",
-    "users.get",
-    "users.list",
-    "users.update",
-    "users.delete",
-    "users.setPassword",
-    "serviceAccounts.create",
-    "serviceAccounts.get",
-    "serviceAccounts.list",
-    "serviceAccounts.update",
-    "serviceAccounts.delete",
-    "apiKeys.create",
-    "apiKeys.get",
-    "apiKeys.list",
-    "apiKeys.revoke",
-];
+/// The collection of tenants; its lifecycle belongs to the platform.
+const ORGANIZATIONS: &str = "organizations";
+
+/// What a permission lets its holder do to a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// Read one resource.
+    Get,
+    /// Read a collection.
+    List,
+    /// Add a resource.
+    Create,
+    /// Change a resource.
+    Update,
+    /// Remove a resource.
+    Delete,
+    /// End a credential's life (API keys) without deleting its record.
+    Revoke,
+    /// Set a user's password.
+    SetPassword,
+}
+
+impl Verb {
+    /// Every verb, in the order of the permission strings' documentation.
+    pub const ALL: [Verb; 7] = [
+        Verb::Get,
+        Verb::List,
+        Verb::Create,
+        Verb::Update,
+        Verb::Delete,
+        Verb::Revoke,
+        Verb::SetPassword,
+    ];
+
+    /// The verb as the proto's permission strings spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Delete => "delete",
+            Verb::Revoke => "revoke",
+            Verb::SetPassword => "setPassword",
+        }
+    }
+}
+
+/// A permission such as `users.create`, parsed once at start-up from a
+/// method's `(tollgate.v1.policy)` option, so the per-call check compares
+/// an enum instead of splitting strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Permission {
+    /// The resource collection, as in resource names (`users`, `apiKeys`).
+    pub collection: Box<str>,
+    /// What may be done to it.
+    pub verb: Verb,
+}
+
+impl Permission {
+    /// Parses `collection.verb`; `None` for anything else, so a typo in a
+    /// proto stops the server instead of granting nothing (or everything).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (collection, verb) = s.split_once('.')?;
+        let well_formed = collection
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase())
+            && collection.chars().all(|c| c.is_ascii_alphanumeric());
+        if !well_formed {
+            return None;
+        }
+        let verb = Verb::ALL.into_iter().find(|v| v.as_str() == verb)?;
+        Some(Self {
+            collection: collection.into(),
+            verb,
+        })
+    }
+
+    /// Creating or deleting an organization.
+    fn is_tenant_lifecycle(&self) -> bool {
+        self.collection.as_ref() == ORGANIZATIONS && matches!(self.verb, Verb::Create | Verb::Delete)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.collection, self.verb.as_str())
+    }
+}
 
 /// A de-duplicated, sorted set of roles, stored as `admin,viewer`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,7 +206,8 @@ impl Roles {
         self.0.contains(&role)
     }
 
-    pub fn grants(&self, permission: &str) -> bool {
+    /// Whether any of these roles grants `permission`.
+    pub fn grants(&self, permission: &Permission) -> bool {
         self.0.iter().any(|r| r.grants(permission))
     }
 }
@@ -173,13 +240,13 @@ impl Principal {
     /// The coarse check the authorize layer makes before the handler knows
     /// the target organization: could any organization let this caller
     /// use `permission`?
-    pub fn may(&self, permission: &str) -> bool {
+    pub fn may(&self, permission: &Permission) -> bool {
         self.is_platform_admin() || self.roles.grants(permission)
     }
 
     /// The full check: may this caller use `permission` on resources of
     /// organization `org`? Callers outside `org` learn nothing about it.
-    pub fn authorize(&self, permission: &str, org: &str) -> Result<()> {
+    pub fn authorize(&self, permission: &Permission, org: &str) -> Result<()> {
         if self.is_platform_admin() {
             return Ok(());
         }
@@ -228,6 +295,10 @@ impl Principal {
 mod tests {
     use super::*;
 
+    fn perm(s: &str) -> Permission {
+        Permission::parse(s).unwrap()
+    }
+
     fn principal(org: &str, roles: &[Role]) -> Principal {
         Principal {
             org: org.into(),
@@ -239,48 +310,72 @@ mod tests {
 
     #[test]
     fn role_grants() {
-        assert!(Role::Viewer.grants("users.get"));
-        assert!(Role::Viewer.grants("organizations.list"));
-        assert!(!Role::Viewer.grants("users.create"));
-        assert!(Role::Editor.grants("users.create"));
-        assert!(Role::Editor.grants("apiKeys.revoke"));
-        assert!(!Role::Editor.grants("organizations.update"));
-        assert!(Role::Admin.grants("organizations.update"));
+        assert!(Role::Viewer.grants(&perm("users.get")));
+        assert!(Role::Viewer.grants(&perm("organizations.list")));
+        assert!(!Role::Viewer.grants(&perm("users.create")));
+        assert!(Role::Editor.grants(&perm("users.create")));
+        assert!(Role::Editor.grants(&perm("apiKeys.revoke")));
+        assert!(!Role::Editor.grants(&perm("organizations.update")));
+        assert!(Role::Admin.grants(&perm("organizations.update")));
         for role in Role::ALL {
-            assert!(!role.grants("organizations.create"));
-            assert!(!role.grants("organizations.delete"));
-            assert!(!role.grants("nonsense"));
+            assert!(!role.grants(&perm("organizations.create")));
+            assert!(!role.grants(&perm("organizations.delete")));
         }
-        // Every known permission is granted to someone below platform level,
-        // except tenant creation and deletion.
-        for p in PERMISSIONS {
-            let granted = Role::ALL.iter().any(|r| r.grants(p));
+        // Every verb on an ordinary collection is granted to admins, and
+        // the reads to everyone.
+        for verb in Verb::ALL {
+            let p = Permission {
+                collection: "widgets".into(),
+                verb,
+            };
+            assert!(Role::Admin.grants(&p), "{p}");
+            assert!(Role::Editor.grants(&p), "{p}");
             assert_eq!(
-                granted,
-                !matches!(*p, "organizations.create" | "organizations.delete"),
+                Role::Viewer.grants(&p),
+                matches!(verb, Verb::Get | Verb::List),
                 "{p}"
             );
         }
     }
 
     #[test]
+    fn permissions_parse_strictly() {
+        let p = perm("serviceAccounts.setPassword");
+        assert_eq!(p.collection.as_ref(), "serviceAccounts");
+        assert_eq!(p.verb, Verb::SetPassword);
+        assert_eq!(p.to_string(), "serviceAccounts.setPassword");
+        for bad in [
+            "nonsense",
+            "users.",
+            ".get",
+            "users.Get",
+            "users.setpassword",
+            "Users.get",
+            "users.get.extra",
+            "us-ers.get",
+        ] {
+            assert!(Permission::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn org_scoping_and_platform_admin() {
         let admin = principal("acme", &[Role::Admin]);
-        assert!(admin.authorize("users.create", "acme").is_ok());
+        assert!(admin.authorize(&perm("users.create"), "acme").is_ok());
         assert!(matches!(
-            admin.authorize("users.get", "other"),
+            admin.authorize(&perm("users.get"), "other"),
             Err(Error::PermissionDenied(_))
         ));
-        assert!(admin.authorize("organizations.create", "acme").is_err());
+        assert!(admin.authorize(&perm("organizations.create"), "acme").is_err());
 
         let root = principal(ROOT_ORG, &[Role::Admin]);
         assert!(root.is_platform_admin());
-        assert!(root.authorize("organizations.create", "anything").is_ok());
+        assert!(root.authorize(&perm("organizations.create"), "anything").is_ok());
         assert!(!principal(ROOT_ORG, &[Role::Editor]).is_platform_admin());
 
         let viewer = principal("acme", &[Role::Viewer]);
-        assert!(viewer.may("users.list"));
-        assert!(!viewer.may("users.delete"));
+        assert!(viewer.may(&perm("users.list")));
+        assert!(!viewer.may(&perm("users.delete")));
     }
 
     #[test]

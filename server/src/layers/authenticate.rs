@@ -1,51 +1,50 @@
-//! Authentication and the coarse authorization check, as a tower layer.
+//! Authentication as a tower layer: who is calling?
 //!
 //! Reads `authorization: Bearer <key>` or `x-api-key: <key>`, resolves the
-//! principal (cached), checks that its roles grant the method's permission
-//! somewhere, and inserts `Arc<Principal>` into the request extensions.
-//! Handlers then check the permission against the target organization,
-//! which only they can read from the message.
+//! principal (cached) and records the outcome in the request extensions as
+//! an [`Authentication`]. It refuses nothing itself: whether a method needs
+//! a caller at all is the method's policy, which the `authorize` layer
+//! applies next. Keeping the two apart lets JWTs join API keys here without
+//! touching the permission logic.
 
 use std::{
     sync::Arc,
     task::{Context, Poll},
 };
 
-use http::{Request, Response};
-use tonic::{Status, body::Body};
+use http::Request;
+use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::BoxFuture;
 use crate::{
     domain::{Error, api_key::PresentedKey, authz::Principal},
-    policy::Policies,
     store::Store,
 };
 
-/// Services that anyone may call: health checks and reflection.
-const PUBLIC_PREFIXES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-];
-
-struct Shared {
-    store: Store,
-    policies: Arc<Policies>,
+/// What `authenticate` found out about the caller; `authorize` decides
+/// what it means for the method called.
+#[derive(Debug, Clone)]
+pub enum Authentication {
+    /// No credential was presented.
+    Anonymous,
+    /// A valid credential of this principal.
+    Principal(Arc<Principal>),
+    /// A credential was presented and refused; the status says why.
+    Refused(Status),
 }
 
 /// Builds [`Authenticate`] services.
 #[derive(Clone)]
 pub struct AuthenticateLayer {
-    shared: Arc<Shared>,
+    store: Store,
 }
 
 impl AuthenticateLayer {
-    pub fn new(store: Store, policies: Arc<Policies>) -> Self {
-        Self {
-            shared: Arc::new(Shared { store, policies }),
-        }
+    /// Resolves credentials against `store`'s keys and principals.
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 }
 
@@ -55,26 +54,27 @@ impl<S> Layer<S> for AuthenticateLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Authenticate {
             inner,
-            shared: self.shared.clone(),
+            store: self.store.clone(),
         }
     }
 }
 
-/// Refuses unauthenticated or unauthorized calls with a gRPC status.
+/// Inserts the caller's [`Authentication`] into the request extensions.
 #[derive(Clone)]
 pub struct Authenticate<S> {
     inner: S,
-    shared: Arc<Shared>,
+    store: Store,
 }
 
 // === impl Authenticate ===
 
-impl<S> Service<Request<Body>> for Authenticate<S>
+impl<S, B> Service<Request<B>> for Authenticate<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
-    type Response = Response<Body>;
+    type Response = S::Response;
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -82,86 +82,68 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // The clone is not ready yet; keep the one that is (tower's
         // clone-and-swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
+        let store = self.store.clone();
         Box::pin(async move {
-            let checked = shared.check(req.uri().path(), req.headers()).await;
-            match checked {
-                Ok(Some(principal)) => {
-                    tracing::Span::current().record("principal", principal.name());
-                    req.extensions_mut().insert(principal);
-                    inner.call(req).await
-                }
-                Ok(None) => inner.call(req).await,
-                Err(status) => Ok(status.into_http()),
+            let authentication = authenticate(&store, req.headers()).await;
+            if let Authentication::Principal(p) = &authentication {
+                tracing::Span::current().record("principal", p.name());
             }
+            req.extensions_mut().insert(authentication);
+            inner.call(req).await
         })
     }
 }
 
-impl Shared {
-    /// `Ok(None)` for public methods, the principal otherwise.
-    async fn check(
-        &self,
-        path: &str,
-        headers: &http::HeaderMap,
-    ) -> Result<Option<Arc<Principal>>, Status> {
-        if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
-            return Ok(None);
-        }
-        // Unknown methods still need credentials: the router then answers
-        // UNIMPLEMENTED to authenticated callers only.
-        let permission = match self.policies.get(path) {
-            Some(p) if p.public => return Ok(None),
-            Some(p) => Some(p.permission.as_str()),
-            None => None,
-        };
-        let token = credential(headers)?;
-        let key = PresentedKey::parse(token).ok_or_else(|| {
-            Status::from(Error::Unauthenticated(
+/// Resolves the presented credential, if any.
+async fn authenticate(store: &Store, headers: &http::HeaderMap) -> Authentication {
+    let token = match credential(headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Authentication::Anonymous,
+        Err(e) => return Authentication::Refused(e.into()),
+    };
+    let Some(key) = PresentedKey::parse(token) else {
+        return Authentication::Refused(
+            Error::Unauthenticated(
                 "unsupported credential: expected a Tollgate API key (tg_…)".into(),
-            ))
-        })?;
-        let principal = self.store.authenticate_key(&key).await?;
-        if let Some(permission) = permission.filter(|p| !principal.may(p)) {
-            return Err(Error::PermissionDenied(format!(
-                "{} lacks permission {permission}",
-                principal.name()
-            ))
-            .into());
-        }
-        Ok(Some(principal))
+            )
+            .into(),
+        );
+    };
+    match store.authenticate_key(&key).await {
+        Ok(principal) => Authentication::Principal(principal),
+        Err(e) => Authentication::Refused(e.into()),
     }
 }
 
-/// The presented credential: `authorization: Bearer …` wins over
-/// `x-api-key`.
-fn credential(headers: &http::HeaderMap) -> Result<&str, Status> {
-    let missing = || {
-        Status::from(Error::Unauthenticated(
-            "credentials required: send 'authorization: Bearer <API key>' or 'x-api-key: <API key>'"
-                .into(),
-        ))
-    };
+/// The message for a call that needs credentials and has none.
+pub const CREDENTIALS_REQUIRED: &str =
+    "credentials required: send 'authorization: Bearer <API key>' or 'x-api-key: <API key>'";
+
+/// The presented credential, `None` when there is none: `authorization:
+/// Bearer …` wins over `x-api-key`. A malformed header is refused rather
+/// than treated as absent, so a typo never silently downgrades a caller to
+/// anonymous.
+fn credential(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
+    let malformed = || Error::Unauthenticated(CREDENTIALS_REQUIRED.into());
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| missing())?;
-        let (scheme, token) = v.split_once(' ').ok_or_else(missing)?;
+        let v = v.to_str().map_err(|_| malformed())?;
+        let (scheme, token) = v.split_once(' ').ok_or_else(malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(Error::Unauthenticated(format!(
                 "unsupported authorization scheme '{scheme}'; use Bearer"
-            ))
-            .into());
+            )));
         }
-        return Ok(token.trim());
+        return Ok(Some(token.trim()));
     }
     if let Some(v) = headers.get("x-api-key") {
-        return v.to_str().map(str::trim).map_err(|_| missing());
+        return v.to_str().map(|t| Some(t.trim())).map_err(|_| malformed());
     }
-    Err(missing())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -180,15 +162,15 @@ mod tests {
     fn credentials_are_read_from_either_header() {
         assert_eq!(
             credential(&headers(&[("authorization", "Bearer tg_x")])).unwrap(),
-            "tg_x"
+            Some("tg_x")
         );
         assert_eq!(
             credential(&headers(&[("authorization", "bearer  tg_x ")])).unwrap(),
-            "tg_x"
+            Some("tg_x")
         );
         assert_eq!(
             credential(&headers(&[("x-api-key", "tg_y")])).unwrap(),
-            "tg_y"
+            Some("tg_y")
         );
         assert_eq!(
             credential(&headers(&[
@@ -196,17 +178,16 @@ mod tests {
                 ("x-api-key", "b")
             ]))
             .unwrap(),
-            "a"
+            Some("a")
         );
-        assert_eq!(
-            credential(&headers(&[])).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        assert_eq!(
-            credential(&headers(&[("authorization", "Basic dXNlcjpwYXNz")]))
-                .unwrap_err()
-                .code(),
-            tonic::Code::Unauthenticated
-        );
+        assert_eq!(credential(&headers(&[])).unwrap(), None);
+        assert!(matches!(
+            credential(&headers(&[("authorization", "Basic dXNlcjpwYXNz")])),
+            Err(Error::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            credential(&headers(&[("authorization", "Bearer")])),
+            Err(Error::Unauthenticated(_))
+        ));
     }
 }

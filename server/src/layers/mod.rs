@@ -1,11 +1,15 @@
-//! Tower layers every gRPC request passes, outermost first: `trace` (span,
-//! metrics) then `authenticate` (credential → principal, permission check).
-//! Rate limiting plugs in after `authenticate`, reading the method cost.
+//! Tower layers every request to the main listener passes, outermost
+//! first: `trace` (span, metrics), `authenticate` (credential → principal),
+//! `authorize` (the method's policy → a [`Caller`] permit or a refusal).
+//! Rate limiting plugs in after `authorize`, reading the cost from the
+//! permit.
 
 pub mod authenticate;
+pub mod authorize;
 pub mod trace;
 
-pub use authenticate::AuthenticateLayer;
+pub use authenticate::{Authentication, AuthenticateLayer};
+pub use authorize::{AuthorizeLayer, Caller};
 pub use trace::{RpcMetrics, TraceLayer};
 
 use std::{future::Future, pin::Pin};

@@ -47,15 +47,6 @@ const CODES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
-/// Methods of the infrastructure services we serve besides tollgate.v1,
-/// measured under their own names.
-pub const INFRA_PATHS: &[&str] = &[
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-];
-
 /// Metric handles of one method, made once so the hot path only bumps
 /// atomics.
 struct MethodMetrics {
@@ -194,9 +185,9 @@ fn grpc_status(headers: &HeaderMap) -> Option<usize> {
 
 // === impl Trace ===
 
-impl<S, B> Service<Request<tonic::body::Body>> for Trace<S>
+impl<S, ReqB, B> Service<Request<ReqB>> for Trace<S>
 where
-    S: Service<Request<tonic::body::Body>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<ReqB>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Body + Send + 'static,
 {
@@ -208,7 +199,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = req.uri().path();

@@ -1,0 +1,280 @@
+//! Authorization as a tower layer: may this caller call this method?
+//!
+//! Looks the method's [`Policy`] up once, applies it to what `authenticate`
+//! found, and hands the decision inward as a [`Caller`] permit (linkerd's
+//! route permits): the rate limiter reads the cost from it and the handler
+//! finishes the check against the organization the call targets, which
+//! only the handler can read from the decoded message. Handlers never name
+//! a permission: it travels in the permit, straight from the proto.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tonic::Status;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{
+    BoxFuture,
+    authenticate::{Authentication, CREDENTIALS_REQUIRED},
+};
+use crate::{
+    domain::{self, Error, authz::Principal},
+    policy::{Policies, Policy},
+};
+
+/// What `authorize` decided for one call to a non-public method: who calls
+/// and under which policy. Cheap to clone. The principal is private so a
+/// handler cannot act for the caller without scoping it to an organization
+/// first.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    principal: Arc<Principal>,
+    policy: Arc<Policy>,
+}
+
+impl Caller {
+    /// A permit for `principal` under `policy`; the layer makes these, and
+    /// tests of handlers may too.
+    pub fn new(principal: Arc<Principal>, policy: Arc<Policy>) -> Self {
+        Self { principal, policy }
+    }
+
+    /// The org-scoped check, with the permission the proto declares for
+    /// this method: may the caller do it to resources of `org`? Callers
+    /// outside `org` learn nothing about it.
+    pub fn authorize(&self, org: &str) -> domain::Result<&Arc<Principal>> {
+        if let Some(permission) = &self.policy.permission {
+            self.principal.authorize(permission, org)?;
+        }
+        Ok(&self.principal)
+    }
+
+    /// For collections that span organizations (ListOrganizations): a
+    /// platform admin sees all (`None`), anyone else only their own
+    /// organization, and only if the permission holds there.
+    pub fn authorize_platform_or_own(&self) -> domain::Result<Option<&str>> {
+        if self.principal.is_platform_admin() {
+            return Ok(None);
+        }
+        self.authorize(&self.principal.org)?;
+        Ok(Some(&self.principal.org))
+    }
+
+    /// The method's policy, for its cost.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// Builds [`Authorize`] services.
+#[derive(Clone)]
+pub struct AuthorizeLayer {
+    policies: Arc<Policies>,
+}
+
+impl AuthorizeLayer {
+    /// Enforces `policies`.
+    pub fn new(policies: Arc<Policies>) -> Self {
+        Self { policies }
+    }
+}
+
+impl<S> Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize {
+            inner,
+            policies: self.policies.clone(),
+        }
+    }
+}
+
+/// Refuses calls the method's policy does not allow, and inserts the
+/// [`Caller`] permit for those it does.
+#[derive(Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    policies: Arc<Policies>,
+}
+
+/// The outcome for one call.
+enum Decision {
+    /// Public method: no permit needed.
+    Pass,
+    /// Authenticated call to a path we do not serve: the router answers
+    /// UNIMPLEMENTED, to authenticated callers only, so anonymous scanners
+    /// learn nothing about which methods exist.
+    Unrouted,
+    Permit(Caller),
+    Refuse(Status),
+}
+
+fn decide(policy: Option<&Arc<Policy>>, authentication: Authentication) -> Decision {
+    if policy.is_some_and(|p| p.is_public()) {
+        return Decision::Pass;
+    }
+    let principal = match authentication {
+        Authentication::Anonymous => {
+            return Decision::Refuse(Error::Unauthenticated(CREDENTIALS_REQUIRED.into()).into());
+        }
+        Authentication::Refused(status) => return Decision::Refuse(status),
+        Authentication::Principal(p) => p,
+    };
+    let Some(policy) = policy else {
+        return Decision::Unrouted;
+    };
+    // The coarse check: could any organization let this caller do it? The
+    // handler narrows it to the target organization.
+    if let Some(permission) = policy.permission.as_ref().filter(|p| !principal.may(p)) {
+        return Decision::Refuse(
+            Error::PermissionDenied(format!("{} lacks permission {permission}", principal.name()))
+                .into(),
+        );
+    }
+    Decision::Permit(Caller::new(principal, policy.clone()))
+}
+
+// === impl Authorize ===
+
+impl<S, B, ResB> Service<Request<B>> for Authorize<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    ResB: Default + Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let authentication = req
+            .extensions_mut()
+            .remove::<Authentication>()
+            .unwrap_or(Authentication::Anonymous);
+        match decide(self.policies.get(req.uri().path()), authentication) {
+            Decision::Refuse(status) => Box::pin(async move { Ok(status.into_http()) }),
+            decision => {
+                if let Decision::Permit(caller) = decision {
+                    req.extensions_mut().insert(caller);
+                }
+                // The clone is not ready yet; keep the one that is.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(inner.call(req))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::domain::{
+        authz::{ROOT_ORG, Role, Roles},
+        names::PrincipalKind,
+    };
+
+    fn principal(org: &str, roles: &[Role]) -> Arc<Principal> {
+        Arc::new(Principal {
+            org: org.into(),
+            kind: PrincipalKind::ServiceAccount,
+            id: "p".into(),
+            roles: Roles::new(roles.to_vec()),
+        })
+    }
+
+    fn policies() -> Policies {
+        Policies::load(tollgate::FILE_DESCRIPTOR_SET).unwrap()
+    }
+
+    fn refused(d: Decision) -> Code {
+        match d {
+            Decision::Refuse(s) => s.code(),
+            _ => Code::Ok,
+        }
+    }
+
+    #[test]
+    fn public_methods_need_no_caller() {
+        let p = policies();
+        let health = p.get("/grpc.health.v1.Health/Check");
+        assert!(matches!(
+            decide(health, Authentication::Anonymous),
+            Decision::Pass
+        ));
+        let bad = Authentication::Refused(Status::unauthenticated("x"));
+        assert!(matches!(decide(health, bad), Decision::Pass));
+    }
+
+    #[test]
+    fn private_methods_need_a_principal_with_the_permission() {
+        let p = policies();
+        let create = p.get("/tollgate.v1.UserService/CreateUser");
+        assert_eq!(
+            refused(decide(create, Authentication::Anonymous)),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            refused(decide(
+                create,
+                Authentication::Refused(Status::unauthenticated("invalid API key"))
+            )),
+            Code::Unauthenticated
+        );
+        let viewer = principal("acme", &[Role::Viewer]);
+        assert_eq!(
+            refused(decide(create, Authentication::Principal(viewer))),
+            Code::PermissionDenied
+        );
+        let editor = principal("acme", &[Role::Editor]);
+        let Decision::Permit(caller) = decide(create, Authentication::Principal(editor)) else {
+            panic!("editor may create users")
+        };
+        assert_eq!(caller.policy().path.as_ref(), "/tollgate.v1.UserService/CreateUser");
+        assert!(caller.authorize("acme").is_ok());
+        assert!(matches!(
+            caller.authorize("other"),
+            Err(Error::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_paths_need_credentials_and_reach_the_router() {
+        assert_eq!(
+            refused(decide(None, Authentication::Anonymous)),
+            Code::Unauthenticated
+        );
+        let admin = principal(ROOT_ORG, &[Role::Admin]);
+        assert!(matches!(
+            decide(None, Authentication::Principal(admin)),
+            Decision::Unrouted
+        ));
+    }
+
+    #[test]
+    fn platform_or_own_organization() {
+        let p = policies();
+        let list = p
+            .get("/tollgate.v1.OrganizationService/ListOrganizations")
+            .unwrap()
+            .clone();
+        let root = Caller::new(principal(ROOT_ORG, &[Role::Admin]), list.clone());
+        assert_eq!(root.authorize_platform_or_own().unwrap(), None);
+        let viewer = Caller::new(principal("acme", &[Role::Viewer]), list.clone());
+        assert_eq!(viewer.authorize_platform_or_own().unwrap(), Some("acme"));
+        let nobody = Caller::new(principal("acme", &[]), list);
+        assert!(nobody.authorize_platform_or_own().is_err());
+    }
+}

@@ -1,0 +1,446 @@
+//! The authorization matrix: every `tollgate.v1` method, read from the
+//! descriptor set, called by every kind of caller, against the code each
+//! must get. A method added without its row fails here, so no RPC ships
+//! without a cross-organization test.
+
+use std::collections::BTreeSet;
+
+use prost::Message as _;
+use tollgate_client::tonic::Status;
+use tollgate_e2e::{
+    Client, Code, TestServer, each_backend,
+    fixtures::{create_key, create_org, create_sa, create_user, mask, org_name, roles},
+    rpc::assert_error_info,
+    v1::{
+        ApiKey, CreateApiKeyRequest, CreateOrganizationRequest, CreateServiceAccountRequest,
+        CreateUserRequest, DeleteOrganizationRequest, DeleteServiceAccountRequest,
+        DeleteUserRequest, GetApiKeyRequest, GetOrganizationRequest, GetServiceAccountRequest,
+        GetUserRequest, ListApiKeysRequest, ListOrganizationsRequest, ListServiceAccountsRequest,
+        ListUsersRequest, Organization, RevokeApiKeyRequest, ServiceAccount, SetPasswordRequest,
+        UpdateOrganizationRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
+    },
+};
+
+/// Who calls. Every caller but the anonymous ones holds a key of a service
+/// account with one role; "same organization" is `acme`, the target of
+/// every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Anonymous,
+    BadCredential,
+    Viewer,
+    Editor,
+    Admin,
+    /// An admin of another organization, `beta`.
+    OtherAdmin,
+    /// An admin of `root`.
+    Platform,
+}
+
+const EVERYONE: [Who; 7] = [
+    Who::Anonymous,
+    Who::BadCredential,
+    Who::Viewer,
+    Who::Editor,
+    Who::Admin,
+    Who::OtherAdmin,
+    Who::Platform,
+];
+
+/// The weakest caller a method lets through in its own organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Min {
+    Viewer,
+    Editor,
+    Admin,
+    Platform,
+}
+
+/// One row: a method, the weakest caller it admits, and whether it spans
+/// organizations (each caller sees its own part, so an admin of another
+/// organization is let through too).
+struct Row {
+    method: &'static str,
+    min: Min,
+    spans_orgs: bool,
+}
+
+const fn row(method: &'static str, min: Min) -> Row {
+    Row {
+        method,
+        min,
+        spans_orgs: false,
+    }
+}
+
+const ROWS: &[Row] = &[
+    row("OrganizationService/CreateOrganization", Min::Platform),
+    row("OrganizationService/GetOrganization", Min::Viewer),
+    Row {
+        method: "OrganizationService/ListOrganizations",
+        min: Min::Viewer,
+        spans_orgs: true,
+    },
+    row("OrganizationService/UpdateOrganization", Min::Admin),
+    row("OrganizationService/DeleteOrganization", Min::Platform),
+    row("UserService/CreateUser", Min::Editor),
+    row("UserService/GetUser", Min::Viewer),
+    row("UserService/ListUsers", Min::Viewer),
+    row("UserService/UpdateUser", Min::Editor),
+    row("UserService/DeleteUser", Min::Editor),
+    row("UserService/SetPassword", Min::Editor),
+    row("ServiceAccountService/CreateServiceAccount", Min::Editor),
+    row("ServiceAccountService/GetServiceAccount", Min::Viewer),
+    row("ServiceAccountService/ListServiceAccounts", Min::Viewer),
+    row("ServiceAccountService/UpdateServiceAccount", Min::Editor),
+    row("ServiceAccountService/DeleteServiceAccount", Min::Editor),
+    row("ApiKeyService/CreateApiKey", Min::Editor),
+    row("ApiKeyService/GetApiKey", Min::Viewer),
+    row("ApiKeyService/ListApiKeys", Min::Viewer),
+    row("ApiKeyService/RevokeApiKey", Min::Editor),
+];
+
+impl Row {
+    /// The code `who` must get.
+    fn expected(&self, who: Who) -> Code {
+        let passes = match who {
+            Who::Anonymous | Who::BadCredential => return Code::Unauthenticated,
+            Who::Platform => true,
+            Who::OtherAdmin => self.spans_orgs,
+            Who::Viewer => self.min <= Min::Viewer,
+            Who::Editor => self.min <= Min::Editor,
+            Who::Admin => self.min <= Min::Admin,
+        };
+        if passes {
+            Code::Ok
+        } else {
+            Code::PermissionDenied
+        }
+    }
+}
+
+/// `Service/Method` of every `tollgate.v1` method, from the descriptors
+/// the server reads its policies from.
+fn served_methods() -> BTreeSet<String> {
+    let fds = prost_types::FileDescriptorSet::decode(tollgate::FILE_DESCRIPTOR_SET)
+        .expect("the embedded descriptor set decodes");
+    fds.file
+        .iter()
+        .filter(|f| f.package() == "tollgate.v1")
+        .flat_map(|f| &f.service)
+        .flat_map(|s| s.method.iter().map(move |m| format!("{}/{}", s.name(), m.name())))
+        .collect()
+}
+
+#[test]
+fn every_method_has_a_row() {
+    let rows: BTreeSet<String> = ROWS.iter().map(|r| r.method.to_owned()).collect();
+    let served = served_methods();
+    let missing: Vec<_> = served.difference(&rows).collect();
+    assert!(
+        missing.is_empty(),
+        "methods without a row in the authorization matrix: {missing:?}"
+    );
+    let stale: Vec<_> = rows.difference(&served).collect();
+    assert!(stale.is_empty(), "rows for methods not served: {stale:?}");
+}
+
+/// The callers and the shared fixtures in `acme`.
+struct World {
+    platform: Client,
+    callers: Vec<(Who, Client)>,
+    /// A viewer user every non-destructive user call targets.
+    worker: String,
+    /// A key of `worker`.
+    worker_key: String,
+    /// A viewer service account for the non-destructive calls.
+    bot: String,
+}
+
+impl World {
+    async fn new(server: &TestServer) -> Self {
+        let platform = server.admin();
+        create_org(&platform, "acme", "Acme").await;
+        create_org(&platform, "beta", "Beta").await;
+        let mut callers = Vec::new();
+        for who in EVERYONE {
+            let client = match who {
+                Who::Anonymous => server.anonymous(),
+                Who::BadCredential => {
+                    server.client(&format!("tg_{}_{}", "q".repeat(16), "Z".repeat(43)))
+                }
+                Who::Platform => server.admin(),
+                Who::Viewer | Who::Editor | Who::Admin | Who::OtherAdmin => {
+                    let (org, role) = match who {
+                        Who::Viewer => ("acme", "viewer"),
+                        Who::Editor => ("acme", "editor"),
+                        Who::OtherAdmin => ("beta", "admin"),
+                        _ => ("acme", "admin"),
+                    };
+                    let id = format!("caller-{role}");
+                    let sa = create_sa(&platform, org, &id, &[role]).await;
+                    server.client(&create_key(&platform, &sa.name, "matrix").await.secret)
+                }
+            };
+            callers.push((who, client));
+        }
+        let worker = create_user(&platform, "acme", "worker", &["viewer"]).await.name;
+        let worker_key = create_key(&platform, &worker, "worker").await.name;
+        let bot = create_sa(&platform, "acme", "bot", &["viewer"]).await.name;
+        Self {
+            platform,
+            callers,
+            worker,
+            worker_key,
+            bot,
+        }
+    }
+
+    /// Calls `method` as `client`. Calls that could destroy what later
+    /// cells need act on resources made for this cell (`n`) by the platform
+    /// admin, so every cell sees the same world.
+    async fn call(&self, method: &str, who: Who, client: &Client, n: usize) -> Result<(), Status> {
+        let acme = org_name("acme");
+        match method {
+            "OrganizationService/CreateOrganization" => client
+                .organizations()
+                .create_organization(CreateOrganizationRequest {
+                    organization_id: format!("new{n}"),
+                    organization: Some(Organization {
+                        display_name: "New".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+            "OrganizationService/GetOrganization" => client
+                .organizations()
+                .get_organization(GetOrganizationRequest { name: acme })
+                .await
+                .map(drop),
+            "OrganizationService/ListOrganizations" => client
+                .organizations()
+                .list_organizations(ListOrganizationsRequest::default())
+                .await
+                .map(drop),
+            "OrganizationService/UpdateOrganization" => client
+                .organizations()
+                .update_organization(UpdateOrganizationRequest {
+                    organization: Some(Organization {
+                        name: acme,
+                        display_name: format!("Acme {n}"),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                })
+                .await
+                .map(drop),
+            "OrganizationService/DeleteOrganization" => {
+                // Tenants may not delete themselves: everyone but the
+                // platform admin aims at `acme` itself (were it allowed,
+                // the members would answer FAILED_PRECONDITION, not OK).
+                let name = if who == Who::Platform {
+                    let doomed = format!("doomed{n}");
+                    create_org(&self.platform, &doomed, "Doomed").await;
+                    org_name(&doomed)
+                } else {
+                    acme
+                };
+                client
+                    .organizations()
+                    .delete_organization(DeleteOrganizationRequest {
+                        name,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop)
+            }
+            "UserService/CreateUser" => client
+                .users()
+                .create_user(CreateUserRequest {
+                    parent: acme,
+                    user_id: format!("hire{n}"),
+                    user: Some(User {
+                        display_name: "Hire".into(),
+                        email: format!("hire{n}@acme.example"),
+                        roles: roles(&["viewer"]),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+            "UserService/GetUser" => client
+                .users()
+                .get_user(GetUserRequest {
+                    name: self.worker.clone(),
+                })
+                .await
+                .map(drop),
+            "UserService/ListUsers" => client
+                .users()
+                .list_users(ListUsersRequest {
+                    parent: acme,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "UserService/UpdateUser" => client
+                .users()
+                .update_user(UpdateUserRequest {
+                    user: Some(User {
+                        name: self.worker.clone(),
+                        display_name: format!("Worker {n}"),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                })
+                .await
+                .map(drop),
+            "UserService/DeleteUser" => {
+                let doomed = create_user(&self.platform, "acme", &format!("doomed{n}"), &["viewer"])
+                    .await
+                    .name;
+                client
+                    .users()
+                    .delete_user(DeleteUserRequest {
+                        name: doomed,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            "UserService/SetPassword" => client
+                .users()
+                .set_password(SetPasswordRequest {
+                    name: self.worker.clone(),
+                    password: "correct horse battery staple".into(),
+                })
+                .await
+                .map(drop),
+            "ServiceAccountService/CreateServiceAccount" => client
+                .service_accounts()
+                .create_service_account(CreateServiceAccountRequest {
+                    parent: acme,
+                    service_account_id: format!("hire{n}"),
+                    service_account: Some(ServiceAccount {
+                        display_name: "Hire".into(),
+                        roles: roles(&["viewer"]),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+            "ServiceAccountService/GetServiceAccount" => client
+                .service_accounts()
+                .get_service_account(GetServiceAccountRequest {
+                    name: self.bot.clone(),
+                })
+                .await
+                .map(drop),
+            "ServiceAccountService/ListServiceAccounts" => client
+                .service_accounts()
+                .list_service_accounts(ListServiceAccountsRequest {
+                    parent: acme,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "ServiceAccountService/UpdateServiceAccount" => client
+                .service_accounts()
+                .update_service_account(UpdateServiceAccountRequest {
+                    service_account: Some(ServiceAccount {
+                        name: self.bot.clone(),
+                        display_name: format!("Bot {n}"),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                })
+                .await
+                .map(drop),
+            "ServiceAccountService/DeleteServiceAccount" => {
+                let doomed = create_sa(&self.platform, "acme", &format!("doomed{n}"), &["viewer"])
+                    .await
+                    .name;
+                client
+                    .service_accounts()
+                    .delete_service_account(DeleteServiceAccountRequest {
+                        name: doomed,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            "ApiKeyService/CreateApiKey" => client
+                .api_keys()
+                .create_api_key(CreateApiKeyRequest {
+                    parent: self.worker.clone(),
+                    api_key: Some(ApiKey {
+                        display_name: format!("key {n}"),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+            "ApiKeyService/GetApiKey" => client
+                .api_keys()
+                .get_api_key(GetApiKeyRequest {
+                    name: self.worker_key.clone(),
+                })
+                .await
+                .map(drop),
+            "ApiKeyService/ListApiKeys" => client
+                .api_keys()
+                .list_api_keys(ListApiKeysRequest {
+                    parent: self.worker.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "ApiKeyService/RevokeApiKey" => {
+                let doomed = create_key(&self.platform, &self.worker, "doomed").await.name;
+                client
+                    .api_keys()
+                    .revoke_api_key(RevokeApiKeyRequest {
+                        name: doomed,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            other => panic!("no call written for {other}: add it beside its row"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_for_every_caller() {
+    each_backend(async |server: &mut TestServer| {
+        let world = World::new(server).await;
+        let mut wrong = Vec::new();
+        let mut n = 0;
+        for row in ROWS {
+            for (who, client) in &world.callers {
+                n += 1;
+                let got = world.call(row.method, *who, client, n).await;
+                let code = match &got {
+                    Ok(()) => Code::Ok,
+                    Err(s) => {
+                        assert_error_info(s);
+                        s.code()
+                    }
+                };
+                let want = row.expected(*who);
+                if code != want {
+                    wrong.push(format!(
+                        "{} as {who:?}: want {want:?}, got {code:?} {:?}",
+                        row.method,
+                        got.err().map(|s| s.message().to_owned())
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "authorization matrix:\n{}", wrong.join("\n"));
+        Ok(())
+    })
+    .await;
+}
