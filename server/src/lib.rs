@@ -103,7 +103,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 /// The layers every request to the main listener passes, outermost first.
-pub type Layers = Stack<layers::AuthorizeLayer, Stack<layers::AuthenticateLayer, Stack<layers::TraceLayer, Identity>>>;
+pub type Layers = Stack<
+    layers::AuthorizeLayer,
+    Stack<layers::AuthenticateLayer, Stack<layers::TraceLayer, Identity>>,
+>;
 
 /// Every gRPC service Tollgate serves, unlayered, with the health service
 /// `health` publishes to.
@@ -198,7 +201,8 @@ pub async fn run(
 
     let grpc_addr = listener.local_addr()?;
     tracing::info!(%grpc_addr, %admin_addr, "tollgate listening");
-    let served = components::main_listener(router, listener, config.shutdown_grace, token.clone()).await;
+    let served =
+        components::main_listener(router, listener, config.shutdown_grace, token.clone()).await;
 
     token.cancel();
     let _ = health_task.await;

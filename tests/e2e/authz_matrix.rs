@@ -128,7 +128,11 @@ fn served_methods() -> BTreeSet<String> {
         .iter()
         .filter(|f| f.package() == "tollgate.v1")
         .flat_map(|f| &f.service)
-        .flat_map(|s| s.method.iter().map(move |m| format!("{}/{}", s.name(), m.name())))
+        .flat_map(|s| {
+            s.method
+                .iter()
+                .map(move |m| format!("{}/{}", s.name(), m.name()))
+        })
         .collect()
 }
 
@@ -184,7 +188,9 @@ impl World {
             };
             callers.push((who, client));
         }
-        let worker = create_user(&platform, "acme", "worker", &["viewer"]).await.name;
+        let worker = create_user(&platform, "acme", "worker", &["viewer"])
+            .await
+            .name;
         let worker_key = create_key(&platform, &worker, "worker").await.name;
         let bot = create_sa(&platform, "acme", "bot", &["viewer"]).await.name;
         Self {
@@ -297,9 +303,10 @@ impl World {
                 .await
                 .map(drop),
             "UserService/DeleteUser" => {
-                let doomed = create_user(&self.platform, "acme", &format!("doomed{n}"), &["viewer"])
-                    .await
-                    .name;
+                let doomed =
+                    create_user(&self.platform, "acme", &format!("doomed{n}"), &["viewer"])
+                        .await
+                        .name;
                 client
                     .users()
                     .delete_user(DeleteUserRequest {
@@ -397,7 +404,9 @@ impl World {
                 .await
                 .map(drop),
             "ApiKeyService/RevokeApiKey" => {
-                let doomed = create_key(&self.platform, &self.worker, "doomed").await.name;
+                let doomed = create_key(&self.platform, &self.worker, "doomed")
+                    .await
+                    .name;
                 client
                     .api_keys()
                     .revoke_api_key(RevokeApiKeyRequest {
@@ -439,8 +448,70 @@ async fn every_method_for_every_caller() {
                 }
             }
         }
-        assert!(wrong.is_empty(), "authorization matrix:\n{}", wrong.join("\n"));
+        assert!(
+            wrong.is_empty(),
+            "authorization matrix:\n{}",
+            wrong.join("\n")
+        );
         Ok(())
     })
     .await;
+}
+
+/// The proto option, not the code, decides: a server whose descriptors say
+/// GetOrganization needs `organizations.update` refuses it to a viewer and
+/// an editor and still serves an admin, while ListOrganizations, untouched,
+/// still serves the viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proto_option_is_what_is_enforced() {
+    let fds = tollgate_e2e::policy::with_permission(
+        "OrganizationService",
+        "GetOrganization",
+        "organizations.update",
+    );
+    for backend in tollgate_e2e::backends() {
+        let policies = tollgate_server::policy::Policies::load(&fds).expect("edited policies load");
+        let mut server = TestServer::start_with_policies(&backend, policies)
+            .await
+            .expect("server starts");
+        let world = World::new(&server).await;
+        let get = |client: &Client| {
+            let client = client.clone();
+            async move {
+                match client
+                    .organizations()
+                    .get_organization(GetOrganizationRequest {
+                        name: org_name("acme"),
+                    })
+                    .await
+                {
+                    Ok(_) => Code::Ok,
+                    Err(s) => s.code(),
+                }
+            }
+        };
+        for (who, client) in &world.callers {
+            let want = match who {
+                Who::Anonymous | Who::BadCredential => Code::Unauthenticated,
+                Who::Viewer | Who::Editor | Who::OtherAdmin => Code::PermissionDenied,
+                Who::Admin | Who::Platform => Code::Ok,
+            };
+            assert_eq!(get(client).await, want, "[{backend}] {who:?}");
+        }
+        let viewer = &world.callers[2];
+        assert_eq!(viewer.0, Who::Viewer);
+        assert!(
+            world
+                .call(
+                    "OrganizationService/ListOrganizations",
+                    Who::Viewer,
+                    &viewer.1,
+                    0
+                )
+                .await
+                .is_ok(),
+            "[{backend}] other methods keep their policy"
+        );
+        server.stop().await.expect("clean stop");
+    }
 }

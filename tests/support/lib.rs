@@ -11,6 +11,7 @@
 //! - [`rpc`]: assertions on call results: codes, field violations,
 //!   `google.rpc` details.
 //! - [`fixtures`]: the requests most tests start with.
+//! - [`policy`]: descriptor sets with a method's policy edited.
 //! - [`http`]: a minimal HTTP/1.1 GET for `/metrics`, `/healthz`, `/readyz`.
 //! - [`peers`]: finding external tools (grpcurl), skipping or failing
 //!   under `TOLLGATE_TEST_STRICT=1` when they are missing.
@@ -26,6 +27,7 @@
 pub mod fixtures;
 pub mod http;
 pub mod peers;
+pub mod policy;
 mod postgres;
 pub mod rpc;
 mod server;

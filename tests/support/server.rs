@@ -2,12 +2,13 @@
 //! `tollgate_server::prepare` and `tollgate_server::run` exactly as the
 //! binary starts it, on a database of its own.
 
-use std::{fmt, future::Future, net::SocketAddr, time::Duration};
+use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tollgate_client::Client;
+use tollgate_server::policy::Policies;
 
 use crate::{http, peers, postgres::PgSchema};
 
@@ -166,6 +167,9 @@ pub struct TestServer {
     starts: u32,
     /// Whether the last start minted a bootstrap admin key.
     minted_on_last_start: bool,
+    /// Policies to serve instead of the ones read from the embedded
+    /// descriptors, for tests that prove the proto option is enforced.
+    policies: Option<Arc<Policies>>,
     // Last, so it is dropped after the server was told to stop.
     storage: Storage,
 }
@@ -174,6 +178,22 @@ impl TestServer {
     /// Creates a fresh database on `backend`, migrates and bootstraps it,
     /// starts the server and waits until `/readyz` reports ready.
     pub async fn start(backend: &Backend) -> anyhow::Result<Self> {
+        Self::start_with(backend, None).await
+    }
+
+    /// Like [`TestServer::start`], serving `policies` (built from an edited
+    /// descriptor set, see [`crate::policy`]) instead of the embedded ones.
+    pub async fn start_with_policies(
+        backend: &Backend,
+        policies: Policies,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(backend, Some(Arc::new(policies))).await
+    }
+
+    async fn start_with(
+        backend: &Backend,
+        policies: Option<Arc<Policies>>,
+    ) -> anyhow::Result<Self> {
         let storage = Storage::create(backend).await?;
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let admin = TcpListener::bind("127.0.0.1:0").await?;
@@ -185,6 +205,7 @@ impl TestServer {
             running: None,
             starts: 0,
             minted_on_last_start: false,
+            policies,
             storage,
         };
         let key = server.launch(grpc, admin).await?;
@@ -208,9 +229,12 @@ impl TestServer {
             db_pool_size: 8,
             ..Default::default()
         };
-        let app = tollgate_server::prepare(config)
+        let mut app = tollgate_server::prepare(config)
             .await
             .with_context(|| format!("preparing the server on {}", self.backend))?;
+        if let Some(policies) = &self.policies {
+            app.policies = policies.clone();
+        }
         let key = app.bootstrap_key.as_ref().map(|k| k.expose().to_owned());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tollgate_server::run(app, grpc, admin, async move {

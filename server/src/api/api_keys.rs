@@ -123,7 +123,7 @@ impl ApiKeyService for ApiKeys {
         let (row, secret) = new_key_row(&owner, key.display_name, expire);
         let created = self
             .store
-            .create_api_key(row, owner_guard(&caller, &owner.org))
+            .create_api_key(row, owner_guard(caller, &owner.org))
             .await?;
         let mut out = to_proto(&created);
         out.secret = secret.expose().to_owned();
@@ -174,7 +174,7 @@ impl ApiKeyService for ApiKeys {
         let caller = caller.authorize(&name.owner.org)?;
         let row = self
             .store
-            .revoke_api_key(&name, req.etag, owner_guard(&caller, &name.owner.org))
+            .revoke_api_key(&name, req.etag, owner_guard(caller, &name.owner.org))
             .await?;
         Ok(Response::new(to_proto(&row)))
     }

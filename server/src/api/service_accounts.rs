@@ -218,7 +218,7 @@ impl ServiceAccountService for ServiceAccounts {
             }
         }
         v.into_result()?;
-        let guard = manage_guard(&caller, &name.org);
+        let guard = manage_guard(caller, &name.org);
         let row = self
             .store
             .update_service_account(&name, sa.etag, guard, changes)
@@ -234,7 +234,7 @@ impl ServiceAccountService for ServiceAccounts {
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
         let caller = caller.authorize(&name.org)?;
-        let guard = manage_guard(&caller, &name.org);
+        let guard = manage_guard(caller, &name.org);
         self.store
             .delete_service_account(&name, req.etag, guard)
             .await?;

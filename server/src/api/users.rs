@@ -192,7 +192,7 @@ impl UserService for Users {
             }
         }
         v.into_result()?;
-        let guard = manage_guard(&caller, &name.org);
+        let guard = manage_guard(caller, &name.org);
         let row = self
             .store
             .update_user(&name, user.etag, guard, changes, "user.updated")
@@ -206,7 +206,7 @@ impl UserService for Users {
         let name = PrincipalName::parse_kind("name", &req.name, PrincipalKind::User)
             .map_err(Error::from)?;
         let caller = caller.authorize(&name.org)?;
-        let guard = manage_guard(&caller, &name.org);
+        let guard = manage_guard(caller, &name.org);
         self.store.delete_user(&name, req.etag, guard).await?;
         Ok(Response::new(()))
     }
@@ -229,7 +229,7 @@ impl UserService for Users {
             password_hash: Some(Some(hash)),
             ..Default::default()
         };
-        let guard = manage_guard(&caller, &name.org);
+        let guard = manage_guard(caller, &name.org);
         let row = self
             .store
             .update_user(&name, String::new(), guard, changes, "user.passwordSet")

@@ -145,7 +145,8 @@ impl Permission {
 
     /// Creating or deleting an organization.
     fn is_tenant_lifecycle(&self) -> bool {
-        self.collection.as_ref() == ORGANIZATIONS && matches!(self.verb, Verb::Create | Verb::Delete)
+        self.collection.as_ref() == ORGANIZATIONS
+            && matches!(self.verb, Verb::Create | Verb::Delete)
     }
 }
 
@@ -366,11 +367,18 @@ mod tests {
             admin.authorize(&perm("users.get"), "other"),
             Err(Error::PermissionDenied(_))
         ));
-        assert!(admin.authorize(&perm("organizations.create"), "acme").is_err());
+        assert!(
+            admin
+                .authorize(&perm("organizations.create"), "acme")
+                .is_err()
+        );
 
         let root = principal(ROOT_ORG, &[Role::Admin]);
         assert!(root.is_platform_admin());
-        assert!(root.authorize(&perm("organizations.create"), "anything").is_ok());
+        assert!(
+            root.authorize(&perm("organizations.create"), "anything")
+                .is_ok()
+        );
         assert!(!principal(ROOT_ORG, &[Role::Editor]).is_platform_admin());
 
         let viewer = principal("acme", &[Role::Viewer]);

@@ -132,8 +132,11 @@ fn decide(policy: Option<&Arc<Policy>>, authentication: Authentication) -> Decis
     // handler narrows it to the target organization.
     if let Some(permission) = policy.permission.as_ref().filter(|p| !principal.may(p)) {
         return Decision::Refuse(
-            Error::PermissionDenied(format!("{} lacks permission {permission}", principal.name()))
-                .into(),
+            Error::PermissionDenied(format!(
+                "{} lacks permission {permission}",
+                principal.name()
+            ))
+            .into(),
         );
     }
     Decision::Permit(Caller::new(principal, policy.clone()))
@@ -242,7 +245,10 @@ mod tests {
         let Decision::Permit(caller) = decide(create, Authentication::Principal(editor)) else {
             panic!("editor may create users")
         };
-        assert_eq!(caller.policy().path.as_ref(), "/tollgate.v1.UserService/CreateUser");
+        assert_eq!(
+            caller.policy().path.as_ref(),
+            "/tollgate.v1.UserService/CreateUser"
+        );
         assert!(caller.authorize("acme").is_ok());
         assert!(matches!(
             caller.authorize("other"),

@@ -8,7 +8,7 @@ pub mod authenticate;
 pub mod authorize;
 pub mod trace;
 
-pub use authenticate::{Authentication, AuthenticateLayer};
+pub use authenticate::{AuthenticateLayer, Authentication};
 pub use authorize::{AuthorizeLayer, Caller};
 pub use trace::{RpcMetrics, TraceLayer};
 
