@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/tollgate/v1/user.proto",
     "proto/tollgate/v1/service_account.proto",
     "proto/tollgate/v1/api_key.proto",
+    "proto/tollgate/v1/event.proto",
     "proto/google/rpc/status.proto",
     "proto/google/rpc/error_details.proto",
     "proto/google/rpc/code.proto",

@@ -4,19 +4,25 @@
 
 use std::path::Path;
 
+use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+use tollgate::tollgate::v1::{organization, service_account};
+
 use crate::{
-    api::api_keys::new_key_row,
     domain::{
         Error, Result,
         api_key::SecretKey,
         authz::{ROOT_ORG, Role, Roles},
-        names::{PrincipalKind, PrincipalName, generate_id},
+        names::{OrgName, PrincipalKind, PrincipalName},
         now_micros,
     },
+    events::{EventKind, WriteContext},
     store::{
-        Store, api_keys,
-        organizations::{self, OrganizationRow},
-        principals::{self, ServiceAccountRow},
+        Store, Tx,
+        api_keys::{self, NewApiKey},
+        organizations::{self, NewOrganization, OrganizationRow},
+        principals::{self, NewServiceAccount, PrincipalRow, ServiceAccountRow},
+        schema,
+        versioned::{Lock, Versioned},
     },
 };
 
@@ -28,47 +34,108 @@ pub const ADMIN_SA: &str = "admin";
 /// once race safely: the loser sees ALREADY_EXISTS and returns `None`.
 pub async fn ensure_root(store: &Store) -> Result<Option<SecretKey>> {
     let result = store
-        .db
-        .write(|conn| {
-            if organizations::load(conn, ROOT_ORG)?.is_some() {
+        .write(&WriteContext::system("bootstrap"), |tx| {
+            if organizations::load(tx.conn, ROOT_ORG)?.is_some() {
                 return Ok(None);
             }
-            let now = now_micros();
-            organizations::insert(
-                conn,
-                &OrganizationRow {
-                    org_id: ROOT_ORG.into(),
-                    uid: generate_id(),
-                    display_name: "Root".into(),
-                    state: organizations::ACTIVE,
-                    create_time: now,
-                    update_time: now,
-                    revision: 1,
-                },
-            )?;
-            let admin = ServiceAccountRow {
-                org_id: ROOT_ORG.into(),
-                sa_id: ADMIN_SA.into(),
-                uid: generate_id(),
-                display_name: "Platform admin".into(),
-                description: "Created at first start.".into(),
-                state: principals::ACTIVE,
-                roles: Roles::new(vec![Role::Admin]).to_stored(),
-                create_time: now,
-                update_time: now,
-                revision: 1,
-            };
-            principals::insert_service_account(conn, &admin)?;
-            let (mut row, secret) = new_key_row(&admin_name(), "bootstrap".into(), None);
-            row.owner_uid = admin.uid;
-            api_keys::insert(conn, &row)?;
-            Ok(Some(secret))
+            organizations::insert(tx, root_org())?;
+            let admin = principals::insert_service_account(tx, admin_account())?;
+            Ok(Some(mint_admin_key(tx, admin.uid, "bootstrap")?))
         })
         .await;
     match result {
         Err(Error::AlreadyExists { .. }) => Ok(None),
         other => other,
     }
+}
+
+/// Gives an operator the platform back (`tollgate admin recover-root`,
+/// offline): makes sure `root` exists and is active, and that its `admin`
+/// service account exists, is active and holds `admin`, then mints it a
+/// key. Each repair appends its event, with `system` as the actor.
+pub async fn recover_root(store: &Store) -> Result<SecretKey> {
+    store
+        .write(&WriteContext::system("recover-root"), |tx| {
+            let root = OrgName {
+                org: ROOT_ORG.into(),
+            };
+            match OrganizationRow::load(tx.conn, &root, Lock::Update)? {
+                None => {
+                    organizations::insert(tx, root_org())?;
+                }
+                Some(row) if !row.is_active() => {
+                    diesel::update(schema::organizations::table.find(ROOT_ORG))
+                        .set((
+                            schema::organizations::state.eq(organization::State::Active as i16),
+                            schema::organizations::update_time.eq(now_micros()),
+                            schema::organizations::revision.eq(row.revision + 1),
+                        ))
+                        .execute(tx.conn)?;
+                    emit_current::<OrganizationRow>(tx, &root, EventKind::OrganizationUpdated)?;
+                }
+                Some(_) => {}
+            }
+            let name = admin_name();
+            let admin = match ServiceAccountRow::load(tx.conn, &name, Lock::Update)? {
+                None => principals::insert_service_account(tx, admin_account())?,
+                Some(row)
+                    if row.state != service_account::State::Active as i16
+                        || !row.roles().contains(Role::Admin) =>
+                {
+                    let mut roles: Vec<Role> = row.roles().iter().collect();
+                    roles.push(Role::Admin);
+                    diesel::update(schema::service_accounts::table.find((ROOT_ORG, ADMIN_SA)))
+                        .set((
+                            schema::service_accounts::state
+                                .eq(service_account::State::Active as i16),
+                            schema::service_accounts::roles.eq(Roles::new(roles).to_stored()),
+                            schema::service_accounts::update_time.eq(now_micros()),
+                            schema::service_accounts::revision.eq(row.revision + 1),
+                        ))
+                        .execute(tx.conn)?;
+                    emit_current::<ServiceAccountRow>(tx, &name, EventKind::ServiceAccountUpdated)?
+                }
+                Some(row) => row,
+            };
+            mint_admin_key(tx, admin.uid, "recover-root")
+        })
+        .await
+}
+
+/// Appends the event of a row just changed in `tx`, and returns the row.
+fn emit_current<R: Versioned>(tx: &mut Tx<'_>, name: &R::Name, kind: EventKind) -> Result<R> {
+    let row = R::load(tx.conn, name, Lock::None)?
+        .ok_or_else(|| Error::Internal(format!("{name} vanished inside its transaction")))?;
+    tx.emit(kind, row.org(), name.to_string(), row.after())?;
+    Ok(row)
+}
+
+fn root_org() -> NewOrganization {
+    NewOrganization {
+        id: Some(ROOT_ORG.into()),
+        display_name: "Root".into(),
+        state: organization::State::Active,
+    }
+}
+
+fn admin_account() -> NewServiceAccount {
+    NewServiceAccount {
+        name: admin_name(),
+        display_name: "Platform admin".into(),
+        description: "Created at first start.".into(),
+        state: service_account::State::Active as i16,
+        roles: Roles::new(vec![Role::Admin]),
+    }
+}
+
+fn mint_admin_key(tx: &mut Tx<'_>, admin_uid: String, display_name: &str) -> Result<SecretKey> {
+    let new = NewApiKey {
+        owner: admin_name(),
+        display_name: display_name.into(),
+        expire_time: None,
+        role_cap: None,
+    };
+    Ok(api_keys::insert(tx, new, admin_uid)?.1)
 }
 
 /// `organizations/root/serviceAccounts/admin`.
@@ -111,7 +178,12 @@ pub async fn create_key(
     owner: &PrincipalName,
     display_name: String,
 ) -> Result<SecretKey> {
-    let (row, secret) = new_key_row(owner, display_name, None);
-    store.create_api_key(row, |_| Ok(())).await?;
-    Ok(secret)
+    let new = NewApiKey {
+        owner: owner.clone(),
+        display_name,
+        expire_time: None,
+        role_cap: None,
+    };
+    let ctx = WriteContext::system("admin create-key");
+    Ok(store.create_api_key(&ctx, new, |_| Ok(())).await?.1)
 }

@@ -8,6 +8,8 @@
 //! - [`domain`]: names, validation, roles, filters, page tokens, key format.
 //! - [`store`]: diesel repositories over SQLite or PostgreSQL, moka caches,
 //!   the outbox.
+//! - [`events`]: the typed event every write appends, and the write
+//!   context (actor, request id) it carries.
 //! - [`policy`]: method policies read from the proto options.
 //! - [`components`]: the long-running parts `run` composes (main listener,
 //!   admin listener), each stopping on the shutdown token.
@@ -25,6 +27,7 @@ pub mod bootstrap;
 pub mod components;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod health;
 pub mod layers;
 pub mod policy;

@@ -70,8 +70,8 @@ CREATE UNIQUE INDEX api_keys_key_id ON api_keys (key_id);
 -- ListApiKeys: keyset scan of one owner's keys.
 CREATE INDEX api_keys_owner ON api_keys (org_id, owner_kind, owner_id, key_id);
 
--- Every state change appends a row here in its own transaction; the relay
--- (events) publishes and deletes them in id order.
+-- Every state change appends a row here in the same transaction as the
+-- change; the relay (events) publishes them in id order per organization.
 CREATE TABLE outbox (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     org_id      TEXT   NOT NULL,

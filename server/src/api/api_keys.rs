@@ -6,85 +6,30 @@ use tollgate::tollgate::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{caller, list_params, micros, timestamp};
+use super::{caller, list_params, manage_guard, micros};
 use crate::{
     domain::{
-        Error, Violations, api_key,
-        authz::{Principal, Roles},
-        filter::FieldType,
+        Error, Violations,
         names::{ApiKeyName, PrincipalName},
         now_micros,
         validate::{self, MAX_DISPLAY_NAME},
     },
     store::{
         Store,
-        api_keys::{self as keys, ApiKeyRow},
+        api_keys::{FILTERS, NewApiKey},
     },
 };
 
-const FILTERS: &[(&str, FieldType)] = &[
-    ("state", FieldType::Enum(&[("ACTIVE", 1), ("REVOKED", 2)])),
-    ("display_name", FieldType::Text),
-    ("create_time", FieldType::Timestamp),
-];
-
-/// The key as the API shows it: never the secret, never the digest.
-pub fn to_proto(r: &ApiKeyRow) -> ApiKey {
-    ApiKey {
-        name: r.name().map(|n| n.to_string()).unwrap_or_default(),
-        display_name: r.display_name.clone(),
-        state: i32::from(r.state),
-        expire_time: r.expire_time.map(timestamp),
-        create_time: Some(timestamp(r.create_time)),
-        revoke_time: r.revoke_time.map(timestamp),
-        secret: String::new(),
-        etag: r.etag(),
-    }
-}
-
-fn owner_guard(
-    caller: &Principal,
-    org: &str,
-) -> impl Fn(&Roles) -> crate::domain::Result<()> + use<> {
-    let caller = caller.clone();
-    let org = org.to_owned();
-    move |roles: &Roles| caller.check_may_manage(&org, roles, "parent")
-}
-
+/// The `ApiKeyService` implementation.
 pub struct ApiKeys {
     store: Store,
 }
 
 impl ApiKeys {
+    /// Serves API keys from `store`.
     pub fn new(store: Store) -> Self {
         Self { store }
     }
-}
-
-/// Mints a key for `owner` (whose uid `create_api_key` fills in); returns
-/// the row and the secret. Used by the API and by bootstrap /
-/// `admin create-key`.
-pub fn new_key_row(
-    owner: &PrincipalName,
-    display_name: String,
-    expire_time: Option<i64>,
-) -> (ApiKeyRow, api_key::SecretKey) {
-    let minted = api_key::mint();
-    let row = ApiKeyRow {
-        org_id: owner.org.clone(),
-        key_id: minted.key_id,
-        owner_kind: owner.kind.code(),
-        owner_id: owner.id.clone(),
-        owner_uid: String::new(),
-        display_name,
-        digest: minted.digest,
-        state: keys::ACTIVE,
-        expire_time,
-        create_time: now_micros(),
-        revoke_time: None,
-        revision: 1,
-    };
-    (row, minted.secret)
 }
 
 #[tonic::async_trait]
@@ -96,7 +41,7 @@ impl ApiKeyService for ApiKeys {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let owner = PrincipalName::parse_any("parent", &req.parent).map_err(Error::from)?;
-        let caller = caller.authorize(&owner.org)?;
+        let me = caller.authorize(&owner.org)?;
         let key = req.api_key.unwrap_or_default();
         let mut v = Violations::default();
         v.check(validate::bounded_text(
@@ -120,12 +65,18 @@ impl ApiKeyService for ApiKeys {
             },
         };
         v.into_result()?;
-        let (row, secret) = new_key_row(&owner, key.display_name, expire);
-        let created = self
+        let new = NewApiKey {
+            role_cap: me.key_cap_for(&owner),
+            owner,
+            display_name: key.display_name,
+            expire_time: expire,
+        };
+        let guard = manage_guard(me, &new.owner.org, "parent");
+        let (created, secret) = self
             .store
-            .create_api_key(row, owner_guard(caller, &owner.org))
+            .create_api_key(&caller.write_context(), new, guard)
             .await?;
-        let mut out = to_proto(&created);
+        let mut out = created.to_proto();
         out.secret = secret.expose().to_owned();
         Ok(Response::new(out))
     }
@@ -138,7 +89,7 @@ impl ApiKeyService for ApiKeys {
         let name = ApiKeyName::parse("name", &req.get_ref().name).map_err(Error::from)?;
         caller.authorize(&name.owner.org)?;
         let row = self.store.get_api_key(&name).await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 
     async fn list_api_keys(
@@ -159,7 +110,7 @@ impl ApiKeyService for ApiKeys {
         )?;
         let (rows, next_page_token) = self.store.list_api_keys(owner, filter, page).await?;
         Ok(Response::new(ListApiKeysResponse {
-            api_keys: rows.iter().map(to_proto).collect(),
+            api_keys: rows.iter().map(|r| r.to_proto()).collect(),
             next_page_token,
         }))
     }
@@ -171,11 +122,12 @@ impl ApiKeyService for ApiKeys {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let name = ApiKeyName::parse("name", &req.name).map_err(Error::from)?;
-        let caller = caller.authorize(&name.owner.org)?;
+        let me = caller.authorize(&name.owner.org)?;
+        let guard = manage_guard(me, &name.owner.org, "name");
         let row = self
             .store
-            .revoke_api_key(&name, req.etag, owner_guard(caller, &name.owner.org))
+            .revoke_api_key(&caller.write_context(), name, req.etag, guard)
             .await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 }

@@ -1,5 +1,7 @@
-//! One module per proto service. Handlers stay thin: read the caller the
-//! authenticate layer resolved, validate, call the store, convert.
+//! One module per proto service. A handler parses and validates the
+//! request, names the organization it targets to the [`Caller`] permit
+//! (which holds the permission the proto declares), calls the store with
+//! the caller's write context, and converts the row.
 
 pub mod api_keys;
 pub mod error;
@@ -7,19 +9,15 @@ pub mod organizations;
 pub mod service_accounts;
 pub mod users;
 
-use base64::{Engine, engine::general_purpose::STANDARD};
-use prost::Message;
+use tollgate::tollgate::v1::user;
 use tonic::{Request, Status};
 
 use crate::{
-    domain::{Error, Result},
-    layers::Caller,
-    store::{
-        EventPayload,
-        api_keys::ApiKeyRow,
-        organizations::OrganizationRow,
-        principals::{ServiceAccountRow, UserRow},
+    domain::{
+        Error, FieldViolation, Result,
+        authz::{Principal, Roles},
     },
+    layers::Caller,
 };
 
 /// The permit the authorize layer inserted for this call. Its absence on a
@@ -31,13 +29,7 @@ pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     })
 }
 
-/// Microseconds since the epoch to a protobuf timestamp.
-pub fn timestamp(micros: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
-    }
-}
+pub use crate::domain::timestamp;
 
 /// A protobuf timestamp to microseconds, naming `field` when invalid.
 pub fn micros(field: &str, ts: &prost_types::Timestamp) -> Result<i64> {
@@ -71,53 +63,34 @@ pub fn list_params(
 }
 
 /// The state of a new principal: ACTIVE when unset.
-pub fn initial_state(field: &str, state: i32) -> Result<i16, crate::domain::FieldViolation> {
-    if state == 0 {
-        Ok(1)
+pub fn initial_state(field: &str, state: i32) -> Result<i16, FieldViolation> {
+    if state == user::State::Unspecified as i32 {
+        Ok(user::State::Active as i16)
     } else {
         principal_state(field, state)
     }
 }
 
-/// A settable principal state (ACTIVE = 1, DISABLED = 2), or the violation
-/// naming `field`.
-pub fn principal_state(field: &str, state: i32) -> Result<i16, crate::domain::FieldViolation> {
-    match state {
-        1 => Ok(1),
-        2 => Ok(2),
-        _ => Err(crate::domain::FieldViolation::new(
-            field,
-            "must be ACTIVE or DISABLED",
-        )),
+/// A settable principal state (`User.State` and `ServiceAccount.State`
+/// share their numbers), or the violation naming `field`.
+pub fn principal_state(field: &str, state: i32) -> Result<i16, FieldViolation> {
+    match user::State::try_from(state) {
+        Ok(s @ (user::State::Active | user::State::Disabled)) => Ok(s as i16),
+        _ => Err(FieldViolation::new(field, "must be ACTIVE or DISABLED")),
     }
 }
 
-fn encode<M: Message>(m: &M) -> String {
-    STANDARD.encode(m.encode_to_vec())
-}
-
-impl EventPayload for OrganizationRow {
-    fn payload(&self) -> String {
-        encode(&organizations::to_proto(self))
-    }
-}
-
-impl EventPayload for UserRow {
-    fn payload(&self) -> String {
-        encode(&users::to_proto(self))
-    }
-}
-
-impl EventPayload for ServiceAccountRow {
-    fn payload(&self) -> String {
-        encode(&service_accounts::to_proto(self))
-    }
-}
-
-impl EventPayload for ApiKeyRow {
-    fn payload(&self) -> String {
-        encode(&api_keys::to_proto(self))
-    }
+/// The guard of writes to a principal (or its keys): `caller` may not act
+/// on a principal holding roles above its own in `org`. The store runs it
+/// on the roles it reads inside the write's transaction.
+pub fn manage_guard(
+    caller: &Principal,
+    org: &str,
+    field: &'static str,
+) -> impl Fn(&Roles) -> Result<()> + Send + 'static + use<> {
+    let caller = caller.clone();
+    let org = org.to_owned();
+    move |roles: &Roles| caller.check_may_manage(&org, roles, field)
 }
 
 #[cfg(test)]

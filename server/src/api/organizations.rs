@@ -7,54 +7,38 @@ use tollgate::tollgate::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{caller, list_params, timestamp};
+use super::{caller, list_params};
 use crate::{
     domain::{
-        Error, Violations,
-        filter::FieldType,
+        Error, FieldViolation, Violations,
+        authz::ROOT_ORG,
         mask,
-        names::{OrgName, generate_id, validate_user_id},
-        now_micros, validate,
+        names::{OrgName, validate_user_id},
+        validate,
     },
     store::{
         Store,
-        organizations::{OrganizationChanges, OrganizationRow},
+        organizations::{FILTERS, NewOrganization, OrganizationChanges},
     },
 };
 
-const FILTERS: &[(&str, FieldType)] = &[
-    ("state", FieldType::Enum(&[("ACTIVE", 1), ("SUSPENDED", 2)])),
-    ("display_name", FieldType::Text),
-    ("create_time", FieldType::Timestamp),
-];
 const MUTABLE: &[&str] = &["display_name", "state"];
 
-pub fn to_proto(r: &OrganizationRow) -> Organization {
-    Organization {
-        name: r.name(),
-        uid: r.uid.clone(),
-        display_name: r.display_name.clone(),
-        state: i32::from(r.state),
-        create_time: Some(timestamp(r.create_time)),
-        update_time: Some(timestamp(r.update_time)),
-        etag: r.etag(),
-    }
-}
-
 /// A settable state, or the violation naming `field`.
-fn settable_state(field: &str, state: i32) -> Result<i16, Error> {
+fn settable_state(field: &str, state: i32) -> Result<State, FieldViolation> {
     match State::try_from(state) {
-        Ok(State::Active) => Ok(1),
-        Ok(State::Suspended) => Ok(2),
-        _ => Err(Error::invalid(field, "must be ACTIVE or SUSPENDED")),
+        Ok(s @ (State::Active | State::Suspended)) => Ok(s),
+        _ => Err(FieldViolation::new(field, "must be ACTIVE or SUSPENDED")),
     }
 }
 
+/// The `OrganizationService` implementation.
 pub struct Organizations {
     store: Store,
 }
 
 impl Organizations {
+    /// Serves organizations from `store`.
     pub fn new(store: Store) -> Self {
         Self { store }
     }
@@ -71,37 +55,34 @@ impl OrganizationService for Organizations {
         let mut v = Violations::default();
         let org = req.organization.unwrap_or_default();
         let id = if req.organization_id.is_empty() {
-            generate_id()
+            None
         } else {
             v.check(validate_user_id("organization_id", &req.organization_id));
-            req.organization_id
+            Some(req.organization_id)
         };
         v.check(validate::display_name(
             "organization.display_name",
             &org.display_name,
         ));
-        let state = if org.state == 0 {
-            Ok(1)
+        let state = if org.state == State::Unspecified as i32 {
+            Some(State::Active)
         } else {
-            settable_state("organization.state", org.state)
+            v.take(settable_state("organization.state", org.state))
         };
-        if let Err(Error::InvalidArgument(e)) = &state {
-            v.0.extend(e.0.iter().cloned());
-        }
         v.into_result()?;
-        caller.authorize(&id)?;
-        let now = now_micros();
-        let row = OrganizationRow {
-            org_id: id,
-            uid: generate_id(),
+        // Creating a tenant is a platform right: checked against the new
+        // id, which no one but a platform admin belongs to.
+        caller.authorize(id.as_deref().unwrap_or_default())?;
+        let new = NewOrganization {
+            id,
             display_name: org.display_name,
-            state: state.unwrap_or(1),
-            create_time: now,
-            update_time: now,
-            revision: 1,
+            state: state.unwrap_or(State::Active),
         };
-        let created = self.store.create_organization(row).await?;
-        Ok(Response::new(to_proto(&created)))
+        let created = self
+            .store
+            .create_organization(&caller.write_context(), new)
+            .await?;
+        Ok(Response::new(created.to_proto()))
     }
 
     async fn get_organization(
@@ -112,7 +93,7 @@ impl OrganizationService for Organizations {
         let name = OrgName::parse("name", &req.get_ref().name).map_err(Error::from)?;
         caller.authorize(&name.org)?;
         let row = self.store.get_organization(&name.org).await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 
     async fn list_organizations(
@@ -133,7 +114,7 @@ impl OrganizationService for Organizations {
         let only = caller.authorize_platform_or_own()?.map(str::to_owned);
         let (rows, next_page_token) = self.store.list_organizations(only, filter, page).await?;
         Ok(Response::new(ListOrganizationsResponse {
-            organizations: rows.iter().map(to_proto).collect(),
+            organizations: rows.iter().map(|r| r.to_proto()).collect(),
             next_page_token,
         }))
     }
@@ -166,16 +147,16 @@ impl OrganizationService for Organizations {
                     ));
                     changes.display_name = Some(org.display_name.clone());
                 }
-                "state" => match settable_state("organization.state", org.state) {
-                    Ok(s) => changes.state = Some(s),
-                    Err(Error::InvalidArgument(e)) => v.0.extend(e.0),
-                    Err(e) => return Err(e.into()),
-                },
+                "state" => {
+                    changes.state = v
+                        .take(settable_state("organization.state", org.state))
+                        .map(|s| s as i16);
+                }
                 _ => {}
             }
         }
         v.into_result()?;
-        if name.org == crate::domain::authz::ROOT_ORG && changes.state == Some(2) {
+        if name.org == ROOT_ORG && changes.state == Some(State::Suspended as i16) {
             return Err(Error::FailedPrecondition {
                 reason: "ROOT_ORGANIZATION",
                 message: "organizations/root cannot be suspended".into(),
@@ -184,9 +165,9 @@ impl OrganizationService for Organizations {
         }
         let row = self
             .store
-            .update_organization(&name.org, org.etag, changes)
+            .update_organization(&caller.write_context(), name, org.etag, changes)
             .await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 
     async fn delete_organization(
@@ -197,7 +178,7 @@ impl OrganizationService for Organizations {
         let req = req.into_inner();
         let name = OrgName::parse("name", &req.name).map_err(Error::from)?;
         caller.authorize(&name.org)?;
-        if name.org == crate::domain::authz::ROOT_ORG {
+        if name.org == ROOT_ORG {
             return Err(Error::FailedPrecondition {
                 reason: "ROOT_ORGANIZATION",
                 message: "organizations/root cannot be deleted".into(),
@@ -205,7 +186,7 @@ impl OrganizationService for Organizations {
             .into());
         }
         self.store
-            .delete_organization(&name.org, req.etag, req.force)
+            .delete_organization(&caller.write_context(), name, req.etag, req.force)
             .await?;
         Ok(Response::new(()))
     }

@@ -7,54 +7,22 @@ use tollgate::tollgate::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{caller, initial_state, list_params, principal_state, timestamp};
+use super::{caller, initial_state, list_params, manage_guard, principal_state};
 use crate::{
     domain::{
         Error, Violations,
-        authz::{Principal, Roles},
-        filter::FieldType,
+        authz::Roles,
         mask,
         names::{OrgName, PrincipalKind, PrincipalName, generate_id, validate_user_id},
-        now_micros,
         validate::{self, MAX_DESCRIPTION},
     },
     store::{
         Store,
-        principals::{PrincipalRow, ServiceAccountChanges, ServiceAccountRow},
+        principals::{NewServiceAccount, SERVICE_ACCOUNT_FILTERS, ServiceAccountChanges},
     },
 };
 
-const FILTERS: &[(&str, FieldType)] = &[
-    ("state", FieldType::Enum(&[("ACTIVE", 1), ("DISABLED", 2)])),
-    ("display_name", FieldType::Text),
-    ("create_time", FieldType::Timestamp),
-];
 const MUTABLE: &[&str] = &["display_name", "description", "state", "roles"];
-
-pub fn to_proto(r: &ServiceAccountRow) -> ServiceAccount {
-    ServiceAccount {
-        name: r.principal_name().to_string(),
-        uid: r.uid.clone(),
-        display_name: r.display_name.clone(),
-        description: r.description.clone(),
-        state: i32::from(r.state),
-        roles: r.roles().names().map(str::to_owned).collect(),
-        create_time: Some(timestamp(r.create_time)),
-        update_time: Some(timestamp(r.update_time)),
-        etag: r.etag(),
-    }
-}
-
-fn manage_guard(
-    caller: &Principal,
-    org: &str,
-) -> impl Fn(&ServiceAccountRow) -> crate::domain::Result<()> + use<> {
-    let caller = caller.clone();
-    let org = org.to_owned();
-    move |row: &ServiceAccountRow| {
-        caller.check_may_manage(&org, &row.roles(), "service_account.roles")
-    }
-}
 
 fn parse_name(field: &str, name: &str) -> Result<PrincipalName, Status> {
     Ok(
@@ -63,11 +31,13 @@ fn parse_name(field: &str, name: &str) -> Result<PrincipalName, Status> {
     )
 }
 
+/// The `ServiceAccountService` implementation.
 pub struct ServiceAccounts {
     store: Store,
 }
 
 impl ServiceAccounts {
+    /// Serves service accounts from `store`.
     pub fn new(store: Store) -> Self {
         Self { store }
     }
@@ -82,7 +52,7 @@ impl ServiceAccountService for ServiceAccounts {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
-        let caller = caller.authorize(&parent.org)?;
+        let me = caller.authorize(&parent.org)?;
         let sa = req.service_account.unwrap_or_default();
         let mut v = Violations::default();
         let id = if req.service_account_id.is_empty() {
@@ -105,26 +75,27 @@ impl ServiceAccountService for ServiceAccounts {
         ));
         let roles = v.take(Roles::parse_request("service_account.roles", &sa.roles));
         let state = v.take(initial_state("service_account.state", sa.state));
-        v.clone().into_result()?;
         let (Some(roles), Some(state)) = (roles, state) else {
             return Err(Error::InvalidArgument(v).into());
         };
-        caller.check_may_manage(&parent.org, &roles, "service_account.roles")?;
-        let now = now_micros();
-        let row = ServiceAccountRow {
-            org_id: parent.org,
-            sa_id: id,
-            uid: generate_id(),
+        v.into_result()?;
+        me.check_may_manage(&parent.org, &roles, "service_account.roles")?;
+        let new = NewServiceAccount {
+            name: PrincipalName {
+                org: parent.org,
+                kind: PrincipalKind::ServiceAccount,
+                id,
+            },
             display_name: sa.display_name,
             description: sa.description,
             state,
-            roles: roles.to_stored(),
-            create_time: now,
-            update_time: now,
-            revision: 1,
+            roles,
         };
-        let created = self.store.create_service_account(row).await?;
-        Ok(Response::new(to_proto(&created)))
+        let created = self
+            .store
+            .create_service_account(&caller.write_context(), new)
+            .await?;
+        Ok(Response::new(created.to_proto()))
     }
 
     async fn get_service_account(
@@ -135,7 +106,7 @@ impl ServiceAccountService for ServiceAccounts {
         let name = parse_name("name", &req.get_ref().name)?;
         caller.authorize(&name.org)?;
         let row = self.store.get_service_account(&name).await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 
     async fn list_service_accounts(
@@ -152,7 +123,7 @@ impl ServiceAccountService for ServiceAccounts {
             &req.filter,
             req.page_size,
             &req.page_token,
-            FILTERS,
+            SERVICE_ACCOUNT_FILTERS,
         )?;
         self.store.get_organization(&parent.org).await?;
         let (rows, next_page_token) = self
@@ -160,7 +131,7 @@ impl ServiceAccountService for ServiceAccounts {
             .list_service_accounts(parent.org, filter, page)
             .await?;
         Ok(Response::new(ListServiceAccountsResponse {
-            service_accounts: rows.iter().map(to_proto).collect(),
+            service_accounts: rows.iter().map(|r| r.to_proto()).collect(),
             next_page_token,
         }))
     }
@@ -175,7 +146,7 @@ impl ServiceAccountService for ServiceAccounts {
             return Err(Error::invalid("service_account", "required").into());
         };
         let name = parse_name("service_account.name", &sa.name)?;
-        let caller = caller.authorize(&name.org)?;
+        let me = caller.authorize(&name.org)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let fields = mask::resolve(&paths, MUTABLE, |f| match f {
             "display_name" => !sa.display_name.is_empty(),
@@ -209,7 +180,7 @@ impl ServiceAccountService for ServiceAccounts {
                 },
                 "roles" => match Roles::parse_request("service_account.roles", &sa.roles) {
                     Ok(r) => {
-                        caller.check_may_manage(&name.org, &r, "service_account.roles")?;
+                        me.check_may_manage(&name.org, &r, "service_account.roles")?;
                         changes.roles = Some(r.to_stored());
                     }
                     Err(e) => v.0.push(e),
@@ -218,12 +189,12 @@ impl ServiceAccountService for ServiceAccounts {
             }
         }
         v.into_result()?;
-        let guard = manage_guard(caller, &name.org);
+        let guard = manage_guard(me, &name.org, "service_account.roles");
         let row = self
             .store
-            .update_service_account(&name, sa.etag, guard, changes)
+            .update_service_account(&caller.write_context(), name, sa.etag, guard, changes)
             .await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 
     async fn delete_service_account(
@@ -233,10 +204,10 @@ impl ServiceAccountService for ServiceAccounts {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
-        let caller = caller.authorize(&name.org)?;
-        let guard = manage_guard(caller, &name.org);
+        let me = caller.authorize(&name.org)?;
+        let guard = manage_guard(me, &name.org, "service_account.roles");
         self.store
-            .delete_service_account(&name, req.etag, guard)
+            .delete_service_account(&caller.write_context(), name, req.etag, guard)
             .await?;
         Ok(Response::new(()))
     }

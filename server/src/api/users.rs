@@ -6,61 +6,31 @@ use tollgate::tollgate::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{caller, initial_state, list_params, principal_state, timestamp};
+use super::{caller, initial_state, list_params, manage_guard, principal_state};
 use crate::{
     domain::{
         Error, Violations,
-        authz::{Principal, Roles},
-        filter::FieldType,
+        authz::Roles,
         mask,
         names::{OrgName, PrincipalKind, PrincipalName, generate_id, validate_user_id},
-        now_micros, password, validate,
+        password, validate,
     },
+    events::EventKind,
     store::{
         Store,
-        principals::{PrincipalRow, UserChanges, UserRow},
+        principals::{NewUser, USER_FILTERS, UserChanges},
     },
 };
 
-const FILTERS: &[(&str, FieldType)] = &[
-    ("state", FieldType::Enum(&[("ACTIVE", 1), ("DISABLED", 2)])),
-    ("display_name", FieldType::Text),
-    ("email", FieldType::Text),
-    ("create_time", FieldType::Timestamp),
-];
 const MUTABLE: &[&str] = &["display_name", "email", "state", "roles"];
 
-pub fn to_proto(r: &UserRow) -> User {
-    User {
-        name: r.principal_name().to_string(),
-        uid: r.uid.clone(),
-        display_name: r.display_name.clone(),
-        email: r.email.clone(),
-        state: i32::from(r.state),
-        roles: r.roles().names().map(str::to_owned).collect(),
-        has_password: r.password_hash.is_some(),
-        create_time: Some(timestamp(r.create_time)),
-        update_time: Some(timestamp(r.update_time)),
-        etag: r.etag(),
-    }
-}
-
-/// A guard for writes: the caller may not manage a user holding roles above
-/// its own.
-fn manage_guard(
-    caller: &Principal,
-    org: &str,
-) -> impl Fn(&UserRow) -> crate::domain::Result<()> + use<> {
-    let caller = caller.clone();
-    let org = org.to_owned();
-    move |row: &UserRow| caller.check_may_manage(&org, &row.roles(), "user.roles")
-}
-
+/// The `UserService` implementation.
 pub struct Users {
     store: Store,
 }
 
 impl Users {
+    /// Serves users from `store`.
     pub fn new(store: Store) -> Self {
         Self { store }
     }
@@ -72,7 +42,7 @@ impl UserService for Users {
         let caller = caller(&req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
-        let caller = caller.authorize(&parent.org)?;
+        let me = caller.authorize(&parent.org)?;
         let user = req.user.unwrap_or_default();
         let mut v = Violations::default();
         let id = if req.user_id.is_empty() {
@@ -88,27 +58,24 @@ impl UserService for Users {
         let email = v.take(validate::email("user.email", &user.email));
         let roles = v.take(Roles::parse_request("user.roles", &user.roles));
         let state = v.take(initial_state("user.state", user.state));
-        v.clone().into_result()?;
         let (Some(email), Some(roles), Some(state)) = (email, roles, state) else {
             return Err(Error::InvalidArgument(v).into());
         };
-        caller.check_may_manage(&parent.org, &roles, "user.roles")?;
-        let now = now_micros();
-        let row = UserRow {
-            org_id: parent.org,
-            user_id: id,
-            uid: generate_id(),
+        v.into_result()?;
+        me.check_may_manage(&parent.org, &roles, "user.roles")?;
+        let new = NewUser {
+            name: PrincipalName {
+                org: parent.org,
+                kind: PrincipalKind::User,
+                id,
+            },
             display_name: user.display_name,
             email,
             state,
-            roles: roles.to_stored(),
-            password_hash: None,
-            create_time: now,
-            update_time: now,
-            revision: 1,
+            roles,
         };
-        let created = self.store.create_user(row).await?;
-        Ok(Response::new(to_proto(&created)))
+        let created = self.store.create_user(&caller.write_context(), new).await?;
+        Ok(Response::new(created.to_proto()))
     }
 
     async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
@@ -117,7 +84,7 @@ impl UserService for Users {
             .map_err(Error::from)?;
         caller.authorize(&name.org)?;
         let row = self.store.get_user(&name).await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 
     async fn list_users(
@@ -134,13 +101,13 @@ impl UserService for Users {
             &req.filter,
             req.page_size,
             &req.page_token,
-            FILTERS,
+            USER_FILTERS,
         )?;
         // An unknown organization is NOT_FOUND, not an empty list.
         self.store.get_organization(&parent.org).await?;
         let (rows, next_page_token) = self.store.list_users(parent.org, filter, page).await?;
         Ok(Response::new(ListUsersResponse {
-            users: rows.iter().map(to_proto).collect(),
+            users: rows.iter().map(|r| r.to_proto()).collect(),
             next_page_token,
         }))
     }
@@ -153,7 +120,7 @@ impl UserService for Users {
         };
         let name = PrincipalName::parse_kind("user.name", &user.name, PrincipalKind::User)
             .map_err(Error::from)?;
-        let caller = caller.authorize(&name.org)?;
+        let me = caller.authorize(&name.org)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let fields = mask::resolve(&paths, MUTABLE, |f| match f {
             "display_name" => !user.display_name.is_empty(),
@@ -183,7 +150,7 @@ impl UserService for Users {
                 },
                 "roles" => match Roles::parse_request("user.roles", &user.roles) {
                     Ok(r) => {
-                        caller.check_may_manage(&name.org, &r, "user.roles")?;
+                        me.check_may_manage(&name.org, &r, "user.roles")?;
                         changes.roles = Some(r.to_stored());
                     }
                     Err(e) => v.0.push(e),
@@ -192,12 +159,19 @@ impl UserService for Users {
             }
         }
         v.into_result()?;
-        let guard = manage_guard(caller, &name.org);
+        let guard = manage_guard(me, &name.org, "user.roles");
         let row = self
             .store
-            .update_user(&name, user.etag, guard, changes, "user.updated")
+            .update_user(
+                &caller.write_context(),
+                name,
+                user.etag,
+                guard,
+                changes,
+                EventKind::UserUpdated,
+            )
             .await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 
     async fn delete_user(&self, req: Request<DeleteUserRequest>) -> Result<Response<()>, Status> {
@@ -205,9 +179,11 @@ impl UserService for Users {
         let req = req.into_inner();
         let name = PrincipalName::parse_kind("name", &req.name, PrincipalKind::User)
             .map_err(Error::from)?;
-        let caller = caller.authorize(&name.org)?;
-        let guard = manage_guard(caller, &name.org);
-        self.store.delete_user(&name, req.etag, guard).await?;
+        let me = caller.authorize(&name.org)?;
+        let guard = manage_guard(me, &name.org, "user.roles");
+        self.store
+            .delete_user(&caller.write_context(), name, req.etag, guard)
+            .await?;
         Ok(Response::new(()))
     }
 
@@ -219,7 +195,7 @@ impl UserService for Users {
         let req = req.into_inner();
         let name = PrincipalName::parse_kind("name", &req.name, PrincipalKind::User)
             .map_err(Error::from)?;
-        let caller = caller.authorize(&name.org)?;
+        let me = caller.authorize(&name.org)?;
         password::validate("password", &req.password).map_err(Error::from)?;
         // argon2id takes tens of milliseconds of CPU: keep it off the workers.
         let hash = tokio::task::spawn_blocking(move || password::hash(&req.password))
@@ -229,11 +205,18 @@ impl UserService for Users {
             password_hash: Some(Some(hash)),
             ..Default::default()
         };
-        let guard = manage_guard(caller, &name.org);
+        let guard = manage_guard(me, &name.org, "user.roles");
         let row = self
             .store
-            .update_user(&name, String::new(), guard, changes, "user.passwordSet")
+            .update_user(
+                &caller.write_context(),
+                name,
+                String::new(),
+                guard,
+                changes,
+                EventKind::UserPasswordSet,
+            )
             .await?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(row.to_proto()))
     }
 }

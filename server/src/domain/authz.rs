@@ -4,7 +4,10 @@
 
 use std::fmt;
 
-use super::{Error, FieldViolation, Result, names::PrincipalKind};
+use super::{
+    Error, FieldViolation, Result,
+    names::{PrincipalKind, PrincipalName},
+};
 
 /// The organization created at first start; its admins run the platform.
 pub const ROOT_ORG: &str = "root";
@@ -198,6 +201,11 @@ impl Roles {
         self.0.iter().map(|r| r.as_str())
     }
 
+    /// The roles, weakest first.
+    pub fn iter(&self) -> impl Iterator<Item = Role> + '_ {
+        self.0.iter().copied()
+    }
+
     /// The most powerful role, if any.
     pub fn highest(&self) -> Option<Role> {
         self.0.last().copied()
@@ -216,21 +224,34 @@ impl Roles {
 /// An authenticated caller, as the authenticate layer resolved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// Its organization; its roles hold there only.
     pub org: String,
+    /// User or service account.
     pub kind: PrincipalKind,
+    /// Its id within the organization.
     pub id: String,
+    /// What it may do in `org`.
     pub roles: Roles,
+    /// The resource name, made once: every call logs it.
+    name: Box<str>,
 }
 
 impl Principal {
+    /// A principal of `org` with `roles`.
+    pub fn new(org: String, kind: PrincipalKind, id: String, roles: Roles) -> Self {
+        let name = format!("organizations/{org}/{}/{id}", kind.collection()).into();
+        Self {
+            org,
+            kind,
+            id,
+            roles,
+            name,
+        }
+    }
+
     /// `organizations/{org}/serviceAccounts/{id}` or `…/users/{id}`.
-    pub fn name(&self) -> String {
-        format!(
-            "organizations/{}/{}/{}",
-            self.org,
-            self.kind.collection(),
-            self.id
-        )
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// An admin of the root organization may do anything anywhere.
@@ -278,6 +299,21 @@ impl Principal {
         }
     }
 
+    /// The cap of a key this caller mints for `owner`: none for its own
+    /// keys and for a platform admin's, else the caller's own rank in the
+    /// owner's organization. A key minted for someone else must never grant
+    /// more than its minter held, even after the owner is promoted.
+    pub fn key_cap_for(&self, owner: &PrincipalName) -> Option<Role> {
+        let own = self.org == owner.org && self.kind == owner.kind && self.id == owner.id;
+        if own || self.is_platform_admin() {
+            None
+        } else {
+            // Minting needs a role in the owner's organization, so this is
+            // Some; `Viewer` is the safe floor were it not.
+            Some(self.rank_in(&owner.org).unwrap_or(Role::Viewer))
+        }
+    }
+
     /// Refuses to grant roles, or act on a principal holding roles, above
     /// the caller's own: an editor must not mint an admin's keys.
     pub fn check_may_manage(&self, org: &str, target: &Roles, field: &str) -> Result<()> {
@@ -301,12 +337,12 @@ mod tests {
     }
 
     fn principal(org: &str, roles: &[Role]) -> Principal {
-        Principal {
-            org: org.into(),
-            kind: PrincipalKind::ServiceAccount,
-            id: "p".into(),
-            roles: Roles::new(roles.to_vec()),
-        }
+        Principal::new(
+            org.into(),
+            PrincipalKind::ServiceAccount,
+            "p".into(),
+            Roles::new(roles.to_vec()),
+        )
     }
 
     #[test]

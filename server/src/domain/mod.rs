@@ -153,6 +153,14 @@ pub fn now_micros() -> i64 {
     i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// Microseconds since the epoch to a protobuf timestamp.
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+    }
+}
+
 /// An opaque etag for a resource revision. Derived from the uid as well, so
 /// an etag of a deleted-and-recreated resource never matches the new one.
 pub fn etag(uid: &str, revision: i64) -> String {

@@ -20,9 +20,11 @@ use tower_service::Service;
 use super::{
     BoxFuture,
     authenticate::{Authentication, CREDENTIALS_REQUIRED},
+    request_id::RequestId,
 };
 use crate::{
     domain::{self, Error, authz::Principal},
+    events::WriteContext,
     policy::{Policies, Policy},
 };
 
@@ -34,13 +36,24 @@ use crate::{
 pub struct Caller {
     principal: Arc<Principal>,
     policy: Arc<Policy>,
+    request_id: RequestId,
 }
 
 impl Caller {
     /// A permit for `principal` under `policy`; the layer makes these, and
     /// tests of handlers may too.
-    pub fn new(principal: Arc<Principal>, policy: Arc<Policy>) -> Self {
-        Self { principal, policy }
+    pub fn new(principal: Arc<Principal>, policy: Arc<Policy>, request_id: RequestId) -> Self {
+        Self {
+            principal,
+            policy,
+            request_id,
+        }
+    }
+
+    /// Who writes and for which request, for the events of the call's
+    /// writes. Names the caller but grants nothing.
+    pub fn write_context(&self) -> WriteContext {
+        WriteContext::new(self.principal.name(), self.request_id.to_string())
     }
 
     /// The org-scoped check, with the permission the proto declares for
@@ -114,7 +127,11 @@ enum Decision {
     Refuse(Status),
 }
 
-fn decide(policy: Option<&Arc<Policy>>, authentication: Authentication) -> Decision {
+fn decide(
+    policy: Option<&Arc<Policy>>,
+    authentication: Authentication,
+    request_id: impl FnOnce() -> RequestId,
+) -> Decision {
     if policy.is_some_and(|p| p.is_public()) {
         return Decision::Pass;
     }
@@ -139,7 +156,7 @@ fn decide(policy: Option<&Arc<Policy>>, authentication: Authentication) -> Decis
             .into(),
         );
     }
-    Decision::Permit(Caller::new(principal, policy.clone()))
+    Decision::Permit(Caller::new(principal, policy.clone(), request_id()))
 }
 
 // === impl Authorize ===
@@ -164,7 +181,18 @@ where
             .extensions_mut()
             .remove::<Authentication>()
             .unwrap_or(Authentication::Anonymous);
-        match decide(self.policies.get(req.uri().path()), authentication) {
+        let request_id = || {
+            req.extensions()
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(RequestId::assign)
+        };
+        let decision = decide(
+            self.policies.get(req.uri().path()),
+            authentication,
+            request_id,
+        );
+        match decision {
             Decision::Refuse(status) => Box::pin(async move { Ok(status.into_http()) }),
             decision => {
                 if let Decision::Permit(caller) = decision {
@@ -190,12 +218,12 @@ mod tests {
     };
 
     fn principal(org: &str, roles: &[Role]) -> Arc<Principal> {
-        Arc::new(Principal {
-            org: org.into(),
-            kind: PrincipalKind::ServiceAccount,
-            id: "p".into(),
-            roles: Roles::new(roles.to_vec()),
-        })
+        Arc::new(Principal::new(
+            org.into(),
+            PrincipalKind::ServiceAccount,
+            "p".into(),
+            Roles::new(roles.to_vec()),
+        ))
     }
 
     fn policies() -> Policies {
@@ -214,11 +242,14 @@ mod tests {
         let p = policies();
         let health = p.get("/grpc.health.v1.Health/Check");
         assert!(matches!(
-            decide(health, Authentication::Anonymous),
+            decide(health, Authentication::Anonymous, RequestId::assign),
             Decision::Pass
         ));
         let bad = Authentication::Refused(Status::unauthenticated("x"));
-        assert!(matches!(decide(health, bad), Decision::Pass));
+        assert!(matches!(
+            decide(health, bad, RequestId::assign),
+            Decision::Pass
+        ));
     }
 
     #[test]
@@ -226,23 +257,30 @@ mod tests {
         let p = policies();
         let create = p.get("/tollgate.v1.UserService/CreateUser");
         assert_eq!(
-            refused(decide(create, Authentication::Anonymous)),
+            refused(decide(create, Authentication::Anonymous, RequestId::assign)),
             Code::Unauthenticated
         );
         assert_eq!(
             refused(decide(
                 create,
-                Authentication::Refused(Status::unauthenticated("invalid API key"))
+                Authentication::Refused(Status::unauthenticated("invalid API key")),
+                RequestId::assign
             )),
             Code::Unauthenticated
         );
         let viewer = principal("acme", &[Role::Viewer]);
         assert_eq!(
-            refused(decide(create, Authentication::Principal(viewer))),
+            refused(decide(
+                create,
+                Authentication::Principal(viewer),
+                RequestId::assign
+            )),
             Code::PermissionDenied
         );
         let editor = principal("acme", &[Role::Editor]);
-        let Decision::Permit(caller) = decide(create, Authentication::Principal(editor)) else {
+        let Decision::Permit(caller) =
+            decide(create, Authentication::Principal(editor), RequestId::assign)
+        else {
             panic!("editor may create users")
         };
         assert_eq!(
@@ -259,12 +297,12 @@ mod tests {
     #[test]
     fn unknown_paths_need_credentials_and_reach_the_router() {
         assert_eq!(
-            refused(decide(None, Authentication::Anonymous)),
+            refused(decide(None, Authentication::Anonymous, RequestId::assign)),
             Code::Unauthenticated
         );
         let admin = principal(ROOT_ORG, &[Role::Admin]);
         assert!(matches!(
-            decide(None, Authentication::Principal(admin)),
+            decide(None, Authentication::Principal(admin), RequestId::assign),
             Decision::Unrouted
         ));
     }
@@ -276,11 +314,19 @@ mod tests {
             .get("/tollgate.v1.OrganizationService/ListOrganizations")
             .unwrap()
             .clone();
-        let root = Caller::new(principal(ROOT_ORG, &[Role::Admin]), list.clone());
+        let root = Caller::new(
+            principal(ROOT_ORG, &[Role::Admin]),
+            list.clone(),
+            RequestId::assign(),
+        );
         assert_eq!(root.authorize_platform_or_own().unwrap(), None);
-        let viewer = Caller::new(principal("acme", &[Role::Viewer]), list.clone());
+        let viewer = Caller::new(
+            principal("acme", &[Role::Viewer]),
+            list.clone(),
+            RequestId::assign(),
+        );
         assert_eq!(viewer.authorize_platform_or_own().unwrap(), Some("acme"));
-        let nobody = Caller::new(principal("acme", &[]), list);
+        let nobody = Caller::new(principal("acme", &[]), list, RequestId::assign());
         assert!(nobody.authorize_platform_or_own().is_err());
     }
 }

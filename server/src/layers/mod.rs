@@ -1,15 +1,17 @@
 //! Tower layers every request to the main listener passes, outermost
-//! first: `trace` (span, metrics), `authenticate` (credential → principal),
+//! first: `trace` (request id, span, metrics), `authenticate` (credential → principal),
 //! `authorize` (the method's policy → a [`Caller`] permit or a refusal).
 //! Rate limiting plugs in after `authorize`, reading the cost from the
 //! permit.
 
 pub mod authenticate;
 pub mod authorize;
+pub mod request_id;
 pub mod trace;
 
 pub use authenticate::{AuthenticateLayer, Authentication};
 pub use authorize::{AuthorizeLayer, Caller};
+pub use request_id::RequestId;
 pub use trace::{RpcMetrics, TraceLayer};
 
 use std::{future::Future, pin::Pin};

@@ -24,7 +24,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{Instrument, Span, field::Empty};
 
-use super::BoxFuture;
+use super::{BoxFuture, request_id::RequestId};
 
 /// The canonical codes, indexed by their number.
 const CODES: [&str; 17] = [
@@ -199,7 +199,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let id = RequestId::from_headers(req.headers());
+        req.extensions_mut().insert(id);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = req.uri().path();

@@ -3,51 +3,78 @@
 use std::sync::Arc;
 
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, RunQueryDsl, SelectableHelper};
+use tollgate::tollgate::v1::{ApiKey, api_key::State};
 
 use super::{
-    DbConnection, EventPayload, Store, append_event,
-    db::is_unique_violation,
+    DbConnection, Store, Tx,
     filter::{apply_op, int, small, text, unknown},
-    organizations,
-    schema::{api_keys, service_accounts, users},
+    principals::{capped, load_any},
+    schema::api_keys,
+    versioned::{Lock, Versioned, current, inserted, lock_row},
 };
-use crate::domain::{
-    Error, Result,
-    api_key::PresentedKey,
-    authz::{Principal, Roles},
-    check_etag, etag,
-    filter::Predicate,
-    names::{ApiKeyName, PrincipalKind, PrincipalName},
-    now_micros,
-    page::PageRequest,
+use crate::{
+    domain::{
+        Error, Result,
+        api_key::{self, PresentedKey, SecretKey},
+        authz::{Principal, Role, Roles},
+        etag,
+        filter::{FieldType, Predicate},
+        names::{ApiKeyName, PrincipalKind, PrincipalName},
+        now_micros,
+        page::PageRequest,
+        timestamp,
+    },
+    events::{After, EventKind, WriteContext},
 };
 
-/// Stored state codes; the same numbers as `ApiKey.State`.
-pub const ACTIVE: i16 = 1;
-pub const REVOKED: i16 = 2;
+const ACTIVE: i16 = State::Active as i16;
+const REVOKED: i16 = State::Revoked as i16;
 
+/// The fields ListApiKeys filters on; `list_api_keys` matches each of them.
+pub const FILTERS: &[(&str, FieldType)] = &[
+    ("state", FieldType::Enum(&[("ACTIVE", 1), ("REVOKED", 2)])),
+    ("display_name", FieldType::Text),
+    ("create_time", FieldType::Timestamp),
+];
+
+/// A stored key: its digest, never the secret.
 #[derive(
     Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable,
 )]
 #[diesel(table_name = api_keys)]
 pub struct ApiKeyRow {
+    /// The owner's organization.
     pub org_id: String,
+    /// The non-secret part of the key, also the last segment of its name.
     pub key_id: String,
+    /// `PrincipalKind::code` of the owner.
     pub owner_kind: i16,
+    /// The owner's id.
     pub owner_id: String,
     /// The uid of the owner the key was made for.
     pub owner_uid: String,
+    /// Who minted it: a principal's resource name, or `system`.
+    pub creator: String,
+    /// The highest role the key may exercise; `None`: the owner's roles.
+    pub role_cap: Option<String>,
+    /// Shown to people.
     pub display_name: String,
     /// Hex SHA-256 of the whole key.
     pub digest: String,
+    /// `ApiKey.State` as stored.
     pub state: i16,
+    /// Refused from then on, when set.
     pub expire_time: Option<i64>,
+    /// Microseconds since the epoch.
     pub create_time: i64,
+    /// When it was revoked.
     pub revoke_time: Option<i64>,
+    /// Bumped by every change.
     pub revision: i64,
 }
 
 impl ApiKeyRow {
+    /// The owner's name; INTERNAL for a corrupt owner kind.
     pub fn owner(&self) -> Result<PrincipalName> {
         let kind = PrincipalKind::from_code(self.owner_kind).ok_or_else(|| {
             Error::Internal(format!(
@@ -62,6 +89,7 @@ impl ApiKeyRow {
         })
     }
 
+    /// The key's resource name.
     pub fn name(&self) -> Result<ApiKeyName> {
         Ok(ApiKeyName {
             owner: self.owner()?,
@@ -69,83 +97,146 @@ impl ApiKeyRow {
         })
     }
 
-    pub fn etag(&self) -> String {
-        etag(&self.digest, self.revision)
+    /// The role cap, parsed; an unknown stored role caps to nothing rather
+    /// than granting anything.
+    fn cap(&self) -> Option<Option<Role>> {
+        self.role_cap.as_deref().map(Role::parse)
+    }
+
+    /// The key as the API shows it: never the secret, never the digest.
+    pub fn to_proto(&self) -> ApiKey {
+        let name = match self.name() {
+            Ok(n) => n.to_string(),
+            Err(e) => {
+                tracing::error!(error = %e, "api key with a corrupt owner");
+                String::new()
+            }
+        };
+        ApiKey {
+            name,
+            display_name: self.display_name.clone(),
+            state: i32::from(self.state),
+            expire_time: self.expire_time.map(timestamp),
+            create_time: Some(timestamp(self.create_time)),
+            revoke_time: self.revoke_time.map(timestamp),
+            secret: String::new(),
+            etag: Versioned::etag(self),
+            creator: self.creator.clone(),
+        }
     }
 }
 
-fn load(conn: &mut DbConnection, name: &ApiKeyName) -> Result<Option<ApiKeyRow>> {
-    Ok(api_keys::table
-        .find((&name.owner.org, &name.key))
-        .filter(api_keys::owner_kind.eq(name.owner.kind.code()))
-        .filter(api_keys::owner_id.eq(&name.owner.id))
-        .select(ApiKeyRow::as_select())
-        .first(conn)
-        .optional()?)
+impl Versioned for ApiKeyRow {
+    type Name = ApiKeyName;
+
+    fn load(conn: &mut DbConnection, name: &ApiKeyName, lock: Lock) -> Result<Option<Self>> {
+        if lock != Lock::None
+            && !lock_row(
+                conn,
+                "api_keys",
+                &[("org_id", &name.owner.org), ("key_id", &name.key)],
+                lock,
+            )?
+        {
+            return Ok(None);
+        }
+        Ok(api_keys::table
+            .find((&name.owner.org, &name.key))
+            .filter(api_keys::owner_kind.eq(name.owner.kind.code()))
+            .filter(api_keys::owner_id.eq(&name.owner.id))
+            .select(ApiKeyRow::as_select())
+            .first(conn)
+            .optional()?)
+    }
+
+    fn etag(&self) -> String {
+        etag(&self.digest, self.revision)
+    }
+
+    fn org(&self) -> &str {
+        &self.org_id
+    }
+
+    fn after(&self) -> After {
+        After::ApiKey(self.to_proto())
+    }
 }
 
-/// The roles and uid of a key's owner, or NOT_FOUND.
-fn owner_roles(conn: &mut DbConnection, owner: &PrincipalName) -> Result<(Roles, String)> {
-    let found = match owner.kind {
-        PrincipalKind::User => users::table
-            .find((&owner.org, &owner.id))
-            .select((users::roles, users::uid))
-            .first::<(String, String)>(conn)
-            .optional()?,
-        PrincipalKind::ServiceAccount => service_accounts::table
-            .find((&owner.org, &owner.id))
-            .select((service_accounts::roles, service_accounts::uid))
-            .first::<(String, String)>(conn)
-            .optional()?,
+/// A key to mint: the key id, secret and digest are made at insert.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Whose key it is.
+    pub owner: PrincipalName,
+    /// Shown to people.
+    pub display_name: String,
+    /// Refused from then on, when set.
+    pub expire_time: Option<i64>,
+    /// The highest role it may exercise (see `ApiKey.creator`).
+    pub role_cap: Option<Role>,
+}
+
+/// Mints and inserts a key for an owner whose uid the caller read in this
+/// transaction; returns the row and the secret. Shared with bootstrap.
+pub(crate) fn insert(
+    tx: &mut Tx<'_>,
+    new: NewApiKey,
+    owner_uid: String,
+) -> Result<(ApiKeyRow, SecretKey)> {
+    let minted = api_key::mint();
+    let row = ApiKeyRow {
+        org_id: new.owner.org.clone(),
+        key_id: minted.key_id,
+        owner_kind: new.owner.kind.code(),
+        owner_id: new.owner.id.clone(),
+        owner_uid,
+        creator: tx.context().actor().to_owned(),
+        role_cap: new.role_cap.map(|r| r.as_str().to_owned()),
+        display_name: new.display_name,
+        digest: minted.digest,
+        state: ACTIVE,
+        expire_time: new.expire_time,
+        create_time: now_micros(),
+        revoke_time: None,
+        revision: 1,
     };
-    found
-        .map(|(r, uid)| (Roles::from_stored(&r), uid))
-        .ok_or_else(|| Error::not_found(owner.to_string()))
-}
-
-/// Inserts a key and its event. Shared with bootstrap.
-pub(crate) fn insert(conn: &mut DbConnection, row: &ApiKeyRow) -> Result<()> {
     let name = row.name()?.to_string();
-    match diesel::insert_into(api_keys::table)
-        .values(row)
-        .execute(conn)
-    {
-        // 80 random bits collided: astronomically unlikely, but never
-        // silently overwrite.
-        Err(e) if is_unique_violation(&e) => return Err(Error::AlreadyExists { resource: name }),
-        other => other?,
-    };
-    append_event(conn, &row.org_id, "apiKey.created", &name, row.payload())
+    // 80 random bits collided: astronomically unlikely, but never silently
+    // overwrite.
+    inserted(
+        diesel::insert_into(api_keys::table)
+            .values(&row)
+            .execute(tx.conn),
+        || name.clone(),
+    )?;
+    tx.emit(EventKind::ApiKeyCreated, &row.org_id, name, row.after())?;
+    Ok((row, minted.secret))
 }
 
 impl Store {
-    /// Creates a key for an existing owner; `guard` sees the owner's roles.
-    /// The row's `owner_uid` is set here, from the owner read in the same
-    /// transaction.
+    /// Mints a key for an existing owner; `guard` sees the owner's roles.
+    /// The owner row stays share-locked until commit (PostgreSQL), so a
+    /// concurrent delete of the owner either waits and deletes the key too,
+    /// or wins and the create finds no owner.
     pub async fn create_api_key(
         &self,
-        mut row: ApiKeyRow,
+        ctx: &WriteContext,
+        new: NewApiKey,
         guard: impl Fn(&Roles) -> Result<()> + Send + 'static,
-    ) -> Result<ApiKeyRow> {
-        let created = self
-            .db
-            .write(move |conn| {
-                let owner = row.owner()?;
-                let (roles, uid) = owner_roles(conn, &owner)?;
-                guard(&roles)?;
-                row.owner_uid = uid;
-                insert(conn, &row)?;
-                Ok(row)
-            })
-            .await?;
-        self.caches.keys.invalidate(&created.key_id);
-        Ok(created)
+    ) -> Result<(ApiKeyRow, SecretKey)> {
+        self.write(ctx, move |tx| {
+            let (roles, uid, _) = load_any(tx.conn, &new.owner, Lock::Share)?
+                .ok_or_else(|| Error::not_found(new.owner.to_string()))?;
+            guard(&roles)?;
+            insert(tx, new, uid)
+        })
+        .await
     }
 
+    /// Reads a key.
     pub async fn get_api_key(&self, name: &ApiKeyName) -> Result<ApiKeyRow> {
         let n = name.clone();
         self.db
-            .run(move |conn| load(conn, &n))
+            .run(move |conn| ApiKeyRow::load(conn, &n, Lock::None))
             .await?
             .ok_or_else(|| Error::not_found(name.to_string()))
     }
@@ -162,7 +253,9 @@ impl Store {
         let mut rows = self
             .db
             .run(move |conn| {
-                owner_roles(conn, &owner)?;
+                if load_any(conn, &owner, Lock::None)?.is_none() {
+                    return Err(Error::not_found(owner.to_string()));
+                }
                 let mut q = api_keys::table
                     .select(ApiKeyRow::as_select())
                     .filter(api_keys::org_id.eq(&owner.org))
@@ -187,43 +280,38 @@ impl Store {
         Ok((rows, next))
     }
 
-    /// Revokes a key; revoking a revoked key returns it unchanged.
+    /// Revokes a key; revoking a revoked key returns it unchanged and
+    /// appends no event (nothing changed). `guard` sees the owner's roles.
     pub async fn revoke_api_key(
         &self,
-        name: &ApiKeyName,
+        ctx: &WriteContext,
+        name: ApiKeyName,
         sent_etag: String,
         guard: impl Fn(&Roles) -> Result<()> + Send + 'static,
     ) -> Result<ApiKeyRow> {
-        let n = name.clone();
-        let revoked = self
-            .db
-            .write(move |conn| {
-                let cur = load(conn, &n)?.ok_or_else(|| Error::not_found(n.to_string()))?;
-                check_etag(&n.to_string(), &sent_etag, &cur.etag())?;
-                guard(&owner_roles(conn, &n.owner)?.0)?;
-                if cur.state == REVOKED {
-                    return Ok(cur);
-                }
-                diesel::update(api_keys::table.find((&n.owner.org, &n.key)))
-                    .set((
-                        api_keys::state.eq(REVOKED),
-                        api_keys::revoke_time.eq(Some(now_micros())),
-                        api_keys::revision.eq(cur.revision + 1),
-                    ))
-                    .execute(conn)?;
-                let row = load(conn, &n)?.ok_or_else(|| Error::not_found(n.to_string()))?;
-                append_event(
-                    conn,
-                    &n.owner.org,
-                    "apiKey.revoked",
-                    &n.to_string(),
-                    row.payload(),
-                )?;
-                Ok(row)
-            })
-            .await?;
-        self.caches.keys.invalidate(&name.key);
-        Ok(revoked)
+        self.write(ctx, move |tx| {
+            let resource = name.to_string();
+            let owner_guard = |_: &ApiKeyRow| -> Result<()> { Ok(()) };
+            let cur: ApiKeyRow = current(tx, &name, &resource, &sent_etag, &owner_guard)?;
+            let (roles, _, _) = load_any(tx.conn, &name.owner, Lock::None)?
+                .ok_or_else(|| Error::not_found(name.owner.to_string()))?;
+            guard(&roles)?;
+            if cur.state == REVOKED {
+                return Ok(cur);
+            }
+            diesel::update(api_keys::table.find((&cur.org_id, &cur.key_id)))
+                .set((
+                    api_keys::state.eq(REVOKED),
+                    api_keys::revoke_time.eq(Some(now_micros())),
+                    api_keys::revision.eq(cur.revision + 1),
+                ))
+                .execute(tx.conn)?;
+            let row = ApiKeyRow::load(tx.conn, &name, Lock::None)?
+                .ok_or_else(|| Error::not_found(&resource))?;
+            tx.emit(EventKind::ApiKeyRevoked, &row.org_id, resource, row.after())?;
+            Ok(row)
+        })
+        .await
     }
 
     /// Resolves a presented key to its principal. Every refusal is
@@ -279,12 +367,29 @@ impl Store {
             Err(Error::NotFound { .. }) => return Err(invalid()),
             Err(e) => return Err(e),
         };
-        if org.state != organizations::ACTIVE {
+        if !org.is_active() {
             return Err(Error::PermissionDenied(format!(
                 "{} is suspended",
                 org.name()
             )));
         }
-        Ok(record.principal.clone())
+        // A key minted by someone else grants at most what its minter had.
+        let principal = &record.principal;
+        match row.cap() {
+            None => Ok(principal.clone()),
+            Some(cap) => {
+                let roles = capped(&principal.roles, cap);
+                if roles == principal.roles {
+                    Ok(principal.clone())
+                } else {
+                    Ok(Arc::new(Principal::new(
+                        principal.org.clone(),
+                        principal.kind,
+                        principal.id.clone(),
+                        roles,
+                    )))
+                }
+            }
+        }
     }
 }

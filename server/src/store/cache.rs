@@ -1,14 +1,19 @@
 //! Bounded, TTL-limited caches for the reads on every authenticated call:
-//! API key by id, principal by name, organization by id. The repository
-//! that writes invalidates; the TTL bounds staleness where it cannot (other
-//! replicas, until bus invalidation lands).
+//! API key by id, principal by name, organization by id. Invalidation is
+//! one function, [`Caches::apply`], fed the events of each committed write:
+//! the writing replica calls it after commit, and the event bus will call
+//! it on every other replica. The TTL bounds staleness where no event
+//! arrives.
 
 use std::{sync::Arc, time::Duration};
 
 use moka::sync::Cache;
 
 use super::{api_keys::ApiKeyRow, organizations::OrganizationRow, principals::PrincipalRecord};
-use crate::domain::names::PrincipalKind;
+use crate::{
+    domain::names::{ApiKeyName, OrgName, PrincipalKind, PrincipalName},
+    events::{Event, EventKind},
+};
 
 /// Sizes and TTL, from the server config.
 #[derive(Debug, Clone)]
@@ -31,8 +36,11 @@ impl Default for CacheConfig {
 /// Key of the principal cache: (org, kind, id).
 pub type PrincipalKey = (String, PrincipalKind, String);
 
+/// The caches; see the module doc.
 pub struct Caches {
+    /// Organizations by id.
     pub orgs: Cache<String, Arc<OrganizationRow>>,
+    /// Principals by (org, kind, id).
     pub principals: Cache<PrincipalKey, Arc<PrincipalRecord>>,
     /// `None` remembers that a key id does not exist, so a flood of made-up
     /// keys does not become a flood of queries.
@@ -40,6 +48,7 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// Empty caches sized by `c`.
     pub fn new(c: &CacheConfig) -> Self {
         Self {
             orgs: Cache::builder()
@@ -59,8 +68,68 @@ impl Caches {
         }
     }
 
+    /// Forgets what `event` made stale. An event this version cannot read
+    /// (a newer replica's) flushes everything: stale data is worse than a
+    /// cold cache.
+    pub fn apply(&self, event: &Event) {
+        let Some(kind) = EventKind::parse(&event.r#type) else {
+            tracing::warn!(r#type = %event.r#type, "unknown event type; flushing caches");
+            self.flush();
+            return;
+        };
+        let resource = &event.resource;
+        let parsed = match kind {
+            EventKind::OrganizationCreated => {
+                OrgName::parse("resource", resource).map(|n| self.orgs.invalidate(&n.org))
+            }
+            EventKind::OrganizationUpdated | EventKind::OrganizationDeleted => {
+                OrgName::parse("resource", resource).map(|n| self.invalidate_org(&n.org))
+            }
+            EventKind::UserCreated
+            | EventKind::UserUpdated
+            | EventKind::UserPasswordSet
+            | EventKind::ServiceAccountCreated
+            | EventKind::ServiceAccountUpdated => {
+                PrincipalName::parse_any("resource", resource).map(|n| self.forget_principal(&n))
+            }
+            EventKind::UserDeleted | EventKind::ServiceAccountDeleted => {
+                PrincipalName::parse_any("resource", resource).map(|n| {
+                    self.forget_principal(&n);
+                    self.forget_keys_of(&n);
+                })
+            }
+            EventKind::ApiKeyCreated | EventKind::ApiKeyRevoked => {
+                ApiKeyName::parse("resource", resource).map(|n| self.keys.invalidate(&n.key))
+            }
+        };
+        if let Err(v) = parsed {
+            tracing::warn!(%resource, error = %v.description, "unreadable event resource; flushing caches");
+            self.flush();
+        }
+    }
+
+    /// Forgets everything.
+    pub fn flush(&self) {
+        self.orgs.invalidate_all();
+        self.principals.invalidate_all();
+        self.keys.invalidate_all();
+    }
+
+    fn forget_principal(&self, name: &PrincipalName) {
+        self.principals
+            .invalidate(&(name.org.clone(), name.kind, name.id.clone()));
+    }
+
+    fn forget_keys_of(&self, name: &PrincipalName) {
+        let (org, kind, id) = (name.org.clone(), name.kind.code(), name.id.clone());
+        let _ = self.keys.invalidate_entries_if(move |_, v| {
+            v.as_ref()
+                .is_some_and(|k| k.org_id == org && k.owner_kind == kind && k.owner_id == id)
+        });
+    }
+
     /// Forgets everything cached about an organization and its members.
-    pub fn invalidate_org(&self, org: &str) {
+    fn invalidate_org(&self, org: &str) {
         self.orgs.invalidate(org);
         let o = org.to_owned();
         let _ = self.principals.invalidate_entries_if(move |k, _| k.0 == o);

@@ -1,65 +1,107 @@
-//! Persistence: one repository per resource (`organizations`, `users`,
-//! `service_accounts`, `api_keys`), all on one [`Db`] that serves SQLite and
-//! PostgreSQL through the same queries, with moka caches for the hot reads.
-//! Every write appends its outbox row in the same transaction.
+//! Persistence: one repository per aggregate (`organizations`,
+//! `principals` for users and service accounts, `api_keys`), all on one
+//! [`Db`] that serves SQLite and PostgreSQL through the same queries, with
+//! moka caches for the hot reads.
+//!
+//! Every write goes through [`Store::write`]: it runs in one transaction
+//! with a [`Tx`] that knows who writes ([`WriteContext`]) and appends one
+//! typed event per changed resource to the outbox ([`outbox`]); after
+//! commit the events invalidate the caches ([`Caches::apply`]). The shared
+//! shape of updates and deletes (etag, guard, revision-guarded write,
+//! event) lives once in [`versioned`]; each repository contributes its
+//! diesel queries as closures.
 
 pub mod api_keys;
 pub mod cache;
 pub mod db;
 mod filter;
 pub mod organizations;
+pub mod outbox;
 pub mod principals;
 pub mod schema;
+pub mod versioned;
 
 use std::sync::Arc;
-
-use diesel::{ExpressionMethods, RunQueryDsl};
 
 pub use cache::{CacheConfig, Caches};
 pub use db::{Db, DbConnection, Target};
 
-use crate::domain::{Result, now_micros};
-use schema::outbox;
+use crate::{
+    domain::Result,
+    events::{After, Event, EventKind, WriteContext},
+};
 
 /// The repositories and their caches. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// The connection pool.
     pub db: Db,
+    /// The caches of the reads every authenticated call makes.
     pub caches: Arc<Caches>,
 }
 
 impl Store {
+    /// A store over `db` with caches sized by `caches`.
     pub fn new(db: Db, caches: CacheConfig) -> Self {
         Self {
             db,
             caches: Arc::new(Caches::new(&caches)),
         }
     }
+
+    /// Runs `f` in one write transaction on behalf of `ctx`; after commit,
+    /// applies the events it emitted to the caches. Nothing is applied when
+    /// the transaction rolls back.
+    pub(crate) async fn write<T, F>(&self, ctx: &WriteContext, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let ctx = ctx.clone();
+        let (value, events) = self
+            .db
+            .write(move |conn| {
+                let mut tx = Tx {
+                    conn,
+                    ctx: &ctx,
+                    events: Vec::new(),
+                };
+                let value = f(&mut tx)?;
+                Ok((value, tx.events))
+            })
+            .await?;
+        for event in &events {
+            self.caches.apply(event);
+        }
+        Ok(value)
+    }
 }
 
-/// What a row contributes to its outbox event. Implemented where the proto
-/// conversion lives, so the event carries the same message the API returns.
-pub trait EventPayload {
-    /// The encoded resource, base64.
-    fn payload(&self) -> String;
+/// A write transaction: its connection, who writes, and the events
+/// appended so far.
+pub struct Tx<'a> {
+    /// The transaction's connection, for the repositories' queries.
+    pub conn: &'a mut DbConnection,
+    ctx: &'a WriteContext,
+    events: Vec<Event>,
 }
 
-/// Appends an event to the outbox on the transaction's connection.
-pub(crate) fn append_event(
-    conn: &mut DbConnection,
-    org_id: &str,
-    event_type: &str,
-    resource: &str,
-    payload: String,
-) -> Result<()> {
-    diesel::insert_into(outbox::table)
-        .values((
-            outbox::org_id.eq(org_id),
-            outbox::event_type.eq(event_type),
-            outbox::resource.eq(resource),
-            outbox::payload.eq(payload),
-            outbox::create_time.eq(now_micros()),
-        ))
-        .execute(conn)?;
-    Ok(())
+impl Tx<'_> {
+    /// Appends the event of one change to the outbox, in this transaction.
+    pub fn emit(
+        &mut self,
+        kind: EventKind,
+        org: &str,
+        resource: String,
+        after: After,
+    ) -> Result<()> {
+        let event = outbox::append(self.conn, self.ctx, kind, org, resource, after)?;
+        self.events.push(event);
+        Ok(())
+    }
+
+    /// Who writes.
+    pub fn context(&self) -> &WriteContext {
+        self.ctx
+    }
 }

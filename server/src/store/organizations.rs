@@ -3,43 +3,127 @@
 use std::sync::Arc;
 
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, RunQueryDsl, SelectableHelper};
+use tollgate::tollgate::v1::{Organization, organization::State};
 
 use super::{
-    DbConnection, EventPayload, Store, append_event,
-    db::is_unique_violation,
+    DbConnection, Store, Tx,
     filter::{apply_op, int, small, text, unknown},
     schema::{api_keys, organizations, service_accounts, users},
+    versioned::{Lock, Versioned, delete_versioned, inserted, lock_row, update_versioned},
 };
-use crate::domain::{
-    Error, Result, check_etag, etag, filter::Predicate, names::OrgName, now_micros,
-    page::PageRequest,
+use crate::{
+    domain::{
+        Error, Result, etag,
+        filter::{FieldType, Predicate},
+        names::{OrgName, generate_id},
+        now_micros,
+        page::PageRequest,
+        timestamp,
+    },
+    events::{After, EventKind, WriteContext},
 };
 
-/// Stored state codes; the same numbers as `Organization.State`.
-pub const ACTIVE: i16 = 1;
-pub const SUSPENDED: i16 = 2;
+/// The fields ListOrganizations filters on; `list` matches each of them.
+pub const FILTERS: &[(&str, FieldType)] = &[
+    ("state", FieldType::Enum(&[("ACTIVE", 1), ("SUSPENDED", 2)])),
+    ("display_name", FieldType::Text),
+    ("create_time", FieldType::Timestamp),
+];
 
+/// A stored organization.
 #[derive(
     Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable,
 )]
 #[diesel(table_name = organizations)]
 pub struct OrganizationRow {
+    /// The id in `organizations/{org_id}`.
     pub org_id: String,
+    /// Unique forever: distinguishes this organization from an earlier one
+    /// of the same id.
     pub uid: String,
+    /// Shown to people.
     pub display_name: String,
+    /// `Organization.State` as stored.
     pub state: i16,
+    /// Microseconds since the epoch.
     pub create_time: i64,
+    /// Microseconds since the epoch.
     pub update_time: i64,
+    /// Bumped by every update; the etag and the optimistic write use it.
     pub revision: i64,
 }
 
 impl OrganizationRow {
+    /// `organizations/{org_id}`.
     pub fn name(&self) -> String {
         format!("organizations/{}", self.org_id)
     }
 
-    pub fn etag(&self) -> String {
+    /// Whether calls into the organization are accepted.
+    pub fn is_active(&self) -> bool {
+        self.state == State::Active as i16
+    }
+
+    /// The resource as the API shows it.
+    pub fn to_proto(&self) -> Organization {
+        Organization {
+            name: self.name(),
+            uid: self.uid.clone(),
+            display_name: self.display_name.clone(),
+            state: i32::from(self.state),
+            create_time: Some(timestamp(self.create_time)),
+            update_time: Some(timestamp(self.update_time)),
+            etag: Versioned::etag(self),
+        }
+    }
+}
+
+impl Versioned for OrganizationRow {
+    type Name = OrgName;
+
+    fn load(conn: &mut DbConnection, name: &OrgName, lock: Lock) -> Result<Option<Self>> {
+        if lock != Lock::None && !lock_row(conn, "organizations", &[("org_id", &name.org)], lock)? {
+            return Ok(None);
+        }
+        load(conn, &name.org)
+    }
+
+    fn etag(&self) -> String {
         etag(&self.uid, self.revision)
+    }
+
+    fn org(&self) -> &str {
+        &self.org_id
+    }
+
+    fn after(&self) -> After {
+        After::Org(self.to_proto())
+    }
+}
+
+/// A new organization: owns its uid, timestamps and first revision.
+#[derive(Debug, Clone)]
+pub struct NewOrganization {
+    /// The requested id; `None` generates one.
+    pub id: Option<String>,
+    /// Shown to people.
+    pub display_name: String,
+    /// The initial state.
+    pub state: State,
+}
+
+impl NewOrganization {
+    fn into_row(self) -> OrganizationRow {
+        let now = now_micros();
+        OrganizationRow {
+            org_id: self.id.unwrap_or_else(generate_id),
+            uid: generate_id(),
+            display_name: self.display_name,
+            state: self.state as i16,
+            create_time: now,
+            update_time: now,
+            revision: 1,
+        }
     }
 }
 
@@ -47,7 +131,9 @@ impl OrganizationRow {
 #[derive(Debug, Default, diesel::AsChangeset)]
 #[diesel(table_name = organizations)]
 pub struct OrganizationChanges {
+    /// A new display name.
     pub display_name: Option<String>,
+    /// A new `Organization.State`.
     pub state: Option<i16>,
 }
 
@@ -59,42 +145,45 @@ pub(crate) fn load(conn: &mut DbConnection, org: &str) -> Result<Option<Organiza
         .optional()?)
 }
 
-/// Inserts an organization and its event; a taken id is ALREADY_EXISTS.
-/// Shared with bootstrap, which creates `root` in a larger transaction.
-pub(crate) fn insert(conn: &mut DbConnection, row: &OrganizationRow) -> Result<()> {
-    match diesel::insert_into(organizations::table)
-        .values(row)
-        .execute(conn)
-    {
-        Err(e) if is_unique_violation(&e) => {
-            return Err(Error::AlreadyExists {
-                resource: row.name(),
-            });
-        }
-        other => other?,
+/// NOT_FOUND unless organization `org` exists; on PostgreSQL it also stays
+/// until the transaction ends (a share lock), so a create of a member
+/// cannot race the organization's deletion.
+pub(crate) fn require(conn: &mut DbConnection, org: &str) -> Result<()> {
+    let name = OrgName {
+        org: org.to_owned(),
     };
-    append_event(
-        conn,
+    match OrganizationRow::load(conn, &name, Lock::Share)? {
+        Some(_) => Ok(()),
+        None => Err(Error::not_found(name.to_string())),
+    }
+}
+
+/// Inserts an organization and its event. Shared with bootstrap.
+pub(crate) fn insert(tx: &mut Tx<'_>, new: NewOrganization) -> Result<OrganizationRow> {
+    let row = new.into_row();
+    inserted(
+        diesel::insert_into(organizations::table)
+            .values(&row)
+            .execute(tx.conn),
+        || row.name(),
+    )?;
+    tx.emit(
+        EventKind::OrganizationCreated,
         &row.org_id,
-        "organization.created",
-        &row.name(),
-        row.payload(),
-    )
+        row.name(),
+        row.after(),
+    )?;
+    Ok(row)
 }
 
 impl Store {
-    /// Inserts an organization; a taken id is ALREADY_EXISTS.
-    pub async fn create_organization(&self, row: OrganizationRow) -> Result<OrganizationRow> {
-        let id = row.org_id.clone();
-        let created = self
-            .db
-            .write(move |conn| {
-                insert(conn, &row)?;
-                Ok(row)
-            })
-            .await?;
-        self.caches.orgs.invalidate(&id);
-        Ok(created)
+    /// Creates an organization; a taken id is ALREADY_EXISTS.
+    pub async fn create_organization(
+        &self,
+        ctx: &WriteContext,
+        new: NewOrganization,
+    ) -> Result<OrganizationRow> {
+        self.write(ctx, move |tx| insert(tx, new)).await
     }
 
     /// Reads an organization through the cache.
@@ -161,80 +250,84 @@ impl Store {
     /// Updates an organization if `sent_etag` (when not empty) still matches.
     pub async fn update_organization(
         &self,
-        org: &str,
+        ctx: &WriteContext,
+        name: OrgName,
         sent_etag: String,
         changes: OrganizationChanges,
     ) -> Result<OrganizationRow> {
-        let id = org.to_owned();
-        let updated = self
-            .db
-            .write(move |conn| {
-                let name = OrgName { org: id.clone() }.to_string();
-                let current = load(conn, &id)?.ok_or_else(|| Error::not_found(name.clone()))?;
-                check_etag(&name, &sent_etag, &current.etag())?;
-                let n = diesel::update(
-                    organizations::table
-                        .find(&id)
-                        .filter(organizations::revision.eq(current.revision)),
-                )
-                .set((
-                    &changes,
-                    organizations::update_time.eq(now_micros()),
-                    organizations::revision.eq(current.revision + 1),
-                ))
-                .execute(conn)?;
-                if n == 0 {
-                    return Err(Error::Aborted { resource: name });
-                }
-                let row = load(conn, &id)?.ok_or_else(|| Error::not_found(name.clone()))?;
-                append_event(conn, &id, "organization.updated", &name, row.payload())?;
-                Ok(row)
-            })
-            .await?;
-        self.caches.invalidate_org(org);
-        Ok(updated)
+        self.write(ctx, move |tx| {
+            update_versioned(
+                tx,
+                &name,
+                &sent_etag,
+                &|_| Ok(()),
+                |conn, cur: &OrganizationRow| {
+                    Ok(diesel::update(
+                        organizations::table
+                            .find(&cur.org_id)
+                            .filter(organizations::revision.eq(cur.revision)),
+                    )
+                    .set((
+                        &changes,
+                        organizations::update_time.eq(now_micros()),
+                        organizations::revision.eq(cur.revision + 1),
+                    ))
+                    .execute(conn)?)
+                },
+                EventKind::OrganizationUpdated,
+            )
+        })
+        .await
     }
 
     /// Deletes an organization; with members it is refused unless `force`,
-    /// which deletes them in the same transaction.
+    /// which deletes them in the same transaction. The organization row is
+    /// locked first, so a member created concurrently either commits before
+    /// (and is counted, or deleted with `force`) or finds no organization.
     pub async fn delete_organization(
         &self,
-        org: &str,
+        ctx: &WriteContext,
+        name: OrgName,
         sent_etag: String,
         force: bool,
     ) -> Result<()> {
-        let id = org.to_owned();
-        self.db
-            .write(move |conn| {
-                let name = OrgName { org: id.clone() }.to_string();
-                let current = load(conn, &id)?.ok_or_else(|| Error::not_found(name.clone()))?;
-                check_etag(&name, &sent_etag, &current.etag())?;
-                let members: i64 = users::table
-                    .filter(users::org_id.eq(&id))
-                    .count()
-                    .get_result::<i64>(conn)?
-                    + service_accounts::table
-                        .filter(service_accounts::org_id.eq(&id))
+        self.write(ctx, move |tx| {
+            delete_versioned(
+                tx,
+                &name,
+                &sent_etag,
+                &|_| Ok(()),
+                |conn, cur: &OrganizationRow| {
+                    let id = &cur.org_id;
+                    let members: i64 = users::table
+                        .filter(users::org_id.eq(id))
                         .count()
-                        .get_result::<i64>(conn)?;
-                if members > 0 && !force {
-                    return Err(Error::FailedPrecondition {
-                        reason: "HAS_CHILDREN",
-                        message: format!(
-                            "{name} still has {members} users and service accounts; delete them first or set force"
-                        ),
-                    });
-                }
-                diesel::delete(api_keys::table.filter(api_keys::org_id.eq(&id))).execute(conn)?;
-                diesel::delete(users::table.filter(users::org_id.eq(&id))).execute(conn)?;
-                diesel::delete(service_accounts::table.filter(service_accounts::org_id.eq(&id)))
-                    .execute(conn)?;
-                diesel::delete(organizations::table.find(&id)).execute(conn)?;
-                append_event(conn, &id, "organization.deleted", &name, current.payload())?;
-                Ok(())
-            })
-            .await?;
-        self.caches.invalidate_org(org);
-        Ok(())
+                        .get_result::<i64>(conn)?
+                        + service_accounts::table
+                            .filter(service_accounts::org_id.eq(id))
+                            .count()
+                            .get_result::<i64>(conn)?;
+                    if members > 0 && !force {
+                        return Err(Error::FailedPrecondition {
+                            reason: "HAS_CHILDREN",
+                            message: format!(
+                                "{} still has {members} users and service accounts; delete them first or set force",
+                                cur.name()
+                            ),
+                        });
+                    }
+                    diesel::delete(api_keys::table.filter(api_keys::org_id.eq(id)))
+                        .execute(conn)?;
+                    diesel::delete(users::table.filter(users::org_id.eq(id))).execute(conn)?;
+                    diesel::delete(service_accounts::table.filter(service_accounts::org_id.eq(id)))
+                        .execute(conn)?;
+                    diesel::delete(organizations::table.find(id)).execute(conn)?;
+                    Ok(())
+                },
+                EventKind::OrganizationDeleted,
+            )
+        })
+        .await
+        .map(drop)
     }
 }

@@ -52,6 +52,8 @@ diesel::table! {
         owner_kind -> SmallInt,
         owner_id -> Text,
         owner_uid -> Text,
+        creator -> Text,
+        role_cap -> Nullable<Text>,
         display_name -> Text,
         digest -> Text,
         state -> SmallInt,
@@ -70,6 +72,9 @@ diesel::table! {
         resource -> Text,
         payload -> Text,
         create_time -> BigInt,
+        actor -> Text,
+        request_id -> Text,
+        relay_time -> Nullable<BigInt>,
     }
 }
 

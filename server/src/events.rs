@@ -1,0 +1,155 @@
+//! Events: the typed record every write leaves behind. A store write takes
+//! a [`WriteContext`] (who writes, under which request) and appends one
+//! `tollgate.v1.Event` per changed resource to the outbox, in the same
+//! transaction as the change (`store::Tx::emit`). After commit the store
+//! hands the events to `Caches::apply`; the relay (later) will publish the
+//! same rows and every replica's bus subscriber will call the same apply.
+//!
+//! # Order
+//!
+//! On PostgreSQL an outbox id (`BIGSERIAL`) is taken at insert, not at
+//! commit, so ids alone do not say in which order transactions committed.
+//! Tollgate makes them agree within an organization: the append first takes
+//! a transaction-scoped advisory lock on the organization
+//! (`pg_advisory_xact_lock`), held until commit, so two writers of one
+//! organization append and commit one after the other, and a later id of
+//! an organization is never visible before an earlier one. Across
+//! organizations there is no order to keep. The relay therefore reads
+//! unrelayed rows (`relay_time IS NULL`) per organization in id order. On
+//! SQLite every write transaction holds the database's single write lock
+//! (`BEGIN IMMEDIATE`), so ids are in commit order everywhere.
+
+use std::{fmt, sync::Arc};
+
+pub use tollgate::tollgate::v1::{Event, event::After};
+
+/// The actor of changes made by the server itself or by an operator's
+/// offline command (bootstrap, `admin create-key`, `admin recover`).
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// What happened to a resource; stored and published as its
+/// [`EventKind::as_str`] name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// An organization was created.
+    OrganizationCreated,
+    /// An organization's fields or state changed.
+    OrganizationUpdated,
+    /// An organization was deleted, with everything in it.
+    OrganizationDeleted,
+    /// A user was created.
+    UserCreated,
+    /// A user's fields, state or roles changed.
+    UserUpdated,
+    /// A user's password was set.
+    UserPasswordSet,
+    /// A user was deleted, with its keys.
+    UserDeleted,
+    /// A service account was created.
+    ServiceAccountCreated,
+    /// A service account's fields, state or roles changed.
+    ServiceAccountUpdated,
+    /// A service account was deleted, with its keys.
+    ServiceAccountDeleted,
+    /// An API key was minted.
+    ApiKeyCreated,
+    /// An API key was revoked.
+    ApiKeyRevoked,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 12] = [
+        EventKind::OrganizationCreated,
+        EventKind::OrganizationUpdated,
+        EventKind::OrganizationDeleted,
+        EventKind::UserCreated,
+        EventKind::UserUpdated,
+        EventKind::UserPasswordSet,
+        EventKind::UserDeleted,
+        EventKind::ServiceAccountCreated,
+        EventKind::ServiceAccountUpdated,
+        EventKind::ServiceAccountDeleted,
+        EventKind::ApiKeyCreated,
+        EventKind::ApiKeyRevoked,
+    ];
+
+    /// The name in `Event.type` and in NATS subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::OrganizationCreated => "organization.created",
+            EventKind::OrganizationUpdated => "organization.updated",
+            EventKind::OrganizationDeleted => "organization.deleted",
+            EventKind::UserCreated => "user.created",
+            EventKind::UserUpdated => "user.updated",
+            EventKind::UserPasswordSet => "user.passwordSet",
+            EventKind::UserDeleted => "user.deleted",
+            EventKind::ServiceAccountCreated => "serviceAccount.created",
+            EventKind::ServiceAccountUpdated => "serviceAccount.updated",
+            EventKind::ServiceAccountDeleted => "serviceAccount.deleted",
+            EventKind::ApiKeyCreated => "apiKey.created",
+            EventKind::ApiKeyRevoked => "apiKey.revoked",
+        }
+    }
+
+    /// The kind named `s`; `None` for names this version does not know.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who makes a write and under which request. Every store write takes one,
+/// so every event names its actor. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteContext {
+    actor: Arc<str>,
+    request_id: Arc<str>,
+}
+
+impl WriteContext {
+    /// A write by `actor` (a principal's resource name) for `request_id`.
+    pub fn new(actor: impl Into<Arc<str>>, request_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            actor: actor.into(),
+            request_id: request_id.into(),
+        }
+    }
+
+    /// A write by the server itself or an offline operator command;
+    /// `what` stands in for the request id (e.g. `bootstrap`).
+    pub fn system(what: &str) -> Self {
+        Self::new(SYSTEM_ACTOR, what)
+    }
+
+    /// The actor's resource name, or [`SYSTEM_ACTOR`].
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// The request the write belongs to.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(EventKind::parse("user.exploded"), None);
+        let names: std::collections::HashSet<_> =
+            EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), EventKind::ALL.len());
+    }
+}
