@@ -58,11 +58,13 @@ fn manage_guard(
 
 pub struct Users {
     store: Store,
+    hasher: password::Hasher,
 }
 
 impl Users {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// The service on `store`, hashing passwords through `hasher`.
+    pub fn new(store: Store, hasher: password::Hasher) -> Self {
+        Self { store, hasher }
     }
 }
 
@@ -221,10 +223,12 @@ impl UserService for Users {
             .map_err(Error::from)?;
         caller.authorize("users.setPassword", &name.org)?;
         password::validate("password", &req.password).map_err(Error::from)?;
-        // argon2id takes tens of milliseconds of CPU: keep it off the workers.
-        let hash = tokio::task::spawn_blocking(move || password::hash(&req.password))
-            .await
-            .map_err(|e| Error::Internal(format!("hash task: {e}")))??;
+        // argon2id costs 19 MiB and tens of milliseconds: refuse a missing
+        // or unmanageable target before paying for it. The guard in the
+        // write below still decides, against the row it updates.
+        let target = self.store.get_user(&name).await?;
+        caller.check_may_manage(&name.org, &target.roles(), "user.roles")?;
+        let hash = self.hasher.hash(req.password).await?;
         let changes = UserChanges {
             password_hash: Some(Some(hash)),
             ..Default::default()

@@ -394,7 +394,10 @@ mod tests {
             };
             let message = e.to_string();
             // It did quote the URI, and the secret in it was masked.
-            assert!(message.contains("URI") && message.contains('…'), "{message}");
+            assert!(
+                message.contains("URI") && message.contains('…'),
+                "{message}"
+            );
             assert!(!message.contains("S3cretPw"), "{message}");
         }
     }
