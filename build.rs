@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .codec_path("crate::codec::RequestCodec")
                 .service_generator(),
         }));
-    config.compile_protos(&PROTOS, &[PathBuf::from("proto"), well_known])?;
+    config.compile_protos(PROTOS, &[PathBuf::from("proto"), well_known])?;
 
     println!("cargo:rerun-if-changed=proto");
     Ok(())
