@@ -21,19 +21,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let well_known = protoc_bin_vendored::include_path()?;
 
+    // What `tonic_prost_build::Builder::compile_with_config` would set, done
+    // here because the stubs come from two generators (see `Stubs`).
     let mut config = prost_build::Config::new();
-    config.protoc_executable(protoc);
-
-    tonic_prost_build::configure()
+    config
+        .protoc_executable(protoc)
+        .type_attribute(".", "#[allow(clippy::all)]")
         .file_descriptor_set_path(out.join("tollgate_descriptor.bin"))
         .include_file("tollgate_protos.rs")
-        .emit_rerun_if_changed(false)
-        .compile_with_config(
-            config,
-            &PROTOS.iter().map(PathBuf::from).collect::<Vec<_>>(),
-            &[PathBuf::from("proto"), well_known],
-        )?;
+        .service_generator(Box::new(Stubs {
+            client: tonic_prost_build::configure()
+                .build_server(false)
+                .service_generator(),
+            server: tonic_prost_build::configure()
+                .build_client(false)
+                .codec_path("crate::codec::RequestCodec")
+                .service_generator(),
+        }));
+    config.compile_protos(PROTOS, &[PathBuf::from("proto"), well_known])?;
 
     println!("cargo:rerun-if-changed=proto");
     Ok(())
+}
+
+/// Client stubs with tonic's prost codec, server stubs with
+/// `codec::RequestCodec`, which answers an undecodable request with
+/// INVALID_ARGUMENT. tonic-prost-build takes one codec for both sides, and a
+/// client that cannot decode a response has not sent an invalid argument:
+/// for it the failure stays INTERNAL.
+struct Stubs {
+    client: Box<dyn prost_build::ServiceGenerator>,
+    server: Box<dyn prost_build::ServiceGenerator>,
+}
+
+impl prost_build::ServiceGenerator for Stubs {
+    fn generate(&mut self, service: prost_build::Service, buf: &mut String) {
+        self.client.generate(service.clone(), buf);
+        self.server.generate(service, buf);
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.client.finalize(buf);
+        self.server.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.client.finalize_package(package, buf);
+        self.server.finalize_package(package, buf);
+    }
 }

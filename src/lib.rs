@@ -2,9 +2,12 @@
 //! `build.rs`. The server and the client crate both build on this crate, so
 //! there is exactly one copy of every message type.
 //!
-//! Never edit what this crate generates: change `proto/` instead.
+//! Never edit what this crate generates: change `proto/` instead. The one
+//! hand-written module, [`codec`], is the server stubs' codec.
 #![forbid(unsafe_code)]
 #![allow(clippy::all, missing_docs, rustdoc::all)]
+
+pub mod codec;
 
 include!(concat!(env!("OUT_DIR"), "/tollgate_protos.rs"));
 

@@ -104,6 +104,11 @@ pub struct Settings {
     /// Milliseconds between database health probes.
     #[arg(long, env = "TOLLGATE_HEALTH_INTERVAL_MS")]
     pub health_interval_ms: Option<u64>,
+    /// Password hashes (argon2id, 19 MiB each) run at once; more wait up to
+    /// 2 s, then get RESOURCE_EXHAUSTED. Default: one per CPU, fewer when
+    /// memory is short.
+    #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_PASSWORD_HASHES")]
+    pub max_concurrent_password_hashes: Option<usize>,
 }
 
 impl Settings {
@@ -121,6 +126,9 @@ impl Settings {
             bootstrap_key_file: self.bootstrap_key_file.or(file.bootstrap_key_file),
             shutdown_grace_secs: self.shutdown_grace_secs.or(file.shutdown_grace_secs),
             health_interval_ms: self.health_interval_ms.or(file.health_interval_ms),
+            max_concurrent_password_hashes: self
+                .max_concurrent_password_hashes
+                .or(file.max_concurrent_password_hashes),
         }
     }
 
@@ -157,6 +165,9 @@ impl Settings {
                 .health_interval_ms
                 .map(Duration::from_millis)
                 .unwrap_or(d.health_interval),
+            max_concurrent_password_hashes: self
+                .max_concurrent_password_hashes
+                .or(d.max_concurrent_password_hashes),
         }
     }
 }
@@ -174,6 +185,8 @@ pub struct Config {
     pub bootstrap_key_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub health_interval: Duration,
+    /// Concurrent password hashes; `None` sizes the limit to the machine.
+    pub max_concurrent_password_hashes: Option<usize>,
 }
 
 impl Default for Config {
@@ -189,6 +202,7 @@ impl Default for Config {
             bootstrap_key_file: None,
             shutdown_grace: Duration::from_secs(30),
             health_interval: Duration::from_secs(2),
+            max_concurrent_password_hashes: None,
         }
     }
 }

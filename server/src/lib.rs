@@ -132,6 +132,12 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(Routes, HealthReporter)> {
         ))
         .add_service(UserServiceServer::new(api::users::Users::new(
             store.clone(),
+            domain::password::Hasher::new(
+                app.config
+                    .max_concurrent_password_hashes
+                    .unwrap_or_else(domain::password::Hasher::default_limit),
+                domain::password::PERMIT_WAIT,
+            ),
         )))
         .add_service(ServiceAccountServiceServer::new(
             api::service_accounts::ServiceAccounts::new(store.clone()),

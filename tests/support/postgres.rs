@@ -4,7 +4,8 @@
 //! The server gets the base URL plus the libpq parameter
 //! `options=-csearch_path=<schema>`: every unqualified name it uses
 //! (its tables and diesel's `__diesel_schema_migrations`) then resolves to
-//! the test schema. The schema is dropped with everything in it when the
+//! the test schema. It also gets `application_name=<schema>`, so a test can
+//! find the server's sessions in `pg_stat_activity`. The schema is dropped with everything in it when the
 //! [`PgSchema`] is dropped.
 
 use anyhow::Context as _;
@@ -116,11 +117,11 @@ impl Drop for PgSchema {
     }
 }
 
-/// `base_url` with the libpq parameter that puts `schema` alone on the
-/// search path.
+/// `base_url` with the libpq parameters that put `schema` alone on the
+/// search path and name the sessions after it.
 fn confined_url(base_url: &str, schema: &str) -> String {
     let separator = if base_url.contains('?') { '&' } else { '?' };
-    format!("{base_url}{separator}options=-csearch_path%3D{schema}")
+    format!("{base_url}{separator}options=-csearch_path%3D{schema}&application_name={schema}")
 }
 
 /// A URL without its password, for messages.
@@ -139,11 +140,11 @@ mod tests {
     fn urls_are_confined_to_the_schema() {
         assert_eq!(
             confined_url("postgres://u@h:5432/db", "tg_x"),
-            "postgres://u@h:5432/db?options=-csearch_path%3Dtg_x"
+            "postgres://u@h:5432/db?options=-csearch_path%3Dtg_x&application_name=tg_x"
         );
         assert_eq!(
             confined_url("postgres://u@h/db?sslmode=disable", "tg_x"),
-            "postgres://u@h/db?sslmode=disable&options=-csearch_path%3Dtg_x"
+            "postgres://u@h/db?sslmode=disable&options=-csearch_path%3Dtg_x&application_name=tg_x"
         );
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://…@h/db");
     }

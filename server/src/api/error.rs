@@ -35,6 +35,15 @@ impl From<Error> for Status {
             }
             Error::PermissionDenied(m) => (Code::PermissionDenied, "PERMISSION_DENIED", m),
             Error::Unauthenticated(m) => (Code::Unauthenticated, "UNAUTHENTICATED", m),
+            Error::ResourceExhausted {
+                reason,
+                message,
+                retry_after,
+            } => {
+                details.set_retry_info(Some(retry_after));
+                details.add_quota_failure_violation(reason, message.clone());
+                (Code::ResourceExhausted, reason, message)
+            }
             Error::Unavailable(m) => {
                 tracing::warn!(error = %m, "storage unavailable");
                 details.set_retry_info(Some(Duration::from_secs(1)));
@@ -79,6 +88,29 @@ mod tests {
     }
 
     #[test]
+    fn resource_exhausted_says_when_to_retry() {
+        let s: Status = Error::ResourceExhausted {
+            reason: "PASSWORD_HASHING_BUSY",
+            message: "busy".into(),
+            retry_after: Duration::from_secs(1),
+        }
+        .into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.get_details_retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            s.get_details_quota_failure().unwrap().violations[0].subject,
+            "PASSWORD_HASHING_BUSY"
+        );
+        assert_eq!(
+            s.get_details_error_info().unwrap().reason,
+            "PASSWORD_HASHING_BUSY"
+        );
+    }
+
+    #[test]
     fn codes() {
         let cases: Vec<(Error, Code)> = vec![
             (Error::not_found("x"), Code::NotFound),
@@ -103,6 +135,14 @@ mod tests {
             ),
             (Error::PermissionDenied("p".into()), Code::PermissionDenied),
             (Error::Unauthenticated("u".into()), Code::Unauthenticated),
+            (
+                Error::ResourceExhausted {
+                    reason: "BUSY",
+                    message: "m".into(),
+                    retry_after: Duration::from_secs(1),
+                },
+                Code::ResourceExhausted,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(Status::from(e).code(), code);

@@ -18,7 +18,7 @@ use crate::{
     events::EventKind,
     store::{
         Store,
-        principals::{NewUser, USER_FILTERS, UserChanges},
+        principals::{NewUser, PrincipalRow, USER_FILTERS, UserChanges},
     },
 };
 
@@ -27,12 +27,13 @@ const MUTABLE: &[&str] = &["display_name", "email", "state", "roles"];
 /// The `UserService` implementation.
 pub struct Users {
     store: Store,
+    hasher: password::Hasher,
 }
 
 impl Users {
-    /// Serves users from `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// The service on `store`, hashing passwords through `hasher`.
+    pub fn new(store: Store, hasher: password::Hasher) -> Self {
+        Self { store, hasher }
     }
 }
 
@@ -197,10 +198,12 @@ impl UserService for Users {
             .map_err(Error::from)?;
         let me = caller.authorize(&name.org)?;
         password::validate("password", &req.password).map_err(Error::from)?;
-        // argon2id takes tens of milliseconds of CPU: keep it off the workers.
-        let hash = tokio::task::spawn_blocking(move || password::hash(&req.password))
-            .await
-            .map_err(|e| Error::Internal(format!("hash task: {e}")))??;
+        // argon2id costs 19 MiB and tens of milliseconds: refuse a missing
+        // or unmanageable target before paying for it. The guard in the
+        // write below still decides, against the row it updates.
+        let target = self.store.get_user(&name).await?;
+        me.check_may_manage(&name.org, &target.roles(), "user.roles")?;
+        let hash = self.hasher.hash(req.password).await?;
         let changes = UserChanges {
             password_hash: Some(Some(hash)),
             ..Default::default()

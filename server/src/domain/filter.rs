@@ -119,6 +119,16 @@ pub fn parse(filter: &str, fields: &[(&'static str, FieldType)]) -> Result<Vec<P
             }
             FieldType::Text => {
                 ensure_equality(field, op)?;
+                // No stored text holds them (see `validate::bounded_text`),
+                // and PostgreSQL refuses a NUL in a text parameter outright.
+                if raw
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t')
+                {
+                    return Err(bad(format!(
+                        "the value of {field} must not contain control characters"
+                    )));
+                }
                 Value::Text(raw)
             }
             FieldType::Timestamp => {
@@ -279,6 +289,8 @@ mod tests {
             "display_name < x",
             "state ! ACTIVE",
             "(state = ACTIVE)",
+            "display_name = \"a\u{0}b\"",
+            "display_name = \"\u{1b}[31m\"",
         ] {
             match parse(bad, FIELDS) {
                 Err(Error::InvalidArgument(v)) => assert_eq!(v.0[0].field, "filter", "{bad}"),

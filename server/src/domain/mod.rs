@@ -114,6 +114,17 @@ pub enum Error {
     /// No usable credential.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The server is at a capacity limit; the call may be retried after
+    /// `retry_after`.
+    #[error("{message}")]
+    ResourceExhausted {
+        /// Machine-readable kind, such as `PASSWORD_HASHING_BUSY`.
+        reason: &'static str,
+        /// For a human.
+        message: String,
+        /// When a retry may succeed.
+        retry_after: std::time::Duration,
+    },
     /// Storage is unreachable; the call may be retried.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

@@ -64,6 +64,14 @@ impl PageRequest {
                     "belongs to a different query; keep parent and filter unchanged between pages",
                 ));
             }
+            // Keys are resource ids; a control character (a NUL, which
+            // PostgreSQL refuses) means the token was forged.
+            if token.last_key.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "page_token",
+                    "is not a page token of this list",
+                ));
+            }
             Some(token.last_key)
         };
         Ok(Self { size, after, query })
@@ -122,6 +130,19 @@ mod tests {
         assert!(PageRequest::new(2, &token, "other").is_err());
         assert!(PageRequest::new(2, "!!!", "q").is_err());
         assert!(PageRequest::new(2, "AAAA", "q").is_err());
+
+        // A forged token with a NUL in its key, bound to the right query.
+        let forged = URL_SAFE_NO_PAD.encode(
+            Token {
+                last_key: "a\u{0}".into(),
+                query: query_hash("q"),
+            }
+            .encode_to_vec(),
+        );
+        match PageRequest::new(2, &forged, "q") {
+            Err(Error::InvalidArgument(v)) => assert_eq!(v.0[0].field, "page_token"),
+            other => panic!("{other:?}"),
+        }
 
         let mut short = vec!["a"];
         assert_eq!(p.finish(&mut short, |s| s.to_string()), "");

@@ -6,11 +6,25 @@
 //! responses, i.e. most errors) or in the trailers at the end of the body,
 //! so the body is wrapped to see them; a body dropped before its trailers is
 //! counted as CANCELLED.
+//!
+//! A call whose client went away (reset the stream or closed the
+//! connection) before its request was read is counted as CANCELLED too,
+//! whatever status tonic made of the broken request body (often UNKNOWN):
+//! the request body is wrapped to notice. Only server-side failures
+//! (INTERNAL, UNKNOWN, DATA_LOSS, UNAVAILABLE) log at WARN; what clients
+//! cause logs at debug, so no client can flood the log.
+//!
+//! tonic-health's stubs answer an undecodable request INTERNAL (tonic's
+//! codec; ours answer INVALID_ARGUMENT, see `tollgate::codec`). The metrics
+//! count the code the client got, but such a call logs at debug.
 
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -146,6 +160,35 @@ struct Recorder {
     metrics: Arc<MethodMetrics>,
     start: Instant,
     done: bool,
+    /// Set when reading the request body failed: the client went away.
+    client_gone: Arc<AtomicBool>,
+    /// Set when tonic's codec could not decode the request.
+    undecodable: bool,
+}
+
+/// Who caused an outcome, which decides its log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// OK, or an outcome the client caused: logged at debug.
+    None,
+    /// The server failed: logged at WARN.
+    Server,
+}
+
+/// The code to count and who is at fault, for a status `code`.
+fn classify(code: usize, client_gone: bool, undecodable: bool) -> (usize, Fault) {
+    const CANCELLED: usize = 1;
+    if code != 0 && client_gone {
+        return (CANCELLED, Fault::None);
+    }
+    let code = code.min(16);
+    match Code::from(i32::try_from(code).unwrap_or(2)) {
+        Code::Internal if undecodable => (code, Fault::None),
+        Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
+            (code, Fault::Server)
+        }
+        _ => (code, Fault::None),
+    }
 }
 
 impl Recorder {
@@ -154,18 +197,21 @@ impl Recorder {
             return;
         }
         self.done = true;
+        let (code, fault) = classify(
+            code,
+            self.client_gone.load(Ordering::Acquire),
+            self.undecodable,
+        );
         let elapsed = self.start.elapsed();
         self.metrics.record(code, elapsed.as_secs_f64());
-        let name = CODES[code.min(16)];
+        let name = CODES[code];
         let ms = elapsed.as_secs_f64() * 1000.0;
         self.span.record("code", name);
         self.span.record("latency_ms", ms);
         let _e = self.span.enter();
-        match Code::from(i32::try_from(code).unwrap_or(2)) {
-            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
-                tracing::warn!(code = name, latency_ms = ms, "rpc failed")
-            }
-            _ => tracing::debug!(code = name, latency_ms = ms, "rpc finished"),
+        match fault {
+            Fault::Server => tracing::warn!(code = name, latency_ms = ms, "rpc failed"),
+            Fault::None => tracing::debug!(code = name, latency_ms = ms, "rpc finished"),
         }
     }
 }
@@ -183,11 +229,19 @@ fn grpc_status(headers: &HeaderMap) -> Option<usize> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Whether a status is tonic's codec failing to decode the request
+/// (`ProstCodec` says "failed to decode Protobuf message: …").
+fn undecodable(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-message")
+        .is_some_and(|v| v.as_bytes().starts_with(b"failed%20to%20decode%20Protobuf"))
+}
+
 // === impl Trace ===
 
 impl<S, ReqB, B> Service<Request<ReqB>> for Trace<S>
 where
-    S: Service<Request<ReqB>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<WatchedBody<ReqB>>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Body + Send + 'static,
 {
@@ -212,17 +266,22 @@ where
             code = Empty,
             latency_ms = Empty
         );
+        let client_gone = Arc::new(AtomicBool::new(false));
         let mut recorder = Recorder {
             span: span.clone(),
             metrics: self.metrics.get(path),
             start: Instant::now(),
             done: false,
+            client_gone: client_gone.clone(),
+            undecodable: false,
         };
+        let req = req.map(|inner| WatchedBody { inner, client_gone });
         let fut = inner.call(req).instrument(span);
         Box::pin(async move {
             let resp = fut.await?;
             let recorder = match grpc_status(resp.headers()) {
                 Some(code) => {
+                    recorder.undecodable = undecodable(resp.headers());
                     recorder.finish(code);
                     None
                 }
@@ -230,6 +289,41 @@ where
             };
             Ok(resp.map(|inner| ObservedBody { inner, recorder }))
         })
+    }
+}
+
+pin_project! {
+    /// A request body that notes when reading it fails. hyper fails it only
+    /// when the client reset the stream or the connection broke.
+    pub struct WatchedBody<B> {
+        #[pin]
+        inner: B,
+        client_gone: Arc<AtomicBool>,
+    }
+}
+
+impl<B: Body> Body for WatchedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            this.client_gone.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -273,5 +367,49 @@ impl<B: Body> Body for ObservedBody<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_of_a_client_that_went_away_are_cancelled() {
+        // tonic makes UNKNOWN (or INTERNAL) of a reset request body.
+        assert_eq!(classify(2, true, false), (1, Fault::None));
+        assert_eq!(classify(13, true, false), (1, Fault::None));
+        // An answer the client did not wait for is still what it was.
+        assert_eq!(classify(0, true, false), (0, Fault::None));
+    }
+
+    #[test]
+    fn only_server_failures_warn() {
+        for code in [2, 13, 14, 15] {
+            assert_eq!(
+                classify(code, false, false),
+                (code, Fault::Server),
+                "{code}"
+            );
+        }
+        for code in [0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16] {
+            assert_eq!(classify(code, false, false), (code, Fault::None), "{code}");
+        }
+        // Garbage sent to tonic-health: counted as sent, logged at debug.
+        assert_eq!(classify(13, false, true), (13, Fault::None));
+        assert_eq!(classify(99, false, false), (16, Fault::None));
+    }
+
+    #[test]
+    fn tonic_decode_failures_are_recognised() {
+        let status = tonic::Status::internal("failed to decode Protobuf message: buffer underflow");
+        let mut headers = HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        assert!(undecodable(&headers));
+        let mut headers = HeaderMap::new();
+        tonic::Status::internal("internal error")
+            .add_header(&mut headers)
+            .unwrap();
+        assert!(!undecodable(&headers));
     }
 }

@@ -2,7 +2,13 @@
 //! through diesel's `MultiConnection`; every query runs on a blocking thread
 //! (deadpool-sync's `interact`), never on the async workers.
 
-use std::{path::PathBuf, time::Duration};
+mod redact;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use deadpool::managed::{self, Metrics, Pool, RecycleError, RecycleResult, Timeouts};
 use deadpool_sync::SyncWrapper;
@@ -24,8 +30,9 @@ pub enum DbConnection {
     Sqlite(SqliteConnection),
 }
 
-/// Where the data lives, parsed from `--database-url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the data lives, parsed from `--database-url`. Its `Debug` is the
+/// redacted URL, so a stray `{:?}` cannot log a password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     /// A file, created with its directory on first use.
     Sqlite(PathBuf),
@@ -46,24 +53,32 @@ impl Target {
             .unwrap_or(url);
         if path.is_empty() || path.contains("://") {
             return Err(format!(
-                "unsupported database URL '{url}': use postgres://… or sqlite://PATH"
+                "unsupported database URL '{}': use postgres://… or sqlite://PATH",
+                redact::redact(url)
             ));
+        }
+        if redact::looks_like_conninfo(path) {
+            // Not echoed: it may hold a password.
+            return Err(
+                "the database URL looks like a libpq key=value string, which is not \
+                 supported: use postgres://… or sqlite://PATH"
+                    .to_owned(),
+            );
         }
         Ok(Target::Sqlite(PathBuf::from(path)))
     }
 
+    /// Whether this is a SQLite file.
     pub fn is_sqlite(&self) -> bool {
         matches!(self, Target::Sqlite(_))
     }
 
-    /// The URL without credentials, for logs.
+    /// The URL without credentials, for logs: the userinfo and every
+    /// password-like query parameter are masked.
     pub fn redacted(&self) -> String {
         match self {
             Target::Sqlite(p) => format!("sqlite://{}", p.display()),
-            Target::Postgres(url) => match (url.find("://"), url.rfind('@')) {
-                (Some(s), Some(at)) if at > s => format!("{}://…{}", &url[..s], &url[at..]),
-                _ => url.clone(),
-            },
+            Target::Postgres(url) => redact::redact(url),
         }
     }
 
@@ -71,11 +86,7 @@ impl Target {
     pub fn establish(&self) -> Result<DbConnection, Error> {
         match self {
             Target::Sqlite(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        Error::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                }
+                create_private(path)?;
                 let url = path.to_string_lossy();
                 let mut conn = SqliteConnection::establish(&url)
                     .map_err(|e| Error::Unavailable(format!("sqlite {url}: {e}")))?;
@@ -90,10 +101,55 @@ impl Target {
                 .map_err(|e| Error::Unavailable(format!("sqlite pragmas: {e}")))?;
                 Ok(DbConnection::Sqlite(conn))
             }
+            // libpq echoes the whole URI in some parse errors
+            // ("unexpected character … in URI: \"postgres://u:pw@…\"").
             Target::Postgres(url) => PgConnection::establish(url)
                 .map(DbConnection::Postgres)
-                .map_err(|e| Error::Unavailable(format!("postgres: {e}"))),
+                .map_err(|e| {
+                    Error::Unavailable(format!("postgres: {}", redact::scrub(url, &e.to_string())))
+                }),
         }
+    }
+}
+
+/// Creates the SQLite file's directory (0700) and the file (0600) when they
+/// do not exist yet, before SQLite opens it: the file holds password hashes
+/// and key digests, and SQLite would create it by the umask (often 0644).
+/// SQLite gives its `-wal` and `-shm` files the database file's mode. An
+/// existing directory or file is left as the operator made it.
+fn create_private(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Unavailable(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_sqlite() {
+            "Sqlite"
+        } else {
+            "Postgres"
+        };
+        f.debug_tuple(kind).field(&self.redacted()).finish()
     }
 }
 
@@ -308,5 +364,65 @@ mod tests {
                 .redacted(),
             "postgres://…@h:5432/db"
         );
+    }
+
+    #[test]
+    fn redaction_covers_query_parameters_and_debug() {
+        let t = Target::parse("postgres://127.0.0.1:5432/postgres?user=postgres&password=S3cretPw")
+            .unwrap();
+        assert_eq!(
+            t.redacted(),
+            "postgres://127.0.0.1:5432/postgres?user=postgres&password=…"
+        );
+        assert!(!format!("{t:?}").contains("S3cretPw"));
+        // Neither a foreign scheme nor a libpq key=value string is echoed.
+        let e = Target::parse("mysql://u:S3cretPw@h/db").unwrap_err();
+        assert!(!e.contains("S3cretPw"), "{e}");
+        let e = Target::parse("host=h password=S3cretPw dbname=t").unwrap_err();
+        assert!(!e.contains("S3cretPw"), "{e}");
+    }
+
+    #[test]
+    fn libpq_errors_do_not_echo_the_password() {
+        // libpq fails to parse this URI and quotes all of it in its error.
+        for url in [
+            "postgres://u:S3cretPw@[::1]x/db",
+            "postgres://[::1]x/db?password=S3cretPw",
+        ] {
+            let Err(e) = Target::parse(url).unwrap().establish() else {
+                panic!("{url} connected");
+            };
+            let message = e.to_string();
+            // It did quote the URI, and the secret in it was masked.
+            assert!(
+                message.contains("URI") && message.contains('…'),
+                "{message}"
+            );
+            assert!(!message.contains("S3cretPw"), "{message}");
+        }
+    }
+
+    #[test]
+    fn sqlite_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let file = dir.join("t.db");
+        let target = Target::Sqlite(file.clone());
+        let mut conn = target.establish().unwrap();
+        // A write creates the -wal and -shm files.
+        conn.batch_execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "directory");
+        for name in ["t.db", "t.db-wal", "t.db-shm"] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        drop(conn);
+        // Existing files keep the mode the operator gave them.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        drop(target.establish().unwrap());
+        assert_eq!(mode(&file), 0o640);
     }
 }
