@@ -10,7 +10,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The server URL is not an absolute `http://` or `https://` URL.
+    /// The server URL cannot be used: it is not an absolute `http://` or
+    /// `https://` URL with a host, it is `https://` in a build without the
+    /// `tls` feature, or a CA certificate was given for an `http://` URL.
     #[error("invalid Tollgate URL {url:?}: {reason}")]
     InvalidUrl {
         /// The URL as given to the builder.
@@ -35,12 +37,23 @@ pub enum Error {
         user_agent: String,
     },
 
+    /// The TLS settings for an `https://` URL cannot be used, e.g. a CA
+    /// certificate that is not PEM.
+    #[error("invalid TLS settings for {url}: {reason}")]
+    InvalidTls {
+        /// The server URL.
+        url: String,
+        /// What is wrong with them.
+        reason: String,
+    },
+
     /// `connect_lazy` was called outside a Tokio runtime; the channel needs
     /// one to spawn its background task.
     #[error("no Tokio runtime: build the client from inside a Tokio runtime")]
     NoRuntime,
 
-    /// Connecting to the server failed (refused, timed out, unresolvable).
+    /// Connecting to the server failed (refused, timed out, unresolvable,
+    /// or the TLS handshake failed, e.g. an untrusted certificate).
     #[error("cannot connect to Tollgate at {url}")]
     Transport {
         /// The server URL.

@@ -10,7 +10,7 @@
 //! use tollgate_client::{Client, v1::GetOrganizationRequest};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = Client::builder("http://127.0.0.1:8080")
+//! let client = Client::builder("https://tollgate.example.com")
 //!     .api_key(std::env::var("TOLLGATE_API_KEY")?)
 //!     .connect()
 //!     .await?;
@@ -28,34 +28,60 @@
 //! (field violations, retry info, error info) in it; read them with
 //! [`tonic_types::StatusExt`].
 //!
+//! # Connecting
+//!
+//! [`Client::builder`] takes an `http://` or `https://` URL. `https://`
+//! needs the `tls` feature (on by default): rustls with the ring provider,
+//! trusting the public Mozilla roots, or only the CAs you pass to
+//! [`ClientBuilder::ca_certificate`]. For anything else (client
+//! certificates, a Unix socket, a load-balanced list of endpoints, your own
+//! tower layers under the credential) configure a tonic
+//! [`Channel`](tonic::transport::Channel) yourself and hand it to
+//! [`Client::from_channel`] with the call [`Settings`].
+//!
+//! # Credentials
+//!
+//! [`ClientBuilder::api_key`] and [`ClientBuilder::bearer_token`] send a
+//! fixed `authorization: Bearer …` header; [`ClientBuilder::token_source`]
+//! asks a [`TokenSource`] before every attempt, for tokens that expire and
+//! are refreshed. Secrets are marked sensitive in HTTP/2, redacted in
+//! `Debug`, and never part of an error.
+//!
 //! # What is retried
 //!
-//! Only reads: methods whose name starts with `Get` or `List`, and
-//! `grpc.health.v1.Health/Check`. They are retried on UNAVAILABLE and on
+//! The protos decide: a method is retried only if its definition declares
+//! `option idempotency_level = NO_SIDE_EFFECTS;` (or `IDEMPOTENT`), read
+//! from the file descriptor set compiled into the `tollgate` crate. In
+//! `tollgate.v1` that is every `Get*` and `List*` method. The standard
+//! `grpc.health.v1.Health/Check` is the one explicit exception, since its
+//! proto is not ours to annotate. They are retried on UNAVAILABLE and on
 //! transport errors (connection refused or reset), up to
-//! [`ClientBuilder::max_retries`] times with jittered exponential backoff,
-//! within the call's deadline. Writes (Create, Update, Delete, Revoke,
-//! SetPassword, ...) are sent exactly once: if one fails, you decide whether
-//! to send it again.
+//! [`Settings::max_retries`] times with jittered exponential backoff, within
+//! the call's deadline. Writes (Create, Update, Delete, Revoke, SetPassword,
+//! ...) are sent exactly once: if one fails, you decide whether to send it
+//! again.
 //!
 //! # Modules
 //!
-//! - `client`: [`Client`] and [`ClientBuilder`], the settings and typed
-//!   client accessors.
+//! - `client`: [`Client`], [`ClientBuilder`] and [`Settings`], the settings
+//!   and typed client accessors.
+//! - `credential`: [`Credential`], [`TokenSource`] and [`Token`].
 //! - `transport`: [`TollgateChannel`], the tower service that adds the
 //!   credential, the deadline and retries on top of a tonic channel.
-//! - `retry`: which methods are idempotent, what counts as retryable, the
-//!   backoff.
+//! - `retry`: which methods are idempotent (from the protos), what counts
+//!   as retryable, the backoff.
 //! - `error`: [`Error`], for building a client.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;
+mod credential;
 mod error;
 mod retry;
 mod transport;
 
-pub use client::{Client, ClientBuilder, Transport};
+pub use client::{Client, ClientBuilder, Settings};
+pub use credential::{Credential, Token, TokenSource};
 pub use error::Error;
 pub use transport::{BoxError, ResponseFuture, TollgateChannel};
 

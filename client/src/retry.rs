@@ -2,14 +2,38 @@
 //!
 //! Kept apart from the transport so the rules can be read, and tested,
 //! without a network.
+//!
+//! Which methods may be retried is not decided here but in the protos: a
+//! method is retried only if its definition says
+//! `option idempotency_level = NO_SIDE_EFFECTS;` (or `IDEMPOTENT`). The set
+//! is read once from the file descriptor set compiled into the `tollgate`
+//! crate, so a new read is retried as soon as its proto says so, and a new
+//! write is never retried by accident of its name.
 
-use std::time::Duration;
+use std::{collections::HashSet, sync::LazyLock, time::Duration};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
+use prost::Message as _;
+use prost_types::{FileDescriptorSet, method_options::IdempotencyLevel};
 use rand::Rng;
 
-/// The one method outside `tollgate.v1` that is safe to retry.
+/// The one method retried without a proto option saying so. The standard
+/// `grpc/health/v1/health.proto` declares no `idempotency_level` and is not
+/// ours to change, but `Check` only reads. (`Watch` is a stream and is
+/// never retried.)
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// Paths (`/package.Service/Method`) of every `tollgate.v1` method whose
+/// proto declares it free of side effects, decoded on first use.
+static RETRYABLE: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    // build.rs writes these bytes in the same protoc run that generates the
+    // stubs, so they cannot fail to decode unless the build itself is
+    // broken. If they ever did, an empty set retries nothing: reads lose
+    // their retries, but no write is ever sent twice.
+    FileDescriptorSet::decode(tollgate::FILE_DESCRIPTOR_SET)
+        .map(|set| retryable_methods(&set))
+        .unwrap_or_default()
+});
 
 /// `grpc-status` of UNAVAILABLE (code 14): the server, or a proxy in front of
 /// it, says "try again".
@@ -18,19 +42,45 @@ const UNAVAILABLE: &[u8] = b"14";
 const GRPC_STATUS: &str = "grpc-status";
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
-/// Whether the gRPC method at `path` (`/package.Service/Method`) only reads,
-/// so sending it twice cannot do harm.
-///
-/// Per AIP-131/132 every `Get*` and `List*` method is a read, and so is the
-/// standard health check. Everything else (Create, Update, Delete, Revoke,
-/// SetPassword, and checks that consume quota such as `CheckRateLimit`) may
-/// change state, and a retry could apply it twice.
-pub(crate) fn is_idempotent(path: &str) -> bool {
-    if path == HEALTH_CHECK {
-        return true;
+/// The paths of the methods in `set` that may be sent twice: those whose
+/// `MethodOptions.idempotency_level` is `NO_SIDE_EFFECTS` (a read) or
+/// `IDEMPOTENT` (a write that has the same effect however often it is
+/// applied). A method without the option is assumed to have side effects,
+/// as protobuf's `IDEMPOTENCY_UNKNOWN` default says.
+pub(crate) fn retryable_methods(set: &FileDescriptorSet) -> HashSet<String> {
+    let mut paths = HashSet::new();
+    for file in &set.file {
+        for service in &file.service {
+            let service_name = match file.package() {
+                "" => service.name().to_owned(),
+                package => format!("{package}.{}", service.name()),
+            };
+            for method in &service.method {
+                let level = method
+                    .options
+                    .as_ref()
+                    .map_or(IdempotencyLevel::IdempotencyUnknown, |options| {
+                        options.idempotency_level()
+                    });
+                if matches!(
+                    level,
+                    IdempotencyLevel::NoSideEffects | IdempotencyLevel::Idempotent
+                ) {
+                    paths.insert(format!("/{service_name}/{}", method.name()));
+                }
+            }
+        }
     }
-    let method = path.rsplit('/').next().unwrap_or_default();
-    method.starts_with("Get") || method.starts_with("List")
+    paths
+}
+
+/// Whether the gRPC method at `path` (`/package.Service/Method`) may be sent
+/// again after a failure: its proto declares it free of side effects, or it
+/// is the standard health check. Methods this crate has no descriptor for
+/// (your own services called through [`Client::channel`](crate::Client::channel))
+/// are sent once.
+pub(crate) fn is_idempotent(path: &str) -> bool {
+    path == HEALTH_CHECK || RETRYABLE.contains(path)
 }
 
 /// Whether a response head says UNAVAILABLE.
@@ -136,38 +186,113 @@ pub(crate) fn encode_grpc_timeout(timeout: Duration) -> HeaderValue {
 mod tests {
     use super::*;
 
+    /// Every method of `tollgate.v1`, from the descriptor, as
+    /// `(path, method name)`.
+    fn tollgate_methods() -> Vec<(String, String)> {
+        let set = FileDescriptorSet::decode(tollgate::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = Vec::new();
+        for file in set.file.iter().filter(|f| f.package() == "tollgate.v1") {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.push((
+                        format!("/tollgate.v1.{}/{}", service.name(), method.name()),
+                        method.name().to_owned(),
+                    ));
+                }
+            }
+        }
+        methods
+    }
+
     #[test]
-    fn reads_are_idempotent() {
-        for path in [
-            "/tollgate.v1.OrganizationService/GetOrganization",
-            "/tollgate.v1.OrganizationService/ListOrganizations",
-            "/tollgate.v1.UserService/GetUser",
-            "/tollgate.v1.UserService/ListUsers",
-            "/tollgate.v1.ApiKeyService/ListApiKeys",
-            "/grpc.health.v1.Health/Check",
-        ] {
-            assert!(is_idempotent(path), "{path} should be retried");
+    fn every_get_and_list_is_retried_and_nothing_else() {
+        let methods = tollgate_methods();
+        assert!(methods.len() >= 20, "{methods:?}");
+        for (path, name) in &methods {
+            let read = name.starts_with("Get") || name.starts_with("List");
+            assert_eq!(
+                is_idempotent(path),
+                read,
+                "{path}: reads must declare idempotency_level = NO_SIDE_EFFECTS, writes must not"
+            );
+        }
+        // The writes by kind, so a new kind of write is noticed.
+        for verb in ["Create", "Update", "Delete", "Revoke", "SetPassword"] {
+            let writes: Vec<_> = methods
+                .iter()
+                .filter(|(_, n)| n.starts_with(verb))
+                .collect();
+            assert!(!writes.is_empty(), "no {verb} method found");
+            for (path, _) in writes {
+                assert!(!is_idempotent(path), "{path} must not be retried");
+            }
         }
     }
 
     #[test]
-    fn writes_are_not_idempotent() {
+    fn health_check_is_the_one_explicit_exception() {
+        assert!(is_idempotent("/grpc.health.v1.Health/Check"));
+        assert!(!is_idempotent("/grpc.health.v1.Health/Watch"));
+    }
+
+    #[test]
+    fn unknown_paths_are_not_retried() {
         for path in [
-            "/tollgate.v1.OrganizationService/CreateOrganization",
-            "/tollgate.v1.OrganizationService/UpdateOrganization",
-            "/tollgate.v1.OrganizationService/DeleteOrganization",
-            "/tollgate.v1.UserService/SetPassword",
-            "/tollgate.v1.ApiKeyService/RevokeApiKey",
             "/tollgate.v1.RateLimitService/CheckRateLimit",
-            "/tollgate.v1.AuthorizationService/Check",
-            "/grpc.health.v1.Health/Watch",
-            // The prefix must be on the method, not the service.
-            "/tollgate.v1.GetService/DeleteThing",
+            "/my.pkg.Things/GetThing",
+            "/tollgate.v1.OrganizationService/GetOrganizationX",
+            "tollgate.v1.OrganizationService/GetOrganization",
             "",
             "/",
         ] {
             assert!(!is_idempotent(path), "{path} must not be retried");
         }
+    }
+
+    /// A service with one method per idempotency level, and one with none.
+    fn synthetic(levels: &[(&str, Option<IdempotencyLevel>)]) -> FileDescriptorSet {
+        use prost_types::{
+            FileDescriptorProto, MethodDescriptorProto, MethodOptions, ServiceDescriptorProto,
+        };
+        FileDescriptorSet {
+            file: vec![FileDescriptorProto {
+                package: Some("test.v1".to_owned()),
+                service: vec![ServiceDescriptorProto {
+                    name: Some("Things".to_owned()),
+                    method: levels
+                        .iter()
+                        .map(|(name, level)| MethodDescriptorProto {
+                            name: Some((*name).to_owned()),
+                            options: level.map(|level| MethodOptions {
+                                idempotency_level: Some(level.into()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn the_set_comes_from_the_option_not_the_name() {
+        let set = retryable_methods(&synthetic(&[
+            // Named like a read, but the proto does not say so.
+            ("GetThing", None),
+            ("ListThings", Some(IdempotencyLevel::IdempotencyUnknown)),
+            // Named like writes, but declared safe.
+            ("LookupThing", Some(IdempotencyLevel::NoSideEffects)),
+            ("PutThing", Some(IdempotencyLevel::Idempotent)),
+        ]));
+        let mut paths: Vec<_> = set.into_iter().collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            ["/test.v1.Things/LookupThing", "/test.v1.Things/PutThing"]
+        );
     }
 
     #[test]

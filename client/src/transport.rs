@@ -1,6 +1,6 @@
 //! [`TollgateChannel`]: the one transport under every typed client. It wraps
 //! a tonic [`Channel`] and adds, per call, the credential header, a deadline
-//! and retries of idempotent reads.
+//! and retries of methods the protos declare free of side effects.
 //!
 //! # Why the retry loop is hand-written
 //!
@@ -19,14 +19,18 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header::AUTHORIZATION};
+use http::{Request, Response, header::AUTHORIZATION};
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tonic::{Status, body::Body, transport::Channel};
 use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::retry::{self, Backoff};
+use crate::{
+    Credential,
+    credential::REDACTED,
+    retry::{self, Backoff},
+};
 
 /// The error type of [`TollgateChannel`]. tonic turns it into a
 /// [`Status`] (transport errors become UNAVAILABLE or UNKNOWN, an expired
@@ -54,29 +58,33 @@ pub(crate) struct CallPolicy {
 /// For every call it
 /// - sets `authorization: Bearer <credential>` unless the request already
 ///   carries an `authorization` header (so one call can act as someone
-///   else);
+///   else). A [`TokenSource`](crate::TokenSource) is asked on every attempt;
 /// - bounds the call by the configured timeout, or by the caller's shorter
 ///   `grpc-timeout` (`tonic::Request::set_timeout`), and sends the time left
 ///   as `grpc-timeout` so the server gives up too. The bound covers the
 ///   wait for the response head; the body of a stream is not cut off by it.
 ///   An expired deadline fails with DEADLINE_EXCEEDED;
-/// - retries idempotent reads (`Get*`, `List*`, `grpc.health.v1.Health/Check`)
-///   that fail with UNAVAILABLE or a transport error, up to `max_retries`
-///   times with exponential backoff and full jitter, and never past the
-///   deadline. Other methods are sent exactly once.
+/// - retries the methods whose proto declares
+///   `idempotency_level = NO_SIDE_EFFECTS` (every `Get*` and `List*` of
+///   `tollgate.v1`) and `grpc.health.v1.Health/Check`, when they fail with
+///   UNAVAILABLE or a transport error, up to `max_retries` times with
+///   exponential backoff and full jitter, and never past the deadline.
+///   Other methods are sent exactly once.
 ///
-/// Cloning is cheap; clones share the connection.
+/// Name it when you store a typed client:
+/// `OrganizationServiceClient<TollgateChannel>`. Cloning is cheap; clones
+/// share the connection.
 #[derive(Clone)]
 pub struct TollgateChannel {
     inner: Channel,
-    credential: Option<HeaderValue>,
+    credential: Option<Credential>,
     policy: CallPolicy,
 }
 
 // === impl TollgateChannel ===
 
 impl TollgateChannel {
-    pub(crate) fn new(inner: Channel, credential: Option<HeaderValue>, policy: CallPolicy) -> Self {
+    pub(crate) fn new(inner: Channel, credential: Option<Credential>, policy: CallPolicy) -> Self {
         Self {
             inner,
             credential,
@@ -89,10 +97,7 @@ impl fmt::Debug for TollgateChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TollgateChannel")
             .field("inner", &self.inner)
-            .field(
-                "credential",
-                &self.credential.as_ref().map(|_| crate::client::REDACTED),
-            )
+            .field("credential", &self.credential.as_ref().map(|_| REDACTED))
             .field("timeout", &self.policy.timeout)
             .field("max_retries", &self.policy.max_retries)
             .field("backoff", &self.policy.backoff)
@@ -115,21 +120,30 @@ impl Service<Request<Body>> for TollgateChannel {
         // clone for its next `poll_ready`.
         let clone = self.inner.clone();
         let channel = std::mem::replace(&mut self.inner, clone);
-        if let Some(credential) = &self.credential {
-            request
-                .headers_mut()
-                .entry(AUTHORIZATION)
-                .or_insert_with(|| credential.clone());
-        }
-        Box::pin(send(channel, request, self.policy))
+        // A call that brings its own `authorization` keeps it, and a token
+        // source is not even asked.
+        let credential = match (
+            &self.credential,
+            request.headers().contains_key(AUTHORIZATION),
+        ) {
+            (Some(Credential::Static(value)), false) => {
+                request.headers_mut().insert(AUTHORIZATION, value.clone());
+                None
+            }
+            (Some(source @ Credential::Source(_)), false) => Some(source.clone()),
+            _ => None,
+        };
+        Box::pin(send(channel, request, credential, self.policy))
     }
 }
 
 /// Sends one logical call: once, or with retries for idempotent reads, all
-/// within one deadline.
+/// within one deadline. `source` is a token source to ask before each
+/// attempt; a static credential is already in the headers.
 async fn send(
     mut channel: Channel,
     request: Request<Body>,
+    source: Option<Credential>,
     policy: CallPolicy,
 ) -> Result<Response<Body>, BoxError> {
     let budget = retry::grpc_timeout(request.headers())
@@ -139,11 +153,9 @@ async fn send(
     let deadline = Instant::now() + budget.min(FOREVER);
     let attempts = async {
         if policy.max_retries > 0 && retry::is_idempotent(request.uri().path()) {
-            send_with_retries(&mut channel, request, policy, deadline).await
+            send_with_retries(&mut channel, request, source.as_ref(), policy, deadline).await
         } else {
-            attempt(&mut channel, request, deadline)
-                .await
-                .map_err(Into::into)
+            attempt(&mut channel, request, source.as_ref(), deadline).await
         }
     };
     let deadline_exceeded = || -> BoxError {
@@ -177,6 +189,7 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 async fn send_with_retries(
     channel: &mut Channel,
     request: Request<Body>,
+    source: Option<&Credential>,
     policy: CallPolicy,
     deadline: Instant,
 ) -> Result<Response<Body>, BoxError> {
@@ -185,23 +198,26 @@ async fn send_with_retries(
     let mut retry = 0;
     loop {
         let request = Request::from_parts(parts.clone(), Body::new(Full::new(body.clone())));
-        let outcome = attempt(channel, request, deadline).await;
+        let outcome = attempt(channel, request, source, deadline).await;
         let retryable = match &outcome {
             Ok(response) => retry::is_unavailable(response),
+            // A failed token source is final: asking it again at once would
+            // most likely fail the same way.
+            Err(error) if error.is::<Status>() => false,
             // Besides an expired deadline, every error the channel returns
             // is a transport failure (refused, reset, stream refused,
             // connection lost): for a read, sending it again is always safe.
-            Err(error) => !is_timeout(error),
+            Err(error) => !is_timeout(&**error),
         };
         if !retryable || retry >= policy.max_retries {
-            return outcome.map_err(Into::into);
+            return outcome;
         }
         let delay = policy.backoff.delay(retry);
         if Instant::now()
             .checked_add(delay)
             .is_none_or(|wake| wake >= deadline)
         {
-            return outcome.map_err(Into::into);
+            return outcome;
         }
         drop(outcome);
         tokio::time::sleep(delay).await;
@@ -209,15 +225,23 @@ async fn send_with_retries(
     }
 }
 
-/// One attempt on the wire, telling the server how much time is left.
+/// One attempt on the wire: asks the token source (if any) for this
+/// attempt's credential, then sends the request, telling the server how much
+/// time is left. A token source's failure is returned as the [`Status`] the
+/// call fails with.
 async fn attempt(
     channel: &mut Channel,
     mut request: Request<Body>,
+    source: Option<&Credential>,
     deadline: Instant,
-) -> Result<Response<Body>, tonic::transport::Error> {
+) -> Result<Response<Body>, BoxError> {
+    if let Some(source) = source {
+        let value = source.header().await?;
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     request
         .headers_mut()
         .insert(retry::GRPC_TIMEOUT, retry::encode_grpc_timeout(left));
-    channel.ready().await?.call(request).await
+    Ok(channel.ready().await?.call(request).await?)
 }

@@ -1,9 +1,9 @@
-//! The client against a real tonic server on `127.0.0.1:0`: a scripted
-//! `OrganizationService` that counts attempts, can fail the first ones with
-//! UNAVAILABLE, can be slow, and checks the credential it receives.
+//! The client against a real tonic server on `127.0.0.1:0` (see
+//! `support`): credentials, deadlines and retries end to end.
+
+mod support;
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -11,198 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{net::TcpListener, sync::oneshot};
-use tokio_stream::wrappers::TcpListenerStream;
+use support::{KEY, Script, create, get, serve, serve_on};
+use tokio::net::TcpListener;
 use tollgate_client::{
-    Client, ClientBuilder,
+    BoxError, Client, Settings, Token, TokenSource,
     health::{HealthCheckRequest, ServingStatus},
-    tonic::{self, Code, Request, Response, Status, transport::Server},
-    v1::{
-        CreateOrganizationRequest, DeleteOrganizationRequest, GetOrganizationRequest,
-        ListOrganizationsRequest, ListOrganizationsResponse, Organization,
-        UpdateOrganizationRequest,
-        organization_service_server::{OrganizationService, OrganizationServiceServer},
-    },
+    tonic::{self, Code, Request, Status, transport::Endpoint},
+    v1::ListOrganizationsRequest,
 };
-
-const KEY: &str = "tg_test_key_0123456789";
-
-/// How the fake server behaves.
-#[derive(Clone, Default)]
-struct Script {
-    /// Answer UNAVAILABLE to this many calls before answering normally.
-    fail_first: usize,
-    /// Sleep this long before answering.
-    delay: Duration,
-    /// Refuse calls whose `authorization` header differs from this.
-    expect_authorization: Option<String>,
-}
-
-/// What the fake server saw.
-#[derive(Default)]
-struct Seen {
-    attempts: AtomicUsize,
-    authorization: Mutex<Vec<Option<String>>>,
-    grpc_timeout: Mutex<Vec<Option<String>>>,
-}
-
-struct FakeOrganizations {
-    script: Script,
-    seen: Arc<Seen>,
-}
-
-impl FakeOrganizations {
-    /// Records the call, then applies the script.
-    async fn handle<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let attempt = self.seen.attempts.fetch_add(1, Ordering::SeqCst);
-        let header = |name: &str| {
-            request
-                .metadata()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let authorization = header("authorization");
-        self.seen
-            .authorization
-            .lock()
-            .unwrap()
-            .push(authorization.clone());
-        self.seen
-            .grpc_timeout
-            .lock()
-            .unwrap()
-            .push(header("grpc-timeout"));
-        if let Some(expected) = &self.script.expect_authorization
-            && authorization.as_deref() != Some(expected)
-        {
-            return Err(Status::unauthenticated(format!(
-                "expected {expected:?}, got {authorization:?}"
-            )));
-        }
-        if attempt < self.script.fail_first {
-            return Err(Status::unavailable("scripted outage"));
-        }
-        tokio::time::sleep(self.script.delay).await;
-        Ok(())
-    }
-}
-
-fn organization(name: &str) -> Organization {
-    Organization {
-        name: name.to_owned(),
-        display_name: "Acme".to_owned(),
-        ..Default::default()
-    }
-}
-
-#[tonic::async_trait]
-impl OrganizationService for FakeOrganizations {
-    async fn create_organization(
-        &self,
-        request: Request<CreateOrganizationRequest>,
-    ) -> Result<Response<Organization>, Status> {
-        self.handle(&request).await?;
-        let id = request.into_inner().organization_id;
-        Ok(Response::new(organization(&format!("organizations/{id}"))))
-    }
-
-    async fn get_organization(
-        &self,
-        request: Request<GetOrganizationRequest>,
-    ) -> Result<Response<Organization>, Status> {
-        self.handle(&request).await?;
-        Ok(Response::new(organization(&request.into_inner().name)))
-    }
-
-    async fn list_organizations(
-        &self,
-        request: Request<ListOrganizationsRequest>,
-    ) -> Result<Response<ListOrganizationsResponse>, Status> {
-        self.handle(&request).await?;
-        Ok(Response::new(ListOrganizationsResponse {
-            organizations: vec![organization("organizations/acme")],
-            next_page_token: String::new(),
-        }))
-    }
-
-    async fn update_organization(
-        &self,
-        _: Request<UpdateOrganizationRequest>,
-    ) -> Result<Response<Organization>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn delete_organization(
-        &self,
-        _: Request<DeleteOrganizationRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-}
-
-/// A running fake server; dropping it shuts the server down.
-struct TestServer {
-    url: String,
-    seen: Arc<Seen>,
-    _shutdown: oneshot::Sender<()>,
-}
-
-impl TestServer {
-    fn attempts(&self) -> usize {
-        self.seen.attempts.load(Ordering::SeqCst)
-    }
-
-    /// A builder for this server with the test key and a quick backoff.
-    fn client(&self) -> ClientBuilder {
-        Client::builder(&self.url)
-            .api_key(KEY)
-            .retry_backoff(Duration::from_millis(1), Duration::from_millis(5))
-    }
-}
-
-async fn serve(script: Script) -> anyhow::Result<TestServer> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    Ok(serve_on(listener, addr, script))
-}
-
-fn serve_on(listener: TcpListener, addr: SocketAddr, script: Script) -> TestServer {
-    let seen = Arc::new(Seen::default());
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    drop(health_reporter);
-    let service = OrganizationServiceServer::new(FakeOrganizations {
-        script,
-        seen: Arc::clone(&seen),
-    });
-    let (shutdown, stop) = oneshot::channel::<()>();
-    tokio::spawn(
-        Server::builder()
-            .add_service(service)
-            .add_service(health)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stop.await;
-            }),
-    );
-    TestServer {
-        url: format!("http://{addr}"),
-        seen,
-        _shutdown: shutdown,
-    }
-}
-
-fn get(name: &str) -> GetOrganizationRequest {
-    GetOrganizationRequest {
-        name: name.to_owned(),
-    }
-}
-
-fn create(id: &str) -> CreateOrganizationRequest {
-    CreateOrganizationRequest {
-        organization: Some(organization("")),
-        organization_id: id.to_owned(),
-    }
-}
 
 #[tokio::test]
 async fn credential_header_arrives_on_every_call() -> anyhow::Result<()> {
@@ -571,7 +387,7 @@ async fn health_check_goes_through_the_same_transport() -> anyhow::Result<()> {
 #[tokio::test]
 async fn clones_share_one_client() -> anyhow::Result<()> {
     let server = serve(Script::default()).await?;
-    let client = Client::connect(&server.url).api_key(KEY).connect().await?;
+    let client = Client::builder(&server.url).api_key(KEY).connect().await?;
     let calls = (0..8).map(|i| {
         let client = client.clone();
         tokio::spawn(async move {
@@ -609,14 +425,208 @@ async fn extreme_settings_do_not_panic() -> anyhow::Result<()> {
         .await?;
     assert_eq!(server.attempts(), 2);
 
-    // With a backoff longer than the deadline the first failure is final.
+    // With a backoff longer than the deadline the first failure is final:
+    // a fresh server, so its one scripted failure has not been used up.
+    let server = serve(Script {
+        fail_first: 1,
+        ..Script::default()
+    })
+    .await?;
     let client = Client::builder(&server.url)
         .timeout(Duration::MAX)
         .retry_backoff(Duration::MAX, Duration::MAX)
         .connect_lazy()?;
+    let status = client
+        .organizations()
+        .get_organization(get("organizations/acme"))
+        .await
+        .expect_err("the one failure is not retried");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "scripted outage");
+    assert_eq!(server.attempts(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn from_channel_adds_credential_deadline_and_retries() -> anyhow::Result<()> {
+    let server = serve(Script {
+        fail_first: 1,
+        expect_authorization: Some(format!("Bearer {KEY}")),
+        ..Script::default()
+    })
+    .await?;
+    // A channel configured by the caller, with settings the builder does
+    // not offer.
+    let channel = Endpoint::from_shared(server.url.clone())?
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let client = Client::from_channel(
+        channel,
+        Settings::new()
+            .api_key(KEY)
+            .retry_backoff(Duration::from_millis(1), Duration::from_millis(5)),
+    )?;
+
+    let org = client
+        .organizations()
+        .get_organization(get("organizations/acme"))
+        .await?
+        .into_inner();
+    assert_eq!(org.name, "organizations/acme");
+    // Retried once after the scripted UNAVAILABLE, with the credential on
+    // both attempts and a deadline sent to the server.
+    assert_eq!(server.attempts(), 2);
+    assert_eq!(
+        *server.seen.authorization.lock().unwrap(),
+        vec![Some(format!("Bearer {KEY}")); 2]
+    );
+    assert!(
+        server
+            .seen
+            .grpc_timeout
+            .lock()
+            .unwrap()
+            .iter()
+            .all(Option::is_some)
+    );
+
+    // Writes are still sent once.
+    let status = client
+        .organizations()
+        .create_organization(create("acme"))
+        .await;
+    assert!(status.is_ok(), "{status:?}");
+    assert_eq!(server.attempts(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn from_channel_applies_the_timeout() -> anyhow::Result<()> {
+    let server = serve(Script {
+        delay: Duration::from_secs(5),
+        ..Script::default()
+    })
+    .await?;
+    let channel = Endpoint::from_shared(server.url.clone())?.connect_lazy();
+    let client =
+        Client::from_channel(channel, Settings::new().timeout(Duration::from_millis(200)))?;
+    let started = Instant::now();
+    let status = client
+        .organizations()
+        .get_organization(get("organizations/acme"))
+        .await
+        .expect_err("the server is too slow");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    Ok(())
+}
+
+/// Hands out `token-1`, `token-2`, ... and counts how often it was asked,
+/// as a source that refreshes an access token would.
+#[derive(Default)]
+struct Rotating {
+    asked: AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl TokenSource for Rotating {
+    async fn token(&self) -> Result<Token, BoxError> {
+        let n = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Token::new(format!("token-{n}")))
+    }
+}
+
+#[tokio::test]
+async fn a_token_source_is_asked_on_every_attempt() -> anyhow::Result<()> {
+    let server = serve(Script {
+        fail_first: 1,
+        ..Script::default()
+    })
+    .await?;
+    let source = Arc::new(Rotating::default());
+    let client = Client::builder(&server.url)
+        .token_source(source.clone())
+        .retry_backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .connect()
+        .await?;
+
+    // Attempt 1 fails with UNAVAILABLE; the retry asks for a new token.
     client
         .organizations()
         .get_organization(get("organizations/acme"))
         .await?;
+    client
+        .organizations()
+        .create_organization(create("acme"))
+        .await?;
+    client
+        .organizations()
+        .list_organizations(ListOrganizationsRequest::default())
+        .await?;
+
+    let seen = server.seen.authorization.lock().unwrap().clone();
+    let expected: Vec<_> = (1..=4).map(|n| Some(format!("Bearer token-{n}"))).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(source.asked.load(Ordering::SeqCst), 4);
+
+    // A call with its own `authorization` does not ask the source.
+    let mut request = Request::new(get("organizations/acme"));
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer tg_other".parse()?);
+    client.organizations().get_organization(request).await?;
+    assert_eq!(source.asked.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        server.seen.authorization.lock().unwrap().last(),
+        Some(&Some("Bearer tg_other".to_owned()))
+    );
+    Ok(())
+}
+
+/// A source whose identity provider is down; it knows a secret it must
+/// never leak.
+struct Broken {
+    calls: Mutex<usize>,
+}
+
+#[tonic::async_trait]
+impl TokenSource for Broken {
+    async fn token(&self) -> Result<Token, BoxError> {
+        *self.calls.lock().map_err(|_| "poisoned")? += 1;
+        Err("identity provider unreachable".into())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_token_source_fails_the_call_before_sending_it() -> anyhow::Result<()> {
+    let server = serve(Script::default()).await?;
+    let source = Arc::new(Broken {
+        calls: Mutex::new(0),
+    });
+    let client = Client::builder(&server.url)
+        .token_source(source.clone())
+        .connect()
+        .await?;
+    let status: Status = client
+        .organizations()
+        .get_organization(get("organizations/acme"))
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().contains("identity provider unreachable"),
+        "{status:?}"
+    );
+    // Nothing reached the server, and a failed source is not retried.
+    assert_eq!(server.attempts(), 0);
+    assert_eq!(*source.calls.lock().unwrap(), 1);
+    // The builder's Debug does not expose the source either.
+    let debug = format!(
+        "{:?}",
+        Client::builder(&server.url).token_source(source.clone())
+    );
+    assert!(debug.contains("<token source>"), "{debug}");
     Ok(())
 }
