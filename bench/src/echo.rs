@@ -75,7 +75,7 @@ pub fn serve(listen: SocketAddr, tcp_nodelay: bool) -> Result<()> {
             .add_service(EchoServiceServer::new(Echo {
                 template: template(),
             }))
-            .serve_with_shutdown(listen, crate::shutdown_signal())
+            .serve_with_shutdown(listen, tollgate_server::shutdown::signal())
             .await
             .with_context(|| format!("echo server on {listen}"))
     })

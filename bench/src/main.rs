@@ -165,7 +165,7 @@ fn run_suite(plan: &Plan) -> Result<()> {
     runtime.block_on(async {
         tokio::select! {
             result = suite::run(plan) => result,
-            () = shutdown_signal() => bail!("interrupted; servers stopped"),
+            () = tollgate_server::shutdown::signal() => bail!("interrupted; servers stopped"),
         }
     })
 }
@@ -238,20 +238,4 @@ fn words(command: Option<&str>) -> Vec<String> {
     command
         .map(|c| c.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
 }

@@ -9,6 +9,8 @@
 //!   the outbox.
 //! - [`policy`]: method policies read from the proto options.
 //! - [`admin`], [`health`], [`bootstrap`], [`config`], [`telemetry`].
+//! - [`shutdown`]: the Ctrl-C / SIGTERM future shared by the binary and
+//!   the benchmark.
 //!
 //! [`prepare`] opens storage and bootstraps; [`run`] serves until shutdown.
 //! The binary and the end-to-end tests call the same two functions.
@@ -22,6 +24,7 @@ pub mod domain;
 pub mod health;
 pub mod layers;
 pub mod policy;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 
