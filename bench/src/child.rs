@@ -12,7 +12,7 @@ use std::{
     io::Read,
     net::{Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -39,7 +39,31 @@ impl ServerProcess {
     /// to exit (zero: SIGKILL at once).
     pub fn spawn(
         name: &'static str,
+        command: Command,
+        stderr_path: &Path,
+        stop_grace: Duration,
+    ) -> Result<Self> {
+        Self::start(name, command, Stdio::null(), stderr_path, stop_grace)
+    }
+
+    /// [`ServerProcess::spawn`], with stdout sent to `stdout_path`: for a
+    /// load generator whose report is its output.
+    pub fn spawn_with_stdout(
+        name: &'static str,
+        command: Command,
+        stdout_path: &Path,
+        stderr_path: &Path,
+        stop_grace: Duration,
+    ) -> Result<Self> {
+        let stdout = File::create(stdout_path)
+            .with_context(|| format!("cannot create {}", stdout_path.display()))?;
+        Self::start(name, command, stdout.into(), stderr_path, stop_grace)
+    }
+
+    fn start(
+        name: &'static str,
         mut command: Command,
+        stdout: Stdio,
         stderr_path: &Path,
         stop_grace: Duration,
     ) -> Result<Self> {
@@ -47,7 +71,7 @@ impl ServerProcess {
             .with_context(|| format!("cannot create {}", stderr_path.display()))?;
         let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("cannot start {name}: {command:?}"))?;
@@ -77,6 +101,14 @@ impl ServerProcess {
             ),
             Err(e) => Err(e).with_context(|| format!("cannot poll {}", self.name)),
         }
+    }
+
+    /// The child's exit status if it has exited (and is now reaped), without
+    /// waiting.
+    pub fn try_exit(&mut self) -> Result<Option<ExitStatus>> {
+        self.child
+            .try_wait()
+            .with_context(|| format!("cannot poll {}", self.name))
     }
 
     /// The last lines of the child's stderr, for error messages.
@@ -159,6 +191,17 @@ impl Memory {
 /// `/proc/PID/stat`. Its resolution is one clock tick (usually 10 ms), so
 /// read it over windows of a second or more.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
+    stat_cpu_time(pid, false)
+}
+
+/// [`cpu_time`] plus the CPU time of the children the process has already
+/// waited for (`cutime` + `cstime`): for the bench itself, this includes
+/// each h2load run once it has been reaped.
+pub fn cpu_time_with_children(pid: u32) -> Result<Duration> {
+    stat_cpu_time(pid, true)
+}
+
+fn stat_cpu_time(pid: u32, children: bool) -> Result<Duration> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
     // The command name (field 2) is in parentheses and may hold spaces;
@@ -174,7 +217,10 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
             .and_then(|f| f.parse().ok())
             .with_context(|| format!("unexpected {path}"))
     };
-    let total = ticks(11)? + ticks(12)?;
+    let mut total = ticks(11)? + ticks(12)?;
+    if children {
+        total += ticks(13)? + ticks(14)?;
+    }
     Ok(Duration::from_secs_f64(
         total as f64 / clock_ticks_per_second() as f64,
     ))
@@ -236,7 +282,8 @@ mod tests {
     fn reads_this_process_counters() {
         let m = Memory::of(std::process::id()).unwrap();
         assert!(m.rss_kib > 0 && m.peak_kib >= m.rss_kib);
-        cpu_time(std::process::id()).unwrap();
+        let own = cpu_time(std::process::id()).unwrap();
+        assert!(cpu_time_with_children(std::process::id()).unwrap() >= own);
         let (busy, total) = machine_cpu_time().unwrap();
         assert!(total >= busy && total > Duration::ZERO);
     }

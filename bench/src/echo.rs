@@ -8,7 +8,10 @@
 //! default multi-threaded tokio runtime and `tonic::transport::Server`'s
 //! default settings.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::{Context, Result};
 use tonic::{Request, Response, Status};
@@ -19,7 +22,7 @@ pub mod pb {
 }
 
 use pb::{
-    EchoRequest, EchoResponse, Stamp,
+    EchoRequest, EchoResponse, ServedRequest, ServedResponse, Stamp,
     echo_service_server::{EchoService, EchoServiceServer},
 };
 
@@ -27,15 +30,30 @@ use pb::{
 /// the request, as GetOrganization answers with a converted cached record.
 struct Echo {
     template: EchoResponse,
+    /// Echo calls answered, for `Served`. One relaxed atomic add per call
+    /// is the price of checking h2load's runs (which see only HTTP
+    /// statuses); Tollgate pays for the same check with its metrics.
+    served: AtomicU64,
 }
 
 #[tonic::async_trait]
 impl EchoService for Echo {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let name = request.into_inner().name;
-        Ok(Response::new(EchoResponse {
+        let response = EchoResponse {
             name,
             ..self.template.clone()
+        };
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(response))
+    }
+
+    async fn served(
+        &self,
+        _request: Request<ServedRequest>,
+    ) -> Result<Response<ServedResponse>, Status> {
+        Ok(Response::new(ServedResponse {
+            echoes: self.served.load(Ordering::Relaxed),
         }))
     }
 }
@@ -74,8 +92,9 @@ pub fn serve(listen: SocketAddr, tcp_nodelay: bool) -> Result<()> {
             .tcp_nodelay(tcp_nodelay)
             .add_service(EchoServiceServer::new(Echo {
                 template: template(),
+                served: AtomicU64::new(0),
             }))
-            .serve_with_shutdown(listen, crate::shutdown_signal())
+            .serve_with_shutdown(listen, tollgate_server::shutdown::signal())
             .await
             .with_context(|| format!("echo server on {listen}"))
     })

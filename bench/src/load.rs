@@ -56,12 +56,27 @@ pub enum Kind {
 pub struct Target {
     /// Which RPC to call.
     pub kind: Kind,
+    /// What the report calls it, e.g. `tollgate (info)`.
+    pub label: String,
     /// `http://host:port`.
     pub url: String,
     /// `Bearer tg_…`, parsed once so no call pays for it.
     pub authorization: MetadataValue<Ascii>,
+    /// The bare key, for h2load's `x-api-key` header.
+    pub api_key: String,
     /// The server's process, whose CPU time is read around each round.
     pub pid: u32,
+    /// Tollgate's admin listener, whose `/metrics` counts OK answers.
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+// === impl Target ===
+
+impl Target {
+    /// The label, for messages.
+    pub fn name(&self) -> &str {
+        &self.label
+    }
 }
 
 /// How hard and how long to push in one round.

@@ -5,6 +5,8 @@
 //! Modules:
 //! - `suite`: the phases of a run (idle memory, load rounds, cold starts).
 //! - `load`: the closed-loop load generator over tonic channels.
+//! - `h2load`: the second load generator, h2load with a gRPC-framed body,
+//!   checked against the servers' own OK counts.
 //! - `servers`: starting Tollgate and the baseline, timing readiness.
 //! - `child`: the child-process guard that kills servers on every exit path,
 //!   and `/proc` memory readings.
@@ -15,6 +17,7 @@
 
 mod child;
 mod echo;
+mod h2load;
 mod load;
 mod report;
 mod servers;
@@ -26,14 +29,17 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    h2load::H2loadSettings,
     load::LoadSettings,
+    report::Generator,
     servers::{EchoCommand, Launch, TollgateCommand},
     suite::Plan,
 };
 
 /// Benchmarks Tollgate against a bare tonic server, side by side: unary
-/// throughput and latency (GetOrganization with an API key vs. an echo of
-/// the same size), cold start, and idle memory. Prints each figure with its
+/// throughput, latency and server CPU per call (GetOrganization with an API
+/// key vs. an echo of the same size) under two load generators (the bench's
+/// tonic client and h2load), cold start, and idle memory. Prints each figure with its
 /// ratio to the baseline and PASS/MISS against the targets; exits 0 on a
 /// miss (it measures, it does not judge) and non-zero on errors.
 #[derive(Debug, Parser)]
@@ -66,19 +72,47 @@ struct Options {
     #[arg(long, env = "TOLLGATE_BIN")]
     tollgate_bin: Option<PathBuf>,
 
-    /// HTTP/2 connections per target.
+    /// Load generators to run, in order (comma-separated). The targets are
+    /// judged on h2load's figures.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "tonic,h2load"
+    )]
+    generators: Vec<Generator>,
+
+    /// HTTP/2 connections per target (tonic generator).
     #[arg(long, default_value_t = 4)]
     connections: usize,
 
-    /// Calls in flight per target, spread over the connections.
+    /// Calls in flight per target, spread over the connections (tonic
+    /// generator).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
 
-    /// Measured seconds per round.
+    /// The h2load executable (Debian package `nghttp2-client`).
+    #[arg(long, env = "H2LOAD", default_value = "h2load")]
+    h2load_bin: PathBuf,
+
+    /// h2load `-c`: HTTP/2 connections per target.
+    #[arg(long, default_value_t = 4)]
+    h2load_connections: usize,
+
+    /// h2load `-m`: concurrent streams per connection.
+    #[arg(long, default_value_t = 8)]
+    h2load_streams: usize,
+
+    /// h2load `-t`: client threads.
+    #[arg(long, default_value_t = 1)]
+    h2load_threads: usize,
+
+    /// Measured seconds per round (h2load `-D`).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
 
-    /// Warm-up seconds before each round's measurement.
+    /// Warm-up seconds before each round's measurement (for h2load, a
+    /// separate unmeasured run).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
 
@@ -87,7 +121,7 @@ struct Options {
     rounds: usize,
 
     /// End each round after this many measured calls instead of after
-    /// --duration (for profiling with a fixed amount of work).
+    /// --duration (for profiling with a fixed amount of work; h2load `-n`).
     #[arg(long)]
     requests: Option<u64>,
 
@@ -121,9 +155,12 @@ struct Options {
     #[arg(long, default_value_t = 2.0)]
     stop_grace: f64,
 
-    /// `--log-level` for `tollgate serve`.
-    #[arg(long, default_value = "warn")]
-    tollgate_log_level: String,
+    /// `--log-level` for `tollgate serve`, comma-separated to compare
+    /// several: each runs as its own server with its own rows. `info` is
+    /// the server's default; `warn` skips the per-call span's output. The
+    /// first one is also used for cold start and memory.
+    #[arg(long, value_delimiter = ',', default_value = "warn,info")]
+    tollgate_log_level: Vec<String>,
 
     /// Extra argument for `tollgate serve` (repeatable), e.g.
     /// --tollgate-arg=--cache-ttl-secs=600 to compare variants.
@@ -165,7 +202,7 @@ fn run_suite(plan: &Plan) -> Result<()> {
     runtime.block_on(async {
         tokio::select! {
             result = suite::run(plan) => result,
-            () = shutdown_signal() => bail!("interrupted; servers stopped"),
+            () = tollgate_server::shutdown::signal() => bail!("interrupted; servers stopped"),
         }
     })
 }
@@ -202,15 +239,36 @@ fn plan(o: Options) -> Result<Plan> {
     if o.connections == 0 || o.concurrency == 0 {
         bail!("--connections and --concurrency must be at least 1");
     }
-    Ok(Plan {
-        tollgate: TollgateCommand {
-            bin,
+    if o.h2load_connections == 0 || o.h2load_streams == 0 || o.h2load_threads == 0 {
+        bail!("--h2load-connections, --h2load-streams and --h2load-threads must be at least 1");
+    }
+    if o.tollgate_log_level.is_empty() {
+        bail!("--tollgate-log-level needs at least one level");
+    }
+    let tollgates = o
+        .tollgate_log_level
+        .iter()
+        .map(|level| TollgateCommand {
+            bin: bin.clone(),
             launch: Launch {
                 wrapper: words(o.tollgate_wrapper.as_deref()),
                 stop_grace,
             },
-            log_level: o.tollgate_log_level,
-            extra_args: o.tollgate_arg,
+            log_level: level.clone(),
+            extra_args: o.tollgate_arg.clone(),
+        })
+        .collect();
+    Ok(Plan {
+        tollgates,
+        generators: o.generators,
+        h2load: H2loadSettings {
+            bin: o.h2load_bin,
+            connections: o.h2load_connections,
+            streams: o.h2load_streams,
+            threads: o.h2load_threads,
+            warmup,
+            duration,
+            max_requests: o.requests,
         },
         echo: EchoCommand {
             bin: std::env::current_exe().context("cannot locate this binary")?,
@@ -238,20 +296,4 @@ fn words(command: Option<&str>) -> Vec<String> {
     command
         .map(|c| c.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
 }

@@ -86,6 +86,8 @@ pub struct Started {
     pub process: ServerProcess,
     /// `http://127.0.0.1:PORT` of its gRPC listener.
     pub url: String,
+    /// Tollgate's admin listener (`/metrics`); none for the echo server.
+    pub admin: Option<SocketAddr>,
     /// From just before spawn to the first useful answer.
     pub ready_after: Duration,
     /// Its data directory, deleted when this is dropped (after the process:
@@ -158,6 +160,7 @@ pub async fn start_tollgate(cmd: &TollgateCommand, timeout: Duration) -> Result<
     Ok(Started {
         process,
         url,
+        admin: Some(admin),
         ready_after,
         dir,
     })
@@ -186,6 +189,7 @@ pub async fn start_echo(cmd: &EchoCommand, timeout: Duration) -> Result<Started>
     Ok(Started {
         process,
         url,
+        admin: None,
         ready_after,
         dir,
     })

@@ -14,6 +14,8 @@
 //! - [`components`]: the long-running parts `run` composes (main listener,
 //!   admin listener), each stopping on the shutdown token.
 //! - [`admin`], [`health`], [`bootstrap`], [`config`], [`telemetry`].
+//! - [`shutdown`]: the Ctrl-C / SIGTERM future shared by the binary and
+//!   the benchmark.
 //!
 //! [`prepare`] opens storage and bootstraps; [`app`] builds the served stack
 //! as a value (gRPC routes behind trace → authenticate → authorize); [`run`]
@@ -31,6 +33,7 @@ pub mod events;
 pub mod health;
 pub mod layers;
 pub mod policy;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 

@@ -8,7 +8,7 @@ use tollgate_server::{
     bootstrap,
     config::{AdminCommand, Cli, Command, Settings},
     domain::names::PrincipalName,
-    telemetry,
+    shutdown, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -78,22 +78,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tollgate_server::run(app, listener, admin, shutdown_signal()).await
 }
 
-/// Completes on Ctrl-C or SIGTERM.
+/// The shutdown future passed to `run`: [`shutdown::signal`], then a log
+/// line, so an operator sees why the server began to drain.
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    shutdown::signal().await;
     tracing::info!("shutdown signal received; draining in-flight calls");
 }
