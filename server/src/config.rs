@@ -53,6 +53,15 @@ pub enum AdminCommand {
         #[arg(long, default_value = "created by tollgate admin create-key")]
         display_name: String,
     },
+    /// Give the platform back when no admin of `root` can act: make sure
+    /// `root` exists and is active, and that its `admin` service account
+    /// exists, is active and holds `admin`; then mint it a key and print it
+    /// to stdout. Run it against the database, with the server stopped or
+    /// running.
+    RecoverRoot {
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 /// How log lines look.

@@ -62,6 +62,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", key.expose());
             Ok(())
         }
+        Some(Command::Admin {
+            command: AdminCommand::RecoverRoot { settings },
+        }) => {
+            let config = settings.or(file).resolve();
+            telemetry::init(config.log_format, "warn");
+            let store = tollgate_server::open_store(&config).await?;
+            let key = bootstrap::recover_root(&store).await?;
+            println!("{}", key.expose());
+            Ok(())
+        }
     }
 }
 

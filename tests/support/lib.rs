@@ -12,6 +12,7 @@
 //!   `google.rpc` details.
 //! - [`fixtures`]: the requests most tests start with.
 //! - [`policy`]: descriptor sets with a method's policy edited.
+//! - [`outbox`]: the events a server appended, read from its database.
 //! - [`http`]: a minimal HTTP/1.1 GET for `/metrics`, `/healthz`, `/readyz`.
 //! - [`peers`]: finding external tools (grpcurl), skipping or failing
 //!   under `TOLLGATE_TEST_STRICT=1` when they are missing.
@@ -26,6 +27,7 @@
 
 pub mod fixtures;
 pub mod http;
+pub mod outbox;
 pub mod peers;
 pub mod policy;
 mod postgres;

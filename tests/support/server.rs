@@ -356,6 +356,11 @@ impl TestServer {
         }
     }
 
+    /// The server's database URL, for tests that read what it stored.
+    pub fn database_url(&self) -> &str {
+        self.storage.url()
+    }
+
     /// A client authenticated with `key`. It connects on first use, so it
     /// can be made while the server is down.
     pub fn client(&self, key: &str) -> Client {
