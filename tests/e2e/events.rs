@@ -9,9 +9,12 @@ use std::collections::BTreeSet;
 
 use prost::Message as _;
 use tollgate::tollgate::v1::event::After;
+use tollgate_client::tonic::Status;
 use tollgate_e2e::{
     Client, Code, TestServer, each_backend,
-    fixtures::{create_key, create_org, create_sa, create_user, mask, org_name, roles, with_header},
+    fixtures::{
+        create_key, create_org, create_sa, create_user, mask, org_name, roles, with_header,
+    },
     outbox,
     rpc::RpcResult as _,
     v1::{
@@ -21,7 +24,6 @@ use tollgate_e2e::{
         UpdateOrganizationRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
     },
 };
-use tollgate_client::tonic::Status;
 
 const ADMIN: &str = "organizations/root/serviceAccounts/admin";
 
@@ -50,16 +52,34 @@ fn writes() -> BTreeSet<String> {
 
 /// The writes, each with the event type it must append.
 const ROWS: &[(&str, &str)] = &[
-    ("OrganizationService/CreateOrganization", "organization.created"),
-    ("OrganizationService/UpdateOrganization", "organization.updated"),
-    ("OrganizationService/DeleteOrganization", "organization.deleted"),
+    (
+        "OrganizationService/CreateOrganization",
+        "organization.created",
+    ),
+    (
+        "OrganizationService/UpdateOrganization",
+        "organization.updated",
+    ),
+    (
+        "OrganizationService/DeleteOrganization",
+        "organization.deleted",
+    ),
     ("UserService/CreateUser", "user.created"),
     ("UserService/UpdateUser", "user.updated"),
     ("UserService/DeleteUser", "user.deleted"),
     ("UserService/SetPassword", "user.passwordSet"),
-    ("ServiceAccountService/CreateServiceAccount", "serviceAccount.created"),
-    ("ServiceAccountService/UpdateServiceAccount", "serviceAccount.updated"),
-    ("ServiceAccountService/DeleteServiceAccount", "serviceAccount.deleted"),
+    (
+        "ServiceAccountService/CreateServiceAccount",
+        "serviceAccount.created",
+    ),
+    (
+        "ServiceAccountService/UpdateServiceAccount",
+        "serviceAccount.updated",
+    ),
+    (
+        "ServiceAccountService/DeleteServiceAccount",
+        "serviceAccount.deleted",
+    ),
     ("ApiKeyService/CreateApiKey", "apiKey.created"),
     ("ApiKeyService/RevokeApiKey", "apiKey.revoked"),
 ];
@@ -67,7 +87,11 @@ const ROWS: &[(&str, &str)] = &[
 #[test]
 fn every_write_has_a_row() {
     let rows: BTreeSet<String> = ROWS.iter().map(|(m, _)| (*m).to_owned()).collect();
-    assert_eq!(rows, writes(), "rows of this table vs. the writes the protos declare");
+    assert_eq!(
+        rows,
+        writes(),
+        "rows of this table vs. the writes the protos declare"
+    );
 }
 
 /// Sets up what `method` acts on (in organization `org`), then calls it
@@ -407,7 +431,8 @@ async fn failed_writes_append_nothing_and_ids_are_assigned() {
         assert!(
             after
                 .iter()
-                .all(|r| r.event.r#type == "serviceAccount.created" || r.event.r#type == "apiKey.created"),
+                .all(|r| r.event.r#type == "serviceAccount.created"
+                    || r.event.r#type == "apiKey.created"),
             "only the fixtures' events: {after:#?}"
         );
         assert_eq!(

@@ -772,13 +772,30 @@ impl Store {
     }
 }
 
-/// The roles of `roles` at or below `cap`, for a key whose minter held
-/// `cap`; `None` (an unknown stored cap) keeps none rather than guessing.
+/// `roles` lowered to at most `cap`, for a key whose minter held `cap`:
+/// roles are nested (an admin may do all an editor may), so an admin owner
+/// acts through such a key as an editor. `None` (an unknown stored cap)
+/// keeps nothing rather than guessing.
 pub(crate) fn capped(roles: &Roles, cap: Option<Role>) -> Roles {
-    Roles::new(
-        roles
-            .iter()
-            .filter(|r| cap.is_some_and(|c| *r <= c))
-            .collect(),
-    )
+    match cap {
+        None => Roles::default(),
+        Some(cap) => Roles::new(roles.iter().map(|r| r.min(cap)).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capping_lowers_roles_to_the_minters() {
+        let admin = Roles::new(vec![Role::Admin]);
+        assert_eq!(
+            capped(&admin, Some(Role::Editor)),
+            Roles::new(vec![Role::Editor])
+        );
+        let viewer = Roles::new(vec![Role::Viewer]);
+        assert_eq!(capped(&viewer, Some(Role::Editor)), viewer);
+        assert_eq!(capped(&admin, None), Roles::default());
+    }
 }
