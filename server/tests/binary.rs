@@ -1,5 +1,6 @@
 //! The `tollgate` binary as an operator runs it: first-start bootstrap,
-//! configuration from a TOML file, JSON logs, `admin create-key`, and a
+//! configuration from a TOML file, JSON logs, `admin create-key`,
+//! `admin recover-root`, and a
 //! graceful SIGTERM that lets an in-flight call finish.
 
 use std::{
@@ -264,4 +265,93 @@ fn a_bad_database_url_fails_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported database URL"), "{err}");
+}
+
+/// D10: when nobody can act as a platform admin any more (here: the only
+/// admin disabled and `root` suspended behind the API's back, as an old
+/// version or a hand edit could leave it), `tollgate admin recover-root`
+/// gives the platform back offline, and records what it repaired.
+#[tokio::test]
+async fn admin_recover_root_restores_a_locked_out_platform() {
+    use diesel::{Connection, RunQueryDsl, SqliteConnection, connection::SimpleConnection};
+
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let db = dir.path().join("data/tollgate.db");
+    let mut first = Proc::serve(dir.path(), &[]);
+    let printed = first.wait_for("admin api key", |l| l.starts_with("admin api key: "));
+    let key = printed.trim_start_matches("admin api key: ").to_owned();
+    let addr = first.grpc_addr();
+    get_root(&client(addr, &key).await).await.unwrap();
+    drop(first);
+
+    {
+        let mut conn = SqliteConnection::establish(&db.display().to_string()).unwrap();
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 10000; \
+             UPDATE service_accounts SET state = 2 WHERE org_id = 'root'; \
+             UPDATE organizations SET state = 2 WHERE org_id = 'root';",
+        )
+        .unwrap();
+    }
+    let mut locked = Proc::serve(dir.path(), &[]);
+    let addr = locked.grpc_addr();
+    let refused = get_root(&client(addr, &key).await).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    drop(locked);
+
+    let out = Command::new(BIN)
+        .args(["admin", "recover-root", "--database-url"])
+        .arg(format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recovered = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(recovered.starts_with("tg_") && recovered != key);
+
+    let mut again = Proc::serve(dir.path(), &[]);
+    let addr = again.grpc_addr();
+    let c = client(addr, &recovered).await;
+    assert_eq!(get_root(&c).await.unwrap().state, 1, "root is active again");
+    // A platform admin again: it may create tenants.
+    c.organizations()
+        .create_organization(v1::CreateOrganizationRequest {
+            organization_id: "back".into(),
+            organization: Some(v1::Organization {
+                display_name: "Back".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // The old key works again too (its owner is active), and the repairs
+    // are in the outbox under the system actor.
+    get_root(&client(addr, &key).await).await.unwrap();
+    drop(again);
+    let mut conn = SqliteConnection::establish(&db.display().to_string()).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Repair {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        event_type: String,
+    }
+    let repairs: Vec<String> = diesel::sql_query(
+        "SELECT event_type FROM outbox WHERE actor = 'system' AND request_id = 'recover-root' ORDER BY id",
+    )
+    .load::<Repair>(&mut conn)
+    .unwrap()
+    .into_iter()
+    .map(|r| r.event_type)
+    .collect();
+    assert_eq!(
+        repairs,
+        [
+            "organization.updated",
+            "serviceAccount.updated",
+            "apiKey.created"
+        ]
+    );
 }
