@@ -288,7 +288,9 @@ async fn every_listed_filter_field_is_queryable() {
         new_org(&store, "acme").await;
         new_user(&store, "acme", "u", Role::Viewer).await;
         let text_of = |field: &str, ty: &FieldType| match ty {
-            FieldType::Enum(values) => format!("{field} = {}", values[0].0),
+            FieldType::Enum { values, name } => {
+                format!("{field} = {}", name(values[0]).unwrap_or_default())
+            }
             FieldType::Text => format!("{field} = \"x\""),
             FieldType::Timestamp => format!("{field} > \"2020-01-01T00:00:00Z\""),
         };

@@ -26,8 +26,15 @@ pub enum Op {
 /// value is read.
 #[derive(Debug, Clone, Copy)]
 pub enum FieldType {
-    /// An enum, compared with = and != to one of the named values.
-    Enum(&'static [(&'static str, i16)]),
+    /// A proto enum, compared with = and != to one of `values`, named as
+    /// the proto names them (`name` is the generated `as_str_name`), so no
+    /// enum name or number is written twice.
+    Enum {
+        /// The values a filter may name.
+        values: &'static [i32],
+        /// The proto's name of a value.
+        name: fn(i32) -> Option<&'static str>,
+    },
     /// Text, compared with = and !=.
     Text,
     /// A timestamp in RFC 3339, compared with any operator.
@@ -102,14 +109,14 @@ pub fn parse(filter: &str, fields: &[(&'static str, FieldType)]) -> Result<Vec<P
             )));
         };
         let value = match ty {
-            FieldType::Enum(values) => {
+            FieldType::Enum { values, name } => {
                 ensure_equality(field, op)?;
                 let code = values
                     .iter()
-                    .find(|(n, _)| *n == raw)
-                    .map(|(_, c)| *c)
+                    .copied()
+                    .find(|v| name(*v) == Some(raw.as_str()))
                     .ok_or_else(|| {
-                        let names: Vec<_> = values.iter().map(|(n, _)| *n).collect();
+                        let names: Vec<_> = values.iter().filter_map(|v| name(*v)).collect();
                         bad(format!(
                             "'{raw}' is not a value of {field}; expected one of {}",
                             names.join(", ")
@@ -245,7 +252,17 @@ mod tests {
     use super::*;
 
     const FIELDS: &[(&str, FieldType)] = &[
-        ("state", FieldType::Enum(&[("ACTIVE", 1), ("DISABLED", 2)])),
+        (
+            "state",
+            FieldType::Enum {
+                values: &[1, 2],
+                name: |v| match v {
+                    1 => Some("ACTIVE"),
+                    2 => Some("DISABLED"),
+                    _ => None,
+                },
+            },
+        ),
         ("display_name", FieldType::Text),
         ("create_time", FieldType::Timestamp),
     ];

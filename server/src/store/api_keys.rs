@@ -32,7 +32,13 @@ const REVOKED: i16 = State::Revoked as i16;
 
 /// The fields ListApiKeys filters on; `list_api_keys` matches each of them.
 pub const FILTERS: &[(&str, FieldType)] = &[
-    ("state", FieldType::Enum(&[("ACTIVE", 1), ("REVOKED", 2)])),
+    (
+        "state",
+        FieldType::Enum {
+            values: &[State::Active as i32, State::Revoked as i32],
+            name: |v| State::try_from(v).ok().map(|s| s.as_str_name()),
+        },
+    ),
     ("display_name", FieldType::Text),
     ("create_time", FieldType::Timestamp),
 ];

@@ -153,10 +153,15 @@ impl fmt::Debug for Target {
     }
 }
 
-/// A pooled connection plus whether it saw a connection-level failure.
+/// A pooled connection plus what its last use said about its health.
 pub struct Conn {
+    /// The connection.
     pub conn: DbConnection,
+    /// A connection-level failure: never reuse it.
     broken: bool,
+    /// A statement failed: ping before the next checkout, since diesel
+    /// cannot always tell a dead session from a refused statement.
+    suspect: bool,
 }
 
 /// deadpool manager: opens connections on a blocking thread, and discards
@@ -175,6 +180,7 @@ impl managed::Manager for Manager {
             target.establish().map(|conn| Conn {
                 conn,
                 broken: false,
+                suspect: false,
             })
         })
         .await
@@ -192,7 +198,9 @@ impl managed::Manager for Manager {
                 if c.broken {
                     return false;
                 }
-                !stale || diesel::sql_query("SELECT 1").execute(&mut c.conn).is_ok()
+                let check = stale || c.suspect;
+                c.suspect = false;
+                !check || diesel::sql_query("SELECT 1").execute(&mut c.conn).is_ok()
             })
             .await
             .unwrap_or(false);
@@ -256,10 +264,13 @@ impl Db {
         })?;
         obj.interact(move |c| {
             let result = f(&mut c.conn);
-            // Diesel cannot tell us reliably whether a connection survived
-            // an unexpected error, so such a connection is not reused.
-            if let Err(Error::Unavailable(_) | Error::Internal(_)) = &result {
-                c.broken = true;
+            // Only connection-class failures (see `StoreError`) become
+            // UNAVAILABLE; those connections are dropped. Any other failure
+            // costs one ping at the next checkout, not a new session.
+            match &result {
+                Err(Error::Unavailable(_)) => c.broken = true,
+                Err(Error::Internal(_)) => c.suspect = true,
+                _ => {}
             }
             result
         })
@@ -304,25 +315,6 @@ impl Db {
             Ok(())
         })
         .await
-    }
-}
-
-impl From<diesel::result::Error> for Error {
-    fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::Error as D;
-        match e {
-            D::DatabaseError(DatabaseErrorKind::ClosedConnection, info)
-            | D::DatabaseError(DatabaseErrorKind::UnableToSendCommand, info) => {
-                Error::Unavailable(info.message().to_owned())
-            }
-            D::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if info.message().contains("database is locked") =>
-            {
-                Error::Unavailable("database is busy".into())
-            }
-            D::BrokenTransactionManager => Error::Unavailable("broken transaction".into()),
-            other => Error::Internal(format!("database: {other}")),
-        }
     }
 }
 

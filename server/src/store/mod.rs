@@ -14,6 +14,7 @@
 pub mod api_keys;
 pub mod cache;
 pub mod db;
+pub mod error;
 mod filter;
 pub mod organizations;
 pub mod outbox;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 pub use cache::{CacheConfig, Caches};
 pub use db::{Db, DbConnection, Target};
+pub use error::StoreError;
 
 use crate::{
     domain::Result,

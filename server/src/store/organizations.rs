@@ -25,7 +25,13 @@ use crate::{
 
 /// The fields ListOrganizations filters on; `list` matches each of them.
 pub const FILTERS: &[(&str, FieldType)] = &[
-    ("state", FieldType::Enum(&[("ACTIVE", 1), ("SUSPENDED", 2)])),
+    (
+        "state",
+        FieldType::Enum {
+            values: &[State::Active as i32, State::Suspended as i32],
+            name: |v| State::try_from(v).ok().map(|s| s.as_str_name()),
+        },
+    ),
     ("display_name", FieldType::Text),
     ("create_time", FieldType::Timestamp),
 ];

@@ -8,7 +8,7 @@ use diesel::{
     ExpressionMethods, OptionalExtension, QueryDsl, RunQueryDsl, SelectableHelper,
     TextExpressionMethods,
 };
-use tollgate::tollgate::v1::{ServiceAccount, User, user};
+use tollgate::tollgate::v1::{ServiceAccount, User, service_account, user};
 
 use super::{
     DbConnection, Store, Tx,
@@ -37,7 +37,13 @@ const ACTIVE: i16 = user::State::Active as i16;
 
 /// The fields ListUsers filters on; `list_users` matches each of them.
 pub const USER_FILTERS: &[(&str, FieldType)] = &[
-    ("state", FieldType::Enum(&[("ACTIVE", 1), ("DISABLED", 2)])),
+    (
+        "state",
+        FieldType::Enum {
+            values: &[user::State::Active as i32, user::State::Disabled as i32],
+            name: |v| user::State::try_from(v).ok().map(|s| s.as_str_name()),
+        },
+    ),
     ("display_name", FieldType::Text),
     ("email", FieldType::Text),
     ("create_time", FieldType::Timestamp),
@@ -46,7 +52,20 @@ pub const USER_FILTERS: &[(&str, FieldType)] = &[
 /// The fields ListServiceAccounts filters on; `list_service_accounts`
 /// matches each of them.
 pub const SERVICE_ACCOUNT_FILTERS: &[(&str, FieldType)] = &[
-    ("state", FieldType::Enum(&[("ACTIVE", 1), ("DISABLED", 2)])),
+    (
+        "state",
+        FieldType::Enum {
+            values: &[
+                service_account::State::Active as i32,
+                service_account::State::Disabled as i32,
+            ],
+            name: |v| {
+                service_account::State::try_from(v)
+                    .ok()
+                    .map(|s| s.as_str_name())
+            },
+        },
+    ),
     ("display_name", FieldType::Text),
     ("create_time", FieldType::Timestamp),
 ];
