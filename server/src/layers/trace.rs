@@ -1,6 +1,6 @@
-//! One span per RPC (method, principal, code, latency) and the Prometheus
-//! metrics: requests by method and code, errors by method and code, and a
-//! latency histogram per method.
+//! One span per RPC (method, principal), one closing event (code, latency)
+//! and the Prometheus metrics: requests by method and code, errors by
+//! method and code, and a latency histogram per method.
 //!
 //! The gRPC code arrives either in the response headers (trailers-only
 //! responses, i.e. most errors) or in the trailers at the end of the body,
@@ -206,8 +206,9 @@ impl Recorder {
         self.metrics.record(code, elapsed.as_secs_f64());
         let name = CODES[code];
         let ms = elapsed.as_secs_f64() * 1000.0;
-        self.span.record("code", name);
-        self.span.record("latency_ms", ms);
+        // The outcome goes on the closing event, not on the span: recording
+        // into a span makes every log layer re-format its fields, a cost
+        // paid on every call even at levels that print nothing per call.
         let _e = self.span.enter();
         match fault {
             Fault::Server => tracing::warn!(code = name, latency_ms = ms, "rpc failed"),
@@ -259,13 +260,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = req.uri().path();
-        let span = tracing::info_span!(
-            "rpc",
-            method = path,
-            principal = Empty,
-            code = Empty,
-            latency_ms = Empty
-        );
+        let span = tracing::info_span!("rpc", method = path, principal = Empty);
         let client_gone = Arc::new(AtomicBool::new(false));
         let mut recorder = Recorder {
             span: span.clone(),
