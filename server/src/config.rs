@@ -24,26 +24,34 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// The settings of `tollgate` without a command (the same as `serve`'s);
+    /// ignored when a command is given.
     #[command(flatten)]
     pub serve: Settings,
 }
 
+/// What `tollgate` was asked to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
     Serve(Settings),
     /// Offline administration on the database.
     Admin {
+        /// Which administration task to run.
         #[command(subcommand)]
         command: AdminCommand,
     },
 }
 
+/// The `tollgate admin` tasks: they open the database directly, without a
+/// running server or an API key.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Mint a new API key for a service account (default: the root admin)
     /// and print it to stdout.
     CreateKey {
+        /// The database to work on, set as for `serve`; logs go to stderr
+        /// at WARN.
         #[command(flatten)]
         settings: Settings,
         /// The owner of the key.
@@ -59,6 +67,8 @@ pub enum AdminCommand {
     /// to stdout. Run it against the database, with the server stopped or
     /// running.
     RecoverRoot {
+        /// The database to work on, set as for `serve`; logs go to stderr
+        /// at WARN.
         #[command(flatten)]
         settings: Settings,
     },
@@ -71,8 +81,11 @@ pub enum LogFormat {
     /// Pretty on a terminal, compact otherwise.
     #[default]
     Auto,
+    /// Multi-line and colored, for a person at a terminal.
     Pretty,
+    /// One line per event.
     Compact,
+    /// One JSON object per line, with the current span, for log shippers.
     Json,
 }
 
@@ -184,15 +197,35 @@ impl Settings {
 /// The resolved configuration `run` takes.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Address the gRPC API listens on; default
+    /// `127.0.0.1:8080` (`--listen`, `TOLLGATE_LISTEN`).
     pub listen: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz; default `127.0.0.1:9090`
+    /// (`--admin-listen`, `TOLLGATE_ADMIN_LISTEN`).
     pub admin_listen: SocketAddr,
+    /// Which database to use; default `sqlite://data/tollgate.db`
+    /// (`--database-url`, `TOLLGATE_DATABASE_URL`).
     pub database_url: String,
+    /// Most database connections held open at once; default 16
+    /// (`--db-pool-size`, `TOLLGATE_DB_POOL_SIZE`).
     pub db_pool_size: usize,
+    /// Size and lifetime of the in-process caches; default 10,000 entries
+    /// for 30 s (`--cache-capacity`, `--cache-ttl-secs`).
     pub cache: CacheConfig,
+    /// How log lines look; default `auto` (`--log-format`,
+    /// `TOLLGATE_LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Which log lines are written, in `RUST_LOG` syntax (which wins when
+    /// set); default `info` (`--log-level`, `TOLLGATE_LOG_LEVEL`).
     pub log_level: String,
+    /// Where the first start also writes the bootstrap admin key (mode
+    /// 0600); by default it only goes to stderr (`--bootstrap-key-file`).
     pub bootstrap_key_file: Option<PathBuf>,
+    /// How long in-flight calls may finish after shutdown begins; default
+    /// 30 s (`--shutdown-grace-secs`).
     pub shutdown_grace: Duration,
+    /// How often the database is probed for /readyz and gRPC health;
+    /// default 2 s (`--health-interval-ms`).
     pub health_interval: Duration,
     /// Concurrent password hashes; `None` sizes the limit to the machine.
     pub max_concurrent_password_hashes: Option<usize>,

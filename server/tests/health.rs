@@ -28,8 +28,12 @@ struct Proxy {
 
 impl Proxy {
     async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the proxy binds an ephemeral loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let cut = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let (c, cs) = (cut.clone(), conns.clone());
@@ -80,12 +84,16 @@ async fn wait_for(client: &Client, want: ServingStatus) {
 
 async fn readyz(addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the admin listener is up while the server runs");
     s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
-        .unwrap();
+        .expect("the admin endpoint accepts the request");
     let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    s.read_to_string(&mut out)
+        .await
+        .expect("the admin endpoint answers in UTF-8 and closes");
     out
 }
 

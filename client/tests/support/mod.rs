@@ -69,12 +69,12 @@ impl FakeOrganizations {
         self.seen
             .authorization
             .lock()
-            .unwrap()
+            .expect("held only to push, which cannot panic and poison it")
             .push(authorization.clone());
         self.seen
             .grpc_timeout
             .lock()
-            .unwrap()
+            .expect("held only to push, which cannot panic and poison it")
             .push(header("grpc-timeout"));
         if let Some(expected) = &self.script.expect_authorization
             && authorization.as_deref() != Some(expected)

@@ -12,6 +12,10 @@ use crate::domain::Error;
 pub const ERROR_DOMAIN: &str = "tollgate.dev";
 
 impl From<Error> for Status {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place gRPC statuses are built"
+    )]
     fn from(e: Error) -> Status {
         let mut details = ErrorDetails::new();
         let (code, reason, message) = match e {

@@ -40,7 +40,10 @@ impl fmt::Debug for SecretKey {
 /// A freshly minted key and what is stored of it.
 #[derive(Debug)]
 pub struct MintedKey {
+    /// The public part that locates the stored row; also the key's id in
+    /// its resource name.
     pub key_id: String,
+    /// The whole key, to show its owner once and never store.
     pub secret: SecretKey,
     /// Hex SHA-256 of the whole key.
     pub digest: String,
@@ -74,6 +77,7 @@ pub fn mint() -> MintedKey {
 /// A presented key, split and hashed; the secret itself is not kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresentedKey {
+    /// Which stored key to compare against.
     pub key_id: String,
     digest: [u8; 32],
 }

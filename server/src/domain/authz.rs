@@ -16,8 +16,13 @@ pub const ROOT_ORG: &str = "root";
 /// whose highest role is at most its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    /// May read (get, list) everything in its organization.
     Viewer,
+    /// May also write (create, update, delete, revoke, set passwords),
+    /// except the organization's own settings.
     Editor,
+    /// May do anything in its organization but create or delete it; in
+    /// `root`, anything anywhere.
     Admin,
 }
 
@@ -25,6 +30,7 @@ impl Role {
     /// Every role, weakest first.
     pub const ALL: [Role; 3] = [Role::Viewer, Role::Editor, Role::Admin];
 
+    /// The role as requests and the database spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
@@ -33,6 +39,7 @@ impl Role {
         }
     }
 
+    /// Reads [`Role::as_str`]'s spelling; `None` for an unknown role.
     pub fn parse(s: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
@@ -164,6 +171,8 @@ impl fmt::Display for Permission {
 pub struct Roles(Vec<Role>);
 
 impl Roles {
+    /// Sorts and de-duplicates `roles`, so equal sets compare and store
+    /// equal.
     pub fn new(mut roles: Vec<Role>) -> Self {
         roles.sort();
         roles.dedup();
@@ -193,10 +202,12 @@ impl Roles {
         Roles::new(s.split(',').filter_map(Role::parse).collect())
     }
 
+    /// The stored form, read back by [`Roles::from_stored`].
     pub fn to_stored(&self) -> String {
         self.names().collect::<Vec<_>>().join(",")
     }
 
+    /// The roles as the API spells them, weakest first.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.0.iter().map(|r| r.as_str())
     }
@@ -211,6 +222,7 @@ impl Roles {
         self.0.last().copied()
     }
 
+    /// Whether `role` itself is held (not whether a stronger one is).
     pub fn contains(&self, role: Role) -> bool {
         self.0.contains(&role)
     }

@@ -14,11 +14,17 @@ const FIELD: &str = "filter";
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `=`: any field type.
     Eq,
+    /// `!=`: any field type.
     Ne,
+    /// `<`: timestamps only.
     Lt,
+    /// `<=`: timestamps only.
     Le,
+    /// `>`: timestamps only.
     Gt,
+    /// `>=`: timestamps only.
     Ge,
 }
 
@@ -46,14 +52,18 @@ pub enum FieldType {
 pub enum Value {
     /// Enum codes and timestamps (microseconds).
     Int(i64),
+    /// Text fields, as written in the filter.
     Text(String),
 }
 
 /// One checked condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Predicate {
+    /// The filtered field, as the List method named it.
     pub field: &'static str,
+    /// How the field is compared with `value`.
     pub op: Op,
+    /// What the field is compared with.
     pub value: Value,
 }
 

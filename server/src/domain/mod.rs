@@ -93,13 +93,23 @@ pub enum Error {
     InvalidArgument(Violations),
     /// The named resource does not exist (or the caller may not know it does).
     #[error("{resource} not found")]
-    NotFound { resource: String },
+    NotFound {
+        /// The resource name the caller asked for.
+        resource: String,
+    },
     /// A create collided with an existing resource.
     #[error("{resource} already exists")]
-    AlreadyExists { resource: String },
+    AlreadyExists {
+        /// What it collided with, for the message: the resource name, or
+        /// a description such as a user's email in an organization.
+        resource: String,
+    },
     /// The etag sent does not match: someone else changed the resource.
     #[error("{resource} was changed since it was read (etag mismatch); read it again")]
-    Aborted { resource: String },
+    Aborted {
+        /// The resource whose etag was stale, to read again.
+        resource: String,
+    },
     /// The system is not in a state that allows the call.
     #[error("{message}")]
     FailedPrecondition {

@@ -95,10 +95,13 @@ fn truncate(s: &str) -> String {
 /// `organizations/{org}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OrgName {
+    /// The organization id.
     pub org: String,
 }
 
 impl OrgName {
+    /// Parses `name`; a violation of `field` when it is not an
+    /// organization's name.
     pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
         let [org] = parse(
             field,
@@ -119,7 +122,9 @@ impl std::fmt::Display for OrgName {
 /// The two kinds of principal that can own API keys and hold roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PrincipalKind {
+    /// A person; the only kind that can have a password (`SetPassword`).
     User,
+    /// A non-human caller (a service, a job, a CI pipeline).
     ServiceAccount,
 }
 
@@ -154,8 +159,11 @@ impl PrincipalKind {
 /// `organizations/{org}/serviceAccounts/{sa}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PrincipalName {
+    /// The organization the principal belongs to.
     pub org: String,
+    /// Which collection the principal is in.
     pub kind: PrincipalKind,
+    /// The principal's id within its organization and kind.
     pub id: String,
 }
 
@@ -209,11 +217,15 @@ impl std::fmt::Display for PrincipalName {
 /// `{principal}/apiKeys/{key}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApiKeyName {
+    /// The user or service account the key authenticates as.
     pub owner: PrincipalName,
+    /// The key id (the public part of the key).
     pub key: String,
 }
 
 impl ApiKeyName {
+    /// Parses `name` under either kind of owner; a violation of `field`
+    /// when it is not an API key's name.
     pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
         let bad = || {
             FieldViolation::new(

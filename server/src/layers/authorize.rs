@@ -238,6 +238,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a refused authentication carries the status the authenticate layer made"
+    )]
     fn public_methods_need_no_caller() {
         let p = policies();
         let health = p.get("/grpc.health.v1.Health/Check");
@@ -253,6 +257,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a refused authentication carries the status the authenticate layer made"
+    )]
     fn private_methods_need_a_principal_with_the_permission() {
         let p = policies();
         let create = p.get("/tollgate.v1.UserService/CreateUser");

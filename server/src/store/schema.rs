@@ -1,7 +1,10 @@
 //! Diesel table definitions, shared by SQLite and PostgreSQL. Kept to the
-#![expect(missing_docs, reason = "diesel's table! macro generates these items; the SQL in migrations/ documents them")]
 //! SQL types diesel's `MultiConnection` supports on both (no BLOB, no BOOL):
 //! digests are hex text, timestamps microseconds.
+#![expect(
+    missing_docs,
+    reason = "diesel's table! macro generates these items; the SQL in migrations/ documents them"
+)]
 
 diesel::table! {
     organizations (org_id) {
