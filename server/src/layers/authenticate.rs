@@ -17,7 +17,7 @@ use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::BoxFuture;
+use super::{BoxFuture, call::Call};
 use crate::{
     domain::{Error, api_key::PresentedKey, authz::Principal},
     store::Store,
@@ -92,6 +92,9 @@ where
             let authentication = authenticate(&store, req.headers()).await;
             if let Authentication::Principal(p) = &authentication {
                 tracing::Span::current().record("principal", p.name());
+                if let Some(call) = req.extensions().get::<Arc<Call>>() {
+                    call.set_principal(p.clone());
+                }
             }
             req.extensions_mut().insert(authentication);
             inner.call(req).await

@@ -8,18 +8,21 @@
 //! a permission: it travels in the permit, straight from the proto.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
-    BoxFuture,
     authenticate::{Authentication, CREDENTIALS_REQUIRED},
+    call::Call,
     request_id::RequestId,
 };
 use crate::{
@@ -161,6 +164,37 @@ fn decide(
 
 // === impl Authorize ===
 
+pin_project! {
+    /// The future of [`Authorize`]: a refusal ready at once, or the inner
+    /// service's future untouched (no allocation on the path every call
+    /// takes).
+    pub struct AuthorizeFuture<F, ResB> {
+        #[pin]
+        inner: Option<F>,
+        refused: Option<Response<ResB>>,
+    }
+}
+
+impl<F, ResB, E> Future for AuthorizeFuture<F, ResB>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(response) = this.refused.take() {
+            return Poll::Ready(Ok(response));
+        }
+        match this.inner.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            // Polled after a refusal completed: a caller bug; stay pending
+            // rather than panic.
+            None => Poll::Pending,
+        }
+    }
+}
+
 impl<S, B, ResB> Service<Request<B>> for Authorize<S>
 where
     S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -170,7 +204,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = AuthorizeFuture<S::Future, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -183,8 +217,8 @@ where
             .unwrap_or(Authentication::Anonymous);
         let request_id = || {
             req.extensions()
-                .get::<RequestId>()
-                .cloned()
+                .get::<Arc<Call>>()
+                .map(|c| c.request_id().clone())
                 .unwrap_or_else(RequestId::assign)
         };
         let decision = decide(
@@ -193,7 +227,10 @@ where
             request_id,
         );
         match decision {
-            Decision::Refuse(status) => Box::pin(async move { Ok(status.into_http()) }),
+            Decision::Refuse(status) => AuthorizeFuture {
+                inner: None,
+                refused: Some(status.into_http()),
+            },
             decision => {
                 if let Decision::Permit(caller) = decision {
                     req.extensions_mut().insert(caller);
@@ -201,7 +238,10 @@ where
                 // The clone is not ready yet; keep the one that is.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(req))
+                AuthorizeFuture {
+                    inner: Some(inner.call(req)),
+                    refused: None,
+                }
             }
         }
     }

@@ -6,11 +6,13 @@
 
 pub mod authenticate;
 pub mod authorize;
+pub mod call;
 pub mod request_id;
 pub mod trace;
 
 pub use authenticate::{AuthenticateLayer, Authentication};
 pub use authorize::{AuthorizeLayer, Caller};
+pub use call::Call;
 pub use request_id::RequestId;
 pub use trace::{RpcMetrics, TraceLayer};
 
