@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use prost::Message as _;
 use tollgate_client::tonic::Status;
 use tollgate_e2e::{
     Client, Code, TestServer, each_backend,
@@ -122,18 +121,7 @@ impl Row {
 /// `Service/Method` of every `tollgate.v1` method, from the descriptors
 /// the server reads its policies from.
 fn served_methods() -> BTreeSet<String> {
-    let fds = prost_types::FileDescriptorSet::decode(tollgate::FILE_DESCRIPTOR_SET)
-        .expect("the embedded descriptor set decodes");
-    fds.file
-        .iter()
-        .filter(|f| f.package() == "tollgate.v1")
-        .flat_map(|f| &f.service)
-        .flat_map(|s| {
-            s.method
-                .iter()
-                .map(move |m| format!("{}/{}", s.name(), m.name()))
-        })
-        .collect()
+    tollgate_e2e::descriptors::methods(|_| true)
 }
 
 #[test]

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 
-use prost::Message as _;
 use tollgate::tollgate::v1::event::After;
 use tollgate_client::tonic::Status;
 use tollgate_e2e::{
@@ -29,25 +28,7 @@ const ADMIN: &str = "organizations/root/serviceAccounts/admin";
 
 /// `Service/Method` of every write, from the descriptors.
 fn writes() -> BTreeSet<String> {
-    let fds = prost_types::FileDescriptorSet::decode(tollgate::FILE_DESCRIPTOR_SET)
-        .expect("the embedded descriptor set decodes");
-    let no_side_effects = prost_types::method_options::IdempotencyLevel::NoSideEffects as i32;
-    fds.file
-        .iter()
-        .filter(|f| f.package() == "tollgate.v1")
-        .flat_map(|f| &f.service)
-        .flat_map(|s| {
-            s.method
-                .iter()
-                .filter(move |m| {
-                    m.options
-                        .as_ref()
-                        .and_then(|o| o.idempotency_level)
-                        .is_none_or(|l| l != no_side_effects)
-                })
-                .map(move |m| format!("{}/{}", s.name(), m.name()))
-        })
-        .collect()
+    tollgate_e2e::descriptors::methods(|m| !tollgate_e2e::descriptors::is_read(m))
 }
 
 /// The writes, each with the event type it must append.

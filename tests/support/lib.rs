@@ -10,6 +10,8 @@
 //! - `postgres`: one throw-away schema per PostgreSQL test server.
 //! - [`rpc`]: assertions on call results: codes, field violations,
 //!   `google.rpc` details.
+//! - [`descriptors`]: the `tollgate.v1` methods, for tables that need a
+//!   row per method.
 //! - [`fixtures`]: the requests most tests start with.
 //! - [`policy`]: descriptor sets with a method's policy edited.
 //! - [`outbox`]: the events a server appended, read from its database.
@@ -25,6 +27,7 @@
 //! - `GRPCURL`: the grpcurl binary to use.
 #![forbid(unsafe_code)]
 
+pub mod descriptors;
 pub mod fixtures;
 pub mod http;
 pub mod outbox;
