@@ -681,3 +681,66 @@ async fn organization_admins_stay_inside_their_organization() {
     })
     .await;
 }
+
+/// A key that authenticated is remembered (one cache lookup per call);
+/// every change to its owner, its organization or the key itself must end
+/// that at once on this replica: a demotion, a disable, a suspension, a
+/// revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_behind_a_remembered_key_apply_at_once() {
+    each_backend(async |server: &mut TestServer| {
+        let admin = server.admin();
+        create_org(&admin, "acme", "Acme").await;
+        let sa = create_sa(&admin, "acme", "ops", &["admin"]).await;
+        let key = create_key(&admin, &sa.name, "ops").await;
+        let ops = server.client(&key.secret);
+        let rename = |n: &str| UpdateOrganizationRequest {
+            organization: Some(Organization {
+                name: org_name("acme"),
+                display_name: n.into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["display_name"]),
+        };
+        // Warm: the key is remembered as an admin of acme.
+        ops.organizations()
+            .update_organization(rename("One"))
+            .await
+            .expect_ok();
+        // Demoted: the very next call is refused.
+        admin
+            .service_accounts()
+            .update_service_account(UpdateServiceAccountRequest {
+                service_account: Some(ServiceAccount {
+                    name: sa.name.clone(),
+                    roles: roles(&["viewer"]),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["roles"]),
+            })
+            .await
+            .expect_ok();
+        ops.organizations()
+            .update_organization(rename("Two"))
+            .await
+            .expect_code(Code::PermissionDenied);
+        assert_eq!(probe(&ops, "acme").await, Code::Ok, "still a viewer");
+        // Suspended organization, then active again.
+        set_org_state(&admin, "acme", organization::State::Suspended).await;
+        assert_eq!(probe(&ops, "acme").await, Code::PermissionDenied);
+        set_org_state(&admin, "acme", organization::State::Active).await;
+        assert_eq!(probe(&ops, "acme").await, Code::Ok);
+        // Revoked.
+        admin
+            .api_keys()
+            .revoke_api_key(RevokeApiKeyRequest {
+                name: key.name.clone(),
+                etag: String::new(),
+            })
+            .await
+            .expect_ok();
+        assert_eq!(probe(&ops, "acme").await, Code::Unauthenticated);
+        Ok(())
+    })
+    .await;
+}

@@ -7,6 +7,7 @@ use tollgate::tollgate::v1::{ApiKey, api_key::State};
 
 use super::{
     DbConnection, Store, Tx,
+    cache::ResolvedKey,
     filter::{apply_op, int, small, text, unknown},
     principals::{capped, load_any},
     schema::api_keys,
@@ -325,6 +326,18 @@ impl Store {
     /// PERMISSION_DENIED: the key is good, the tenant is not.
     pub async fn authenticate_key(&self, key: &PresentedKey) -> Result<Arc<Principal>> {
         let invalid = || Error::Unauthenticated("invalid API key".into());
+        if let Some(hit) = self.caches.resolved.get(&key.key_id) {
+            // Owner, state and organization were good when cached, and
+            // every event that changes them evicts the entry; the secret
+            // and the clock are checked on every call.
+            if !key.matches(&hit.row.digest) {
+                return Err(invalid());
+            }
+            if hit.row.expire_time.is_some_and(|t| t <= now_micros()) {
+                return Err(Error::Unauthenticated("API key expired".into()));
+            }
+            return Ok(hit.principal.clone());
+        }
         let row = match self.caches.keys.get(&key.key_id) {
             Some(hit) => hit,
             None => {
@@ -380,22 +393,30 @@ impl Store {
             )));
         }
         // A key minted by someone else grants at most what its minter had.
-        let principal = &record.principal;
-        match row.cap() {
-            None => Ok(principal.clone()),
+        let owner = &record.principal;
+        let principal = match row.cap() {
+            None => owner.clone(),
             Some(cap) => {
-                let roles = capped(&principal.roles, cap);
-                if roles == principal.roles {
-                    Ok(principal.clone())
+                let roles = capped(&owner.roles, cap);
+                if roles == owner.roles {
+                    owner.clone()
                 } else {
-                    Ok(Arc::new(Principal::new(
-                        principal.org.clone(),
-                        principal.kind,
-                        principal.id.clone(),
+                    Arc::new(Principal::new(
+                        owner.org.clone(),
+                        owner.kind,
+                        owner.id.clone(),
                         roles,
-                    )))
+                    ))
                 }
             }
-        }
+        };
+        self.caches.resolved.insert(
+            key.key_id.clone(),
+            Arc::new(ResolvedKey {
+                row: row.clone(),
+                principal: principal.clone(),
+            }),
+        );
+        Ok(principal)
     }
 }

@@ -11,7 +11,10 @@ use moka::sync::Cache;
 
 use super::{api_keys::ApiKeyRow, organizations::OrganizationRow, principals::PrincipalRecord};
 use crate::{
-    domain::names::{ApiKeyName, OrgName, PrincipalKind, PrincipalName},
+    domain::{
+        authz::Principal,
+        names::{ApiKeyName, OrgName, PrincipalKind, PrincipalName},
+    },
     events::{Event, EventKind},
 };
 
@@ -45,6 +48,21 @@ pub struct Caches {
     /// `None` remembers that a key id does not exist, so a flood of made-up
     /// keys does not become a flood of queries.
     pub keys: Cache<String, Option<Arc<ApiKeyRow>>>,
+    /// What a good key authenticated as, by key id: the key row and its
+    /// (capped) principal, checked active in an active organization when
+    /// cached. The hot path makes this one lookup instead of three (key,
+    /// principal, organization); every event that could change the answer
+    /// evicts the entries it touches.
+    pub resolved: Cache<String, Arc<ResolvedKey>>,
+}
+
+/// A key that authenticated, with what it authenticated as.
+#[derive(Debug)]
+pub struct ResolvedKey {
+    /// The key row (digest, expiry, owner).
+    pub row: Arc<ApiKeyRow>,
+    /// The principal the key acts as, after its role cap.
+    pub principal: Arc<Principal>,
 }
 
 impl Caches {
@@ -61,6 +79,11 @@ impl Caches {
                 .support_invalidation_closures()
                 .build(),
             keys: Cache::builder()
+                .max_capacity(c.capacity)
+                .time_to_live(c.ttl)
+                .support_invalidation_closures()
+                .build(),
+            resolved: Cache::builder()
                 .max_capacity(c.capacity)
                 .time_to_live(c.ttl)
                 .support_invalidation_closures()
@@ -89,9 +112,11 @@ impl Caches {
             | EventKind::UserUpdated
             | EventKind::UserPasswordSet
             | EventKind::ServiceAccountCreated
-            | EventKind::ServiceAccountUpdated => {
-                PrincipalName::parse_any("resource", resource).map(|n| self.forget_principal(&n))
-            }
+            | EventKind::ServiceAccountUpdated => PrincipalName::parse_any("resource", resource)
+                .map(|n| {
+                    self.forget_principal(&n);
+                    self.forget_resolved_of(&n);
+                }),
             EventKind::UserDeleted | EventKind::ServiceAccountDeleted => {
                 PrincipalName::parse_any("resource", resource).map(|n| {
                     self.forget_principal(&n);
@@ -99,7 +124,10 @@ impl Caches {
                 })
             }
             EventKind::ApiKeyCreated | EventKind::ApiKeyRevoked => {
-                ApiKeyName::parse("resource", resource).map(|n| self.keys.invalidate(&n.key))
+                ApiKeyName::parse("resource", resource).map(|n| {
+                    self.keys.invalidate(&n.key);
+                    self.resolved.invalidate(&n.key);
+                })
             }
         };
         if let Err(v) = parsed {
@@ -113,6 +141,14 @@ impl Caches {
         self.orgs.invalidate_all();
         self.principals.invalidate_all();
         self.keys.invalidate_all();
+        self.resolved.invalidate_all();
+    }
+
+    fn forget_resolved_of(&self, name: &PrincipalName) {
+        let (org, kind, id) = (name.org.clone(), name.kind.code(), name.id.clone());
+        let _ = self.resolved.invalidate_entries_if(move |_, v| {
+            v.row.org_id == org && v.row.owner_kind == kind && v.row.owner_id == id
+        });
     }
 
     fn forget_principal(&self, name: &PrincipalName) {
@@ -121,6 +157,7 @@ impl Caches {
     }
 
     fn forget_keys_of(&self, name: &PrincipalName) {
+        self.forget_resolved_of(name);
         let (org, kind, id) = (name.org.clone(), name.kind.code(), name.id.clone());
         let _ = self.keys.invalidate_entries_if(move |_, v| {
             v.as_ref()
@@ -131,6 +168,10 @@ impl Caches {
     /// Forgets everything cached about an organization and its members.
     fn invalidate_org(&self, org: &str) {
         self.orgs.invalidate(org);
+        let o = org.to_owned();
+        let _ = self
+            .resolved
+            .invalidate_entries_if(move |_, v| v.row.org_id == o);
         let o = org.to_owned();
         let _ = self.principals.invalidate_entries_if(move |k, _| k.0 == o);
         let o = org.to_owned();
