@@ -8,11 +8,14 @@
 //! touching the permission logic.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use http::Request;
+use pin_project_lite::pin_project;
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -68,6 +71,37 @@ pub struct Authenticate<S> {
 
 // === impl Authenticate ===
 
+pin_project! {
+    /// The future of [`Authenticate`]: the inner service's future when the
+    /// answer was known at once (no credential, a malformed one, or a key
+    /// already resolved: the path nearly every call takes, without an
+    /// allocation), or a boxed lookup in the store first.
+    pub struct AuthenticateFuture<F, T> {
+        #[pin]
+        inner: Option<F>,
+        lookup: Option<BoxFuture<T>>,
+    }
+}
+
+impl<F, T> Future for AuthenticateFuture<F, T>
+where
+    F: Future<Output = T>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.project();
+        if let Some(lookup) = this.lookup.as_mut() {
+            return lookup.as_mut().poll(cx);
+        }
+        match this.inner.as_pin_mut() {
+            Some(inner) => inner.poll(cx),
+            // Never built that way; stay pending rather than panic.
+            None => Poll::Pending,
+        }
+    }
+}
+
 impl<S, B> Service<Request<B>> for Authenticate<S>
 where
     S: Service<Request<B>> + Clone + Send + 'static,
@@ -76,7 +110,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = AuthenticateFuture<S::Future, Result<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -87,39 +121,70 @@ where
         // clone-and-swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let store = self.store.clone();
-        Box::pin(async move {
-            let authentication = authenticate(&store, req.headers()).await;
-            if let Authentication::Principal(p) = &authentication {
-                tracing::Span::current().record("principal", p.name());
-                if let Some(call) = req.extensions().get::<Arc<Call>>() {
-                    call.set_principal(p.clone());
+        match first_step(&self.store, req.headers()) {
+            Step::Known(authentication) => {
+                note(&mut req, authentication);
+                AuthenticateFuture {
+                    inner: Some(inner.call(req)),
+                    lookup: None,
                 }
             }
-            req.extensions_mut().insert(authentication);
-            inner.call(req).await
-        })
+            Step::Lookup(key) => {
+                let store = self.store.clone();
+                AuthenticateFuture {
+                    inner: None,
+                    lookup: Some(Box::pin(async move {
+                        let authentication = match store.authenticate_key(&key).await {
+                            Ok(principal) => Authentication::Principal(principal),
+                            Err(e) => Authentication::Refused(e.into()),
+                        };
+                        note(&mut req, authentication);
+                        inner.call(req).await
+                    })),
+                }
+            }
+        }
     }
 }
 
-/// Resolves the presented credential, if any.
-async fn authenticate(store: &Store, headers: &http::HeaderMap) -> Authentication {
+/// Records the outcome for the layers inside and for the call's log line.
+fn note<B>(req: &mut Request<B>, authentication: Authentication) {
+    if let Authentication::Principal(p) = &authentication {
+        tracing::Span::current().record("principal", p.name());
+        if let Some(call) = req.extensions().get::<Arc<Call>>() {
+            call.set_principal(p.clone());
+        }
+    }
+    req.extensions_mut().insert(authentication);
+}
+
+/// What can be decided without waiting.
+enum Step {
+    /// Decided.
+    Known(Authentication),
+    /// A well-formed key the caches do not know yet.
+    Lookup(PresentedKey),
+}
+
+/// Reads the credential and answers from the caches when they can.
+fn first_step(store: &Store, headers: &http::HeaderMap) -> Step {
     let token = match credential(headers) {
         Ok(Some(token)) => token,
-        Ok(None) => return Authentication::Anonymous,
-        Err(e) => return Authentication::Refused(e.into()),
+        Ok(None) => return Step::Known(Authentication::Anonymous),
+        Err(e) => return Step::Known(Authentication::Refused(e.into())),
     };
     let Some(key) = PresentedKey::parse(token) else {
-        return Authentication::Refused(
+        return Step::Known(Authentication::Refused(
             Error::Unauthenticated(
                 "unsupported credential: expected a Tollgate API key (tg_…)".into(),
             )
             .into(),
-        );
+        ));
     };
-    match store.authenticate_key(&key).await {
-        Ok(principal) => Authentication::Principal(principal),
-        Err(e) => Authentication::Refused(e.into()),
+    match store.resolved_key(&key) {
+        Some(Ok(principal)) => Step::Known(Authentication::Principal(principal)),
+        Some(Err(e)) => Step::Known(Authentication::Refused(e.into())),
+        None => Step::Lookup(key),
     }
 }
 

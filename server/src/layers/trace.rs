@@ -20,9 +20,10 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     pin::Pin,
     sync::{Arc, OnceLock},
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Instant,
 };
 
@@ -33,9 +34,9 @@ use pin_project_lite::pin_project;
 use tonic::Code;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::{Instrument, Span, field::Empty};
+use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 
-use super::{BoxFuture, call::Call, request_id::RequestId};
+use super::{call::Call, request_id::RequestId};
 
 /// The canonical codes, indexed by their number.
 const CODES: [&str; 17] = [
@@ -251,7 +252,7 @@ where
 {
     type Response = Response<ObservedBody<B>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = TraceFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -268,7 +269,7 @@ where
         // call's CPU); what a WARN line needs, it carries itself.
         let span = tracing::debug_span!("rpc", method = path, principal = Empty);
 
-        let mut recorder = Recorder {
+        let recorder = Recorder {
             span: span.clone(),
             metrics: self.metrics.get(path),
             start: Instant::now(),
@@ -277,19 +278,42 @@ where
             undecodable: false,
         };
         let req = req.map(|inner| WatchedBody { inner, call });
-        let fut = inner.call(req).instrument(span);
-        Box::pin(async move {
-            let resp = fut.await?;
-            let recorder = match grpc_status(resp.headers()) {
-                Some(code) => {
-                    recorder.undecodable = undecodable(resp.headers());
-                    recorder.finish(code);
-                    None
-                }
-                None => Some(recorder),
-            };
-            Ok(resp.map(|inner| ObservedBody { inner, recorder }))
-        })
+        TraceFuture {
+            inner: inner.call(req).instrument(span),
+            recorder: Some(recorder),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Trace`]: the inner future, then the response body
+    /// wrapped to see its status. No allocation per call.
+    pub struct TraceFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        recorder: Option<Recorder>,
+    }
+}
+
+impl<F, B, E> Future for TraceFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ObservedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // An error drops the recorder, which counts the call as CANCELLED.
+        let resp = ready!(this.inner.poll(cx))?;
+        let recorder = match (grpc_status(resp.headers()), this.recorder.take()) {
+            (Some(code), Some(mut recorder)) => {
+                recorder.undecodable = undecodable(resp.headers());
+                recorder.finish(code);
+                None
+            }
+            (_, recorder) => recorder,
+        };
+        Poll::Ready(Ok(resp.map(|inner| ObservedBody { inner, recorder })))
     }
 }
 

@@ -321,23 +321,29 @@ impl Store {
         .await
     }
 
+    /// The answer for a key resolved before, without waiting: `None` when
+    /// it is not cached. Owner, state and organization were good when it
+    /// was cached, and every event that changes them evicts the entry; the
+    /// secret and the clock are checked on every call.
+    pub fn resolved_key(&self, key: &PresentedKey) -> Option<Result<Arc<Principal>>> {
+        let hit = self.caches.resolved.get(&key.key_id)?;
+        Some(if !key.matches(&hit.row.digest) {
+            Err(Error::Unauthenticated("invalid API key".into()))
+        } else if hit.row.expire_time.is_some_and(|t| t <= now_micros()) {
+            Err(Error::Unauthenticated("API key expired".into()))
+        } else {
+            Ok(hit.principal.clone())
+        })
+    }
+
     /// Resolves a presented key to its principal. Every refusal is
     /// UNAUTHENTICATED except a suspended organization, which is
     /// PERMISSION_DENIED: the key is good, the tenant is not.
     pub async fn authenticate_key(&self, key: &PresentedKey) -> Result<Arc<Principal>> {
-        let invalid = || Error::Unauthenticated("invalid API key".into());
-        if let Some(hit) = self.caches.resolved.get(&key.key_id) {
-            // Owner, state and organization were good when cached, and
-            // every event that changes them evicts the entry; the secret
-            // and the clock are checked on every call.
-            if !key.matches(&hit.row.digest) {
-                return Err(invalid());
-            }
-            if hit.row.expire_time.is_some_and(|t| t <= now_micros()) {
-                return Err(Error::Unauthenticated("API key expired".into()));
-            }
-            return Ok(hit.principal.clone());
+        if let Some(answer) = self.resolved_key(key) {
+            return answer;
         }
+        let invalid = || Error::Unauthenticated("invalid API key".into());
         let row = match self.caches.keys.get(&key.key_id) {
             Some(hit) => hit,
             None => {
