@@ -85,7 +85,7 @@ async fn updates_check_the_etag_and_leave_one_event() {
     each_backend(async |server: &mut TestServer| {
         let store = store_of(server).await;
         new_org(&store, "acme").await;
-        let current = store.get_organization("acme").await?;
+        let current = store.get_organization("acme").await?.row.clone();
         let etag = current.to_proto().etag;
         let before = outbox::last_id(server.database_url()).await;
 
@@ -128,7 +128,7 @@ async fn updates_check_the_etag_and_leave_one_event() {
         assert_eq!(rows[0].actor, "organizations/root/serviceAccounts/tester");
         // The cache saw the event: the next read is the new row.
         assert_eq!(
-            store.get_organization("acme").await?.display_name,
+            store.get_organization("acme").await?.row.display_name,
             "Acme Inc"
         );
 

@@ -92,8 +92,8 @@ impl OrganizationService for Organizations {
         let caller = caller(&req)?;
         let name = OrgName::parse("name", &req.get_ref().name).map_err(Error::from)?;
         caller.authorize(&name.org)?;
-        let row = self.store.get_organization(&name.org).await?;
-        Ok(Response::new(row.to_proto()))
+        let cached = self.store.get_organization(&name.org).await?;
+        Ok(Response::new(cached.proto.clone()))
     }
 
     async fn list_organizations(

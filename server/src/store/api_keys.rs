@@ -392,10 +392,10 @@ impl Store {
             Err(Error::NotFound { .. }) => return Err(invalid()),
             Err(e) => return Err(e),
         };
-        if !org.is_active() {
+        if !org.row.is_active() {
             return Err(Error::PermissionDenied(format!(
                 "{} is suspended",
-                org.name()
+                org.row.name()
             )));
         }
         // A key minted by someone else grants at most what its minter had.

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use moka::sync::Cache;
 
-use super::{api_keys::ApiKeyRow, organizations::OrganizationRow, principals::PrincipalRecord};
+use super::{api_keys::ApiKeyRow, organizations::CachedOrganization, principals::PrincipalRecord};
 use crate::{
     domain::{
         authz::Principal,
@@ -42,7 +42,7 @@ pub type PrincipalKey = (String, PrincipalKind, String);
 /// The caches; see the module doc.
 pub struct Caches {
     /// Organizations by id.
-    pub orgs: Cache<String, Arc<OrganizationRow>>,
+    pub orgs: Cache<String, Arc<CachedOrganization>>,
     /// Principals by (org, kind, id).
     pub principals: Cache<PrincipalKey, Arc<PrincipalRecord>>,
     /// `None` remembers that a key id does not exist, so a flood of made-up

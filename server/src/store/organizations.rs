@@ -133,6 +133,17 @@ impl NewOrganization {
     }
 }
 
+/// An organization as the cache holds it: the row, and the resource as the
+/// API shows it, made once per cached row rather than per call (its etag
+/// is a SHA-256).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedOrganization {
+    /// The stored row.
+    pub row: OrganizationRow,
+    /// `row.to_proto()`.
+    pub proto: Organization,
+}
+
 /// The mutable fields; `None` leaves a field unchanged.
 #[derive(Debug, Default, diesel::AsChangeset)]
 #[diesel(table_name = organizations)]
@@ -193,7 +204,7 @@ impl Store {
     }
 
     /// Reads an organization through the cache.
-    pub async fn get_organization(&self, org: &str) -> Result<Arc<OrganizationRow>> {
+    pub async fn get_organization(&self, org: &str) -> Result<Arc<CachedOrganization>> {
         if let Some(hit) = self.caches.orgs.get(org) {
             return Ok(hit);
         }
@@ -210,9 +221,12 @@ impl Store {
                     .to_string(),
                 )
             })?;
-        let row = Arc::new(row);
-        self.caches.orgs.insert(org.to_owned(), row.clone());
-        Ok(row)
+        let cached = Arc::new(CachedOrganization {
+            proto: row.to_proto(),
+            row,
+        });
+        self.caches.orgs.insert(org.to_owned(), cached.clone());
+        Ok(cached)
     }
 
     /// One page of organizations in id order, optionally only `only`.
