@@ -309,16 +309,17 @@ impl Db {
         self.run(move |conn| {
             if sqlite {
                 conn.batch_execute("BEGIN IMMEDIATE")?;
-                match f(conn) {
-                    Ok(v) => {
-                        conn.batch_execute("COMMIT")?;
-                        Ok(v)
-                    }
-                    Err(e) => {
-                        let _ = conn.batch_execute("ROLLBACK");
-                        Err(e)
-                    }
+                let result = f(conn).and_then(|v| {
+                    conn.batch_execute("COMMIT")?;
+                    Ok(v)
+                });
+                if result.is_err() {
+                    // Also after a failed COMMIT: a connection must never
+                    // go back to the pool inside a transaction, holding
+                    // SQLite's one write lock.
+                    let _ = conn.batch_execute("ROLLBACK");
                 }
+                result
             } else {
                 conn.transaction(f)
             }
