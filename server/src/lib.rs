@@ -224,6 +224,7 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "admin task"),
         Ok(Ok(())) => {}
     }
+    store.db.close(config.shutdown_grace).await;
     tracing::info!("tollgate stopped");
     served
 }

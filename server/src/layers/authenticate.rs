@@ -117,19 +117,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // The clone is not ready yet; keep the one that is (tower's
-        // clone-and-swap).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         match first_step(&self.store, req.headers()) {
+            // Called at once, the inner service is the one `poll_ready`
+            // readied: no clone (cloning the router's route allocates).
             Step::Known(authentication) => {
                 note(&mut req, authentication);
                 AuthenticateFuture {
-                    inner: Some(inner.call(req)),
+                    inner: Some(self.inner.call(req)),
                     lookup: None,
                 }
             }
             Step::Lookup(key) => {
+                // Called later: take the ready service along and leave a
+                // clone (tower's clone-and-swap).
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
                 let store = self.store.clone();
                 AuthenticateFuture {
                     inner: None,

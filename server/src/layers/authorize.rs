@@ -235,11 +235,9 @@ where
                 if let Decision::Permit(caller) = decision {
                     req.extensions_mut().insert(caller);
                 }
-                // The clone is not ready yet; keep the one that is.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
+                // Called at once: the service `poll_ready` readied, no clone.
                 AuthorizeFuture {
-                    inner: Some(inner.call(req)),
+                    inner: Some(self.inner.call(req)),
                     refused: None,
                 }
             }

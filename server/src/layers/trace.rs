@@ -261,8 +261,6 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let call = Arc::new(Call::new(RequestId::from_headers(req.headers())));
         req.extensions_mut().insert(call.clone());
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = req.uri().path();
         // A debug span: at the default level it is disabled and costs
         // nothing per call (formatting its fields cost about 7% of a cached
@@ -278,8 +276,9 @@ where
             undecodable: false,
         };
         let req = req.map(|inner| WatchedBody { inner, call });
+        // Called at once: the service `poll_ready` readied, no clone.
         TraceFuture {
-            inner: inner.call(req).instrument(span),
+            inner: self.inner.call(req).instrument(span),
             recorder: Some(recorder),
         }
     }

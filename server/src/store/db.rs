@@ -327,6 +327,19 @@ impl Db {
         .await
     }
 
+    /// Closes the pool at shutdown: idle connections now, connections in
+    /// use as they come back, waiting at most `grace` for those. Waiting
+    /// for the last clone of the pool to drop is not enough: a task that
+    /// outlives the server (a stream still being torn down) would keep
+    /// every idle connection, and a SQLite file its `-wal`, open.
+    pub async fn close(&self, grace: Duration) {
+        self.pool.close();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.pool.status().size > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A cheap round trip, for health checks.
     pub async fn ping(&self) -> Result<(), Error> {
         self.run(|conn| {
