@@ -328,10 +328,9 @@ impl Db {
     }
 
     /// Closes the pool at shutdown: idle connections now, connections in
-    /// use as they come back, waiting at most `grace` for those. Waiting
-    /// for the last clone of the pool to drop is not enough: a task that
-    /// outlives the server (a stream still being torn down) would keep
-    /// every idle connection, and a SQLite file its `-wal`, open.
+    /// use as they come back, waiting at most `grace` for those, so `run`
+    /// returns with the database released rather than whenever the last
+    /// clone of the pool happens to drop.
     pub async fn close(&self, grace: Duration) {
         self.pool.close();
         let deadline = tokio::time::Instant::now() + grace;
