@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use tollgate::tollgate::v1::{organization, service_account};
 
 use crate::{
@@ -13,15 +12,15 @@ use crate::{
         api_key::SecretKey,
         authz::{ROOT_ORG, Role, Roles},
         names::{OrgName, PrincipalKind, PrincipalName},
-        now_micros,
     },
-    events::{EventKind, WriteContext},
+    events::WriteContext,
     store::{
         Store, Tx,
         api_keys::{self, NewApiKey},
-        organizations::{self, NewOrganization, OrganizationRow},
-        principals::{self, NewServiceAccount, PrincipalRow, ServiceAccountRow},
-        schema,
+        organizations::{self, NewOrganization, OrganizationChanges, OrganizationRow},
+        principals::{
+            self, NewServiceAccount, PrincipalRow, ServiceAccountChanges, ServiceAccountRow,
+        },
         versioned::{Lock, Versioned},
     },
 };
@@ -64,14 +63,11 @@ pub async fn recover_root(store: &Store) -> Result<SecretKey> {
                     organizations::insert(tx, root_org())?;
                 }
                 Some(row) if !row.is_active() => {
-                    diesel::update(schema::organizations::table.find(ROOT_ORG))
-                        .set((
-                            schema::organizations::state.eq(organization::State::Active as i16),
-                            schema::organizations::update_time.eq(now_micros()),
-                            schema::organizations::revision.eq(row.revision + 1),
-                        ))
-                        .execute(tx.conn)?;
-                    emit_current::<OrganizationRow>(tx, &root, EventKind::OrganizationUpdated)?;
+                    let active = OrganizationChanges {
+                        display_name: None,
+                        state: Some(organization::State::Active as i16),
+                    };
+                    organizations::update(tx, &root, "", &active)?;
                 }
                 Some(_) => {}
             }
@@ -84,30 +80,18 @@ pub async fn recover_root(store: &Store) -> Result<SecretKey> {
                 {
                     let mut roles: Vec<Role> = row.roles().iter().collect();
                     roles.push(Role::Admin);
-                    diesel::update(schema::service_accounts::table.find((ROOT_ORG, ADMIN_SA)))
-                        .set((
-                            schema::service_accounts::state
-                                .eq(service_account::State::Active as i16),
-                            schema::service_accounts::roles.eq(Roles::new(roles).to_stored()),
-                            schema::service_accounts::update_time.eq(now_micros()),
-                            schema::service_accounts::revision.eq(row.revision + 1),
-                        ))
-                        .execute(tx.conn)?;
-                    emit_current::<ServiceAccountRow>(tx, &name, EventKind::ServiceAccountUpdated)?
+                    let repaired = ServiceAccountChanges {
+                        state: Some(service_account::State::Active as i16),
+                        roles: Some(Roles::new(roles).to_stored()),
+                        ..Default::default()
+                    };
+                    principals::update_service_account(tx, &name, "", &|_| Ok(()), &repaired)?
                 }
                 Some(row) => row,
             };
             mint_admin_key(tx, admin.uid, "recover-root")
         })
         .await
-}
-
-/// Appends the event of a row just changed in `tx`, and returns the row.
-fn emit_current<R: Versioned>(tx: &mut Tx<'_>, name: &R::Name, kind: EventKind) -> Result<R> {
-    let row = R::load(tx.conn, name, Lock::None)?
-        .ok_or_else(|| Error::Internal(format!("{name} vanished inside its transaction")))?;
-    tx.emit(kind, row.org(), name.to_string(), row.after())?;
-    Ok(row)
 }
 
 fn root_org() -> NewOrganization {

@@ -193,6 +193,37 @@ pub(crate) fn insert(tx: &mut Tx<'_>, new: NewOrganization) -> Result<Organizati
     Ok(row)
 }
 
+/// Updates an organization in `tx` if `sent_etag` (when not empty) still
+/// matches. Shared with recovery, which repairs `root` inside its own
+/// transaction.
+pub(crate) fn update(
+    tx: &mut Tx<'_>,
+    name: &OrgName,
+    sent_etag: &str,
+    changes: &OrganizationChanges,
+) -> Result<OrganizationRow> {
+    update_versioned(
+        tx,
+        name,
+        sent_etag,
+        &|_| Ok(()),
+        |conn, cur: &OrganizationRow| {
+            Ok(diesel::update(
+                organizations::table
+                    .find(&cur.org_id)
+                    .filter(organizations::revision.eq(cur.revision)),
+            )
+            .set((
+                changes,
+                organizations::update_time.eq(now_micros()),
+                organizations::revision.eq(cur.revision + 1),
+            ))
+            .execute(conn)?)
+        },
+        EventKind::OrganizationUpdated,
+    )
+}
+
 impl Store {
     /// Creates an organization; a taken id is ALREADY_EXISTS.
     pub async fn create_organization(
@@ -275,29 +306,8 @@ impl Store {
         sent_etag: String,
         changes: OrganizationChanges,
     ) -> Result<OrganizationRow> {
-        self.write(ctx, move |tx| {
-            update_versioned(
-                tx,
-                &name,
-                &sent_etag,
-                &|_| Ok(()),
-                |conn, cur: &OrganizationRow| {
-                    Ok(diesel::update(
-                        organizations::table
-                            .find(&cur.org_id)
-                            .filter(organizations::revision.eq(cur.revision)),
-                    )
-                    .set((
-                        &changes,
-                        organizations::update_time.eq(now_micros()),
-                        organizations::revision.eq(cur.revision + 1),
-                    ))
-                    .execute(conn)?)
-                },
-                EventKind::OrganizationUpdated,
-            )
-        })
-        .await
+        self.write(ctx, move |tx| update(tx, &name, &sent_etag, &changes))
+            .await
     }
 
     /// Deletes an organization; with members it is refused unless `force`,

@@ -480,6 +480,40 @@ pub(crate) fn insert_service_account(
     Ok(row)
 }
 
+/// Updates a service account in `tx`; `guard` sees its current roles. The
+/// change may not leave `root` without an active admin. Shared with
+/// recovery, which repairs `root`'s admin inside its own transaction.
+pub(crate) fn update_service_account(
+    tx: &mut Tx<'_>,
+    name: &PrincipalName,
+    sent_etag: &str,
+    guard: &dyn Fn(&Roles) -> Result<()>,
+    changes: &ServiceAccountChanges,
+) -> Result<ServiceAccountRow> {
+    let row = update_versioned(
+        tx,
+        name,
+        sent_etag,
+        &|cur: &ServiceAccountRow| guard(&cur.roles()),
+        |conn, cur: &ServiceAccountRow| {
+            Ok(diesel::update(
+                service_accounts::table
+                    .find((&cur.org_id, &cur.sa_id))
+                    .filter(service_accounts::revision.eq(cur.revision)),
+            )
+            .set((
+                changes,
+                service_accounts::update_time.eq(now_micros()),
+                service_accounts::revision.eq(cur.revision + 1),
+            ))
+            .execute(conn)?)
+        },
+        EventKind::ServiceAccountUpdated,
+    )?;
+    ensure_platform_admin_remains(tx.conn, &row.org_id)?;
+    Ok(row)
+}
+
 impl Store {
     /// Resolves a principal for authentication, through the cache.
     pub async fn principal_record(
@@ -738,28 +772,7 @@ impl Store {
         changes: ServiceAccountChanges,
     ) -> Result<ServiceAccountRow> {
         self.write(ctx, move |tx| {
-            let row = update_versioned(
-                tx,
-                &name,
-                &sent_etag,
-                &|cur: &ServiceAccountRow| guard(&cur.roles()),
-                |conn, cur: &ServiceAccountRow| {
-                    Ok(diesel::update(
-                        service_accounts::table
-                            .find((&cur.org_id, &cur.sa_id))
-                            .filter(service_accounts::revision.eq(cur.revision)),
-                    )
-                    .set((
-                        &changes,
-                        service_accounts::update_time.eq(now_micros()),
-                        service_accounts::revision.eq(cur.revision + 1),
-                    ))
-                    .execute(conn)?)
-                },
-                EventKind::ServiceAccountUpdated,
-            )?;
-            ensure_platform_admin_remains(tx.conn, &row.org_id)?;
-            Ok(row)
+            update_service_account(tx, &name, &sent_etag, &guard, &changes)
         })
         .await
     }
