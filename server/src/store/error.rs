@@ -24,13 +24,6 @@ pub enum StoreError {
     Statement(#[source] DieselError),
 }
 
-impl StoreError {
-    /// Whether the connection must be discarded.
-    pub fn is_connection(&self) -> bool {
-        matches!(self, StoreError::Connection(_))
-    }
-}
-
 impl From<DieselError> for StoreError {
     fn from(e: DieselError) -> Self {
         match &e {
@@ -83,8 +76,15 @@ mod tests {
 
     #[test]
     fn only_connection_failures_discard_the_connection() {
-        assert!(StoreError::from(DieselError::BrokenTransactionManager).is_connection());
-        assert!(!StoreError::from(DieselError::NotFound).is_connection());
+        // Db::run discards a connection on UNAVAILABLE only.
+        assert!(matches!(
+            StoreError::from(DieselError::BrokenTransactionManager),
+            StoreError::Connection(_)
+        ));
+        assert!(matches!(
+            StoreError::from(DieselError::NotFound),
+            StoreError::Statement(_)
+        ));
         let e: Error = StoreError::from(DieselError::NotFound).into();
         assert!(
             matches!(&e, Error::Internal(m) if m.contains("statement failed") && m.contains("not found")),
