@@ -31,6 +31,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod health;
+pub mod http;
 pub mod layers;
 pub mod policy;
 pub mod shutdown;
