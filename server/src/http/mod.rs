@@ -3,4 +3,5 @@
 //! beside them. Every call they carry ends in the same tonic services
 //! behind the same tower layers as native gRPC.
 
+pub mod routes;
 pub mod template;

@@ -78,10 +78,10 @@ impl PathTemplate {
             .ok_or_else(|| fail("must start with '/'"))?;
         // The verb is after the last ':' that is outside braces.
         let (body, verb) = split_verb(rest);
-        if let Some(v) = verb {
-            if v.is_empty() || v.contains('/') {
-                return Err(fail("a verb must be a non-empty literal"));
-            }
+        if let Some(v) = verb
+            && (v.is_empty() || v.contains('/'))
+        {
+            return Err(fail("a verb must be a non-empty literal"));
         }
         let mut segments = Vec::new();
         let mut variables = Vec::new();
@@ -124,16 +124,16 @@ impl PathTemplate {
                 chars = &chars[end..];
             }
             match chars.strip_prefix('/') {
-                Some(r) if r.is_empty() => return Err(fail("trailing '/'")),
+                Some("") => return Err(fail("trailing '/'")),
                 Some(r) => chars = r,
                 None if chars.is_empty() => break,
                 None => return Err(fail("a variable must be a whole segment")),
             }
         }
-        if let Some(i) = segments.iter().position(|s| *s == Segment::Multi) {
-            if i + 1 != segments.len() {
-                return Err(fail("'**' may only be the last segment"));
-            }
+        if let Some(i) = segments.iter().position(|s| *s == Segment::Multi)
+            && i + 1 != segments.len()
+        {
+            return Err(fail("'**' may only be the last segment"));
         }
         let mut seen: Vec<&Vec<String>> = Vec::new();
         for v in &variables {
@@ -316,11 +316,14 @@ mod tests {
         let p = t("/v1/{organization.name=organizations/*}");
         assert_eq!(p.variables[0].field_path, ["organization", "name"]);
         let p = t("/v1/{parent}/things");
-        assert_eq!(p.segments, [
-            Segment::Literal("v1".into()),
-            Segment::Single,
-            Segment::Literal("things".into())
-        ]);
+        assert_eq!(
+            p.segments,
+            [
+                Segment::Literal("v1".into()),
+                Segment::Single,
+                Segment::Literal("things".into())
+            ]
+        );
     }
 
     #[test]
@@ -356,7 +359,10 @@ mod tests {
             t("/v1/{name=organizations/*}").matches("/v1/organizations/a%20b"),
             Some(vec!["organizations/a b".to_owned()])
         );
-        assert_eq!(t("/v1/{name=organizations/*}").matches("/v1/organizations/%zz"), None);
+        assert_eq!(
+            t("/v1/{name=organizations/*}").matches("/v1/organizations/%zz"),
+            None
+        );
     }
 
     #[test]
@@ -368,7 +374,10 @@ mod tests {
         );
         assert_eq!(p.matches("/v1/organizations/a:undo"), None);
         assert_eq!(p.matches("/v1/organizations/a"), None);
-        assert_eq!(t("/v1/{name=organizations/*}").matches("/v1/organizations/a:revoke"), Some(vec!["organizations/a:revoke".to_owned()]));
+        assert_eq!(
+            t("/v1/{name=organizations/*}").matches("/v1/organizations/a:revoke"),
+            Some(vec!["organizations/a:revoke".to_owned()])
+        );
     }
 
     #[test]
@@ -387,7 +396,7 @@ mod tests {
     fn shapes_and_specificity() {
         assert!(t("/v1/{name=organizations/*}").same_shape(&t("/v1/organizations/{id}")));
         assert!(!t("/v1/{name=organizations/*}").same_shape(&t("/v1/{name=organizations/*}:x")));
-        let mut v = vec![
+        let mut v = [
             t("/v1/{path=**}"),
             t("/v1/{name=organizations/*}"),
             t("/v1/organizations/root"),
