@@ -16,14 +16,15 @@ use crate::admin;
 /// Serves `router` on the main listener until `token` is cancelled, then
 /// drains in-flight calls for at most `grace`.
 pub async fn main_listener(
-    router: axum::Router,
+    front: crate::http::Front,
     listener: TcpListener,
     grace: Duration,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
     let drain_token = token.clone();
     let server = tonic::transport::Server::builder()
-        .add_routes(router.into())
+        .accept_http1(true)
+        .add_routes(axum::Router::new().fallback_service(front).into())
         // tonic applies TCP_NODELAY only to listeners it wraps itself;
         // without it Nagle's algorithm adds 40 ms stalls to small replies.
         .serve_with_incoming_shutdown(

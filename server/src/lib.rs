@@ -165,13 +165,26 @@ pub fn layers(app: &App) -> Layers {
         .into_inner()
 }
 
-/// The main listener's service: the gRPC routes behind [`layers`], as an
-/// axum router so HTTP routes can join them on the same port. Also returns
-/// the health reporter the health component publishes to.
-pub fn app(app: &App) -> anyhow::Result<(axum::Router, HealthReporter)> {
+/// The main listener's service: every protocol on one port
+/// ([`http::Front`]), each ending in the gRPC routes behind [`layers`].
+/// Also returns the health reporter the health component publishes to.
+pub fn app(app: &App) -> anyhow::Result<(http::Front, HealthReporter)> {
     let (routes, health) = grpc_routes(app)?;
-    let router = routes.prepare().into_axum_router().layer(layers(app));
-    Ok((router, health))
+    let grpc = routes.prepare().into_axum_router().layer(layers(app));
+    let pool = http::descriptors();
+    let bridge = http::bridge::Grpc::new(grpc.clone(), http::DEFAULT_MAX_BODY_BYTES);
+    let connect = http::connect::Connect::new(
+        pool,
+        http::served_services(pool).iter().map(String::as_str),
+        bridge,
+    );
+    let routes = axum::Router::new().fallback(|request: axum::extract::Request| async move {
+        http::error::HttpError::NotFound {
+            path: request.uri().path().to_owned(),
+        }
+        .into_gateway_response()
+    });
+    Ok((http::Front::new(grpc, connect, routes), health))
 }
 
 /// Serves [`app`] on `listener` and the admin endpoints on `admin` until

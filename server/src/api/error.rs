@@ -67,6 +67,45 @@ impl From<Error> for Status {
     }
 }
 
+impl From<crate::http::error::HttpError> for Status {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place gRPC statuses are built"
+    )]
+    fn from(e: crate::http::error::HttpError) -> Status {
+        use crate::http::error::HttpError as H;
+        let mut details = ErrorDetails::new();
+        let message = e.to_string();
+        let (code, reason) = match e {
+            H::NotFound { .. } => (Code::NotFound, "ROUTE_NOT_FOUND"),
+            // grpc-gateway answers 405 with code UNIMPLEMENTED.
+            H::MethodNotAllowed { .. } => (Code::Unimplemented, "METHOD_NOT_ALLOWED"),
+            H::TooLarge { .. } => (Code::ResourceExhausted, "BODY_TOO_LARGE"),
+            H::UnsupportedMediaType { .. } => (Code::InvalidArgument, "UNSUPPORTED_MEDIA_TYPE"),
+            H::Field { field, description } => {
+                details.set_bad_request(vec![FieldViolation::new(field, description)]);
+                (Code::InvalidArgument, "INVALID_ARGUMENT")
+            }
+            H::Header {
+                header,
+                description,
+            } => {
+                details.set_bad_request(vec![FieldViolation::new(header, description)]);
+                (Code::InvalidArgument, "INVALID_HEADER")
+            }
+            H::Unsupported(_) => (Code::Unimplemented, "UNSUPPORTED"),
+            H::Body(_) => (Code::InvalidArgument, "UNREADABLE_BODY"),
+            H::Render(m) => {
+                tracing::error!(error = %m, "cannot render a response");
+                details.set_error_info("INTERNAL", ERROR_DOMAIN, HashMap::<String, String>::new());
+                return Status::with_error_details(Code::Internal, "internal error", details);
+            }
+        };
+        details.set_error_info(reason, ERROR_DOMAIN, HashMap::<String, String>::new());
+        Status::with_error_details(code, message, details)
+    }
+}
+
 /// The HTTP status of a gRPC code, as grpc-gateway and Envoy's
 /// transcoder map them (`runtime.HTTPStatusFromCode`), so every HTTP
 /// surface (JSON transcoding, OAuth2 endpoints, rate-limit refusals)

@@ -1,7 +1,184 @@
 //! HTTP on the gRPC port: the protocols that are not native gRPC
 //! (HTTP/JSON transcoding, Connect, gRPC-Web) and the documents served
 //! beside them. Every call they carry ends in the same tonic services
-//! behind the same tower layers as native gRPC.
+//! behind the same tower layers as native gRPC ([`bridge`]), so
+//! authentication, permissions, metrics and logs cannot differ by
+//! protocol.
+//!
+//! [`Front`] is the one place HTTP enters the server: it tells the
+//! protocols apart by content type and path, in this order:
+//! `application/grpc-web*` → gRPC-Web (tonic-web); `application/grpc*` →
+//! native gRPC; the path of a served method (`/package.Service/Method`) →
+//! Connect; anything else → the HTTP routes (HTTP/JSON bindings and
+//! documents).
 
+pub mod bridge;
+pub mod connect;
+pub mod error;
+pub mod frames;
+pub mod headers;
 pub mod routes;
 pub mod template;
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::OnceLock,
+    task::{Context, Poll},
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, header};
+use prost_reflect::DescriptorPool;
+use tower::ServiceExt as _;
+use tower_service::Service;
+
+use self::connect::Connect;
+
+/// The largest request body or message read, as gRPC's default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Every descriptor the server serves: `tollgate.v1`, google.rpc error
+/// details, health and reflection. Error details render from it.
+pub fn descriptors() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut pool = DescriptorPool::decode(tollgate::FILE_DESCRIPTOR_SET)
+            .unwrap_or_else(|_| DescriptorPool::new());
+        for fds in crate::policy::public_infrastructure() {
+            // A set that shares files with ours fails to add as a whole; its
+            // methods then serve Connect in protobuf only, which is all
+            // health checkers and reflection clients use.
+            let _ = pool.decode_file_descriptor_set(fds);
+        }
+        pool
+    })
+}
+
+/// The services whose methods the HTTP protocols reach.
+pub fn served_services(pool: &DescriptorPool) -> Vec<String> {
+    pool.services().map(|s| s.full_name().to_owned()).collect()
+}
+
+/// The protocol a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Native gRPC.
+    Grpc,
+    /// gRPC-Web (binary or text).
+    GrpcWeb,
+    /// Connect (unary or streaming).
+    Connect,
+    /// Anything else: HTTP/JSON and documents.
+    Http,
+}
+
+/// Tells the protocols apart (see the module doc).
+pub fn classify(headers: &HeaderMap, path: &str, connect: &Connect) -> Protocol {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if ct.starts_with(b"application/grpc-web") {
+        Protocol::GrpcWeb
+    } else if ct.starts_with(b"application/grpc") {
+        Protocol::Grpc
+    } else if connect.method(path).is_some() {
+        Protocol::Connect
+    } else {
+        Protocol::Http
+    }
+}
+
+/// The main listener's service: every protocol on one port.
+#[derive(Clone)]
+pub struct Front {
+    grpc: axum::Router,
+    grpc_web: tonic_web::GrpcWebService<axum::Router>,
+    connect: Connect,
+    http: axum::Router,
+}
+
+impl Front {
+    /// `grpc` is the layered gRPC router; `http` serves what is neither
+    /// gRPC, gRPC-Web nor Connect.
+    pub fn new(grpc: axum::Router, connect: Connect, http: axum::Router) -> Self {
+        use tower_layer::Layer as _;
+        Front {
+            grpc_web: tonic_web::GrpcWebLayer::new().layer(grpc.clone()),
+            grpc,
+            connect,
+            http,
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// The response future of [`Front`]: native gRPC and HTTP routes are not
+/// boxed.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the native gRPC call is the hot path; boxing it would allocate per call to save bytes on the rarer protocols"
+)]
+pub enum FrontFuture {
+    /// An axum router's future.
+    Routed(axum::routing::future::RouteFuture<Infallible>),
+    /// gRPC-Web or Connect.
+    Boxed(BoxFuture),
+}
+
+impl Future for FrontFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            FrontFuture::Routed(future) => Pin::new(future).poll(cx),
+            FrontFuture::Boxed(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for Front
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = FrontFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Routers are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> FrontFuture {
+        match classify(request.headers(), request.uri().path(), &self.connect) {
+            Protocol::Grpc => FrontFuture::Routed(self.grpc.call(request)),
+            Protocol::GrpcWeb => {
+                let web = self.grpc_web.clone();
+                FrontFuture::Boxed(Box::pin(async move {
+                    let response = web.oneshot(request.map(Body::new)).await?;
+                    Ok(response.map(Body::new))
+                }))
+            }
+            Protocol::Connect => {
+                let connect = self.connect.clone();
+                FrontFuture::Boxed(Box::pin(async move {
+                    let request = request.map(Body::new);
+                    let Some(method) = connect.method(request.uri().path()).cloned() else {
+                        return Ok(error::HttpError::NotFound {
+                            path: request.uri().path().to_owned(),
+                        }
+                        .into_gateway_response());
+                    };
+                    Ok(connect.serve(method, request).await)
+                }))
+            }
+            Protocol::Http => FrontFuture::Routed(self.http.call(request)),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The in-process gRPC call every HTTP protocol ends in: a gRPC request
+//! built from the HTTP one, sent through the same router and layers
+//! (trace → authenticate → authorize → service) native gRPC calls pass,
+//! and the response read back as messages and a status. Nothing leaves
+//! the process and nothing is re-encoded beyond the message bytes.
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http::{
+    Extensions, HeaderMap, HeaderValue, Method, Request, Uri, Version, header, uri::PathAndQuery,
+};
+use tonic::{Code, Status};
+use tower::ServiceExt as _;
+
+use super::{
+    error::HttpError,
+    frames::{self, Frame, Frames},
+};
+
+/// The layered gRPC routes, as the HTTP protocols call them.
+#[derive(Clone)]
+pub struct Grpc {
+    router: axum::Router,
+    max_message: usize,
+}
+
+/// One call to make.
+pub struct Call {
+    /// `/package.Service/Method`.
+    pub path: PathAndQuery,
+    /// The request metadata (already mapped from HTTP headers).
+    pub metadata: HeaderMap,
+    /// The HTTP request's extensions (peer address and the like).
+    pub extensions: Extensions,
+    /// The gRPC-framed request body.
+    pub body: Body,
+}
+
+impl Call {
+    /// A call carrying one encoded request message.
+    pub fn unary(
+        path: PathAndQuery,
+        metadata: HeaderMap,
+        extensions: Extensions,
+        message: &[u8],
+    ) -> Self {
+        Call {
+            path,
+            metadata,
+            extensions,
+            body: Body::from(frames::encode(0, message)),
+        }
+    }
+}
+
+/// A call that ended in an error, with the response headers (and
+/// trailers) it carried.
+#[derive(Debug)]
+pub struct Failure {
+    /// Response headers and trailers, merged.
+    pub headers: HeaderMap,
+    /// The status.
+    pub status: Status,
+}
+
+/// A successful unary call.
+#[derive(Debug)]
+pub struct Unary {
+    /// Response headers (metadata).
+    pub headers: HeaderMap,
+    /// The encoded response message.
+    pub message: Bytes,
+    /// Response trailers.
+    pub trailers: HeaderMap,
+}
+
+/// A call whose response is being streamed.
+pub struct Streaming {
+    /// Response headers (metadata).
+    pub headers: HeaderMap,
+    /// The response frames: messages, then trailers.
+    pub frames: Frames,
+}
+
+impl Grpc {
+    /// Wraps the layered gRPC router; messages over `max_message` bytes are
+    /// refused.
+    pub fn new(router: axum::Router, max_message: usize) -> Self {
+        Grpc {
+            router,
+            max_message,
+        }
+    }
+
+    /// The largest message read or sent.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Starts `call`; the response is ready when the method has answered
+    /// with headers (or failed).
+    pub async fn start(&self, call: Call) -> Result<Streaming, Failure> {
+        let mut request = Request::new(call.body);
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = Uri::from(call.path);
+        *request.version_mut() = Version::HTTP_2;
+        *request.headers_mut() = call.metadata;
+        *request.extensions_mut() = call.extensions;
+        let headers = request.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        let response = match self.router.clone().oneshot(request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let (parts, body) = response.into_parts();
+        if let Some(status) = Status::from_header_map(&parts.headers) {
+            // Trailers-only: the call failed before any message.
+            if status.code() != Code::Ok {
+                return Err(Failure {
+                    headers: parts.headers,
+                    status,
+                });
+            }
+        }
+        Ok(Streaming {
+            headers: parts.headers,
+            frames: Frames::new(body, self.max_message),
+        })
+    }
+
+    /// Makes a unary call (or reads the one response of a streaming one).
+    pub async fn unary(&self, call: Call) -> Result<Unary, Failure> {
+        let Streaming {
+            headers,
+            mut frames,
+        } = self.start(call).await?;
+        let mut message = None;
+        let fail = |headers: HeaderMap, e: HttpError| Failure {
+            headers,
+            status: e.into(),
+        };
+        while let Some(frame) = frames.next().await {
+            match frame {
+                Ok(Frame::Message { flags, data }) => {
+                    if flags & frames::COMPRESSED != 0 {
+                        return Err(fail(
+                            headers,
+                            HttpError::Render("compressed response".into()),
+                        ));
+                    }
+                    if message.replace(data).is_some() {
+                        return Err(fail(
+                            headers,
+                            HttpError::Render("more than one response message".into()),
+                        ));
+                    }
+                }
+                Ok(Frame::Trailers(trailers)) => {
+                    let status = Status::from_header_map(&trailers);
+                    return match (status, message) {
+                        (Some(s), _) if s.code() != Code::Ok => {
+                            let mut merged = headers;
+                            merged.extend(trailers);
+                            Err(Failure {
+                                headers: merged,
+                                status: s,
+                            })
+                        }
+                        (Some(_), Some(message)) => Ok(Unary {
+                            headers,
+                            message,
+                            trailers,
+                        }),
+                        _ => Err(fail(
+                            headers,
+                            HttpError::Render("no response message".into()),
+                        )),
+                    };
+                }
+                Err(e) => return Err(fail(headers, HttpError::Render(e.to_string()))),
+            }
+        }
+        Err(fail(
+            headers,
+            HttpError::Render("the response ended without a status".into()),
+        ))
+    }
+}

@@ -1,0 +1,273 @@
+//! HTTP/JSON transcoding as grpc-gateway serves it: a request matched
+//! against the compiled `google.api.http` bindings becomes a gRPC request
+//! message, the call goes through [`Grpc`], and the response (or the
+//! status) comes back as canonical JSON. Server-streaming methods answer
+//! with newline-delimited JSON (`{"result": …}` lines, then `{"error": …}`
+//! if the call fails), or over a WebSocket when the client asks for an
+//! upgrade.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{FromRequestParts as _, ws::{Message as WsMessage, WebSocket, WebSocketUpgrade}},
+};
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header, request::Parts};
+use tonic::{Code, Status};
+
+use super::{
+    bridge::{Call, Grpc},
+    connect::read_body,
+    error::{self, HttpError, gateway_error, status_json},
+    frames::Frame,
+    headers::{REQUEST_ID, gateway_metadata, gateway_response_headers},
+    routes::{BodyRule, Lookup, Route},
+    transcode::{TranscodeError, Transcoder},
+};
+use crate::layers::request_id::RequestId;
+
+/// The HTTP/JSON gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    transcoder: Arc<Transcoder>,
+    grpc: Grpc,
+}
+
+impl From<TranscodeError> for HttpError {
+    fn from(e: TranscodeError) -> Self {
+        match e.field() {
+            Some(field) => HttpError::Field {
+                field: field.to_owned(),
+                description: e.description(),
+            },
+            None => HttpError::Render(e.to_string()),
+        }
+    }
+}
+
+/// Whether a content type is JSON (`application/json`, `…+json`, any
+/// parameters).
+fn is_json(headers: &HeaderMap) -> Result<(), HttpError> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let media = v
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media == "application/json" || (media.starts_with("application/") && media.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(HttpError::UnsupportedMediaType {
+            got: media,
+            expected: "application/json",
+        })
+    }
+}
+
+impl Gateway {
+    /// A gateway over `transcoder`'s routes calling `grpc`.
+    pub fn new(transcoder: Arc<Transcoder>, grpc: Grpc) -> Self {
+        Gateway { transcoder, grpc }
+    }
+
+    /// Serves one HTTP request.
+    pub async fn serve(&self, request: Request<Body>) -> Response<Body> {
+        let (mut parts, body) = request.into_parts();
+        let request_id = RequestId::from_headers(&parts.headers).to_string();
+        let mut response = match self.handle(&mut parts, body, &request_id).await {
+            Ok(r) => r,
+            Err(e) => e.into_gateway_response(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, v);
+        }
+        response
+    }
+
+    async fn handle(
+        &self,
+        parts: &mut Parts,
+        body: Body,
+        request_id: &str,
+    ) -> Result<Response<Body>, HttpError> {
+        let (route, captures) = match self.transcoder.find(&parts.method, parts.uri.path()) {
+            Lookup::Found(route, captures) => (route.clone(), captures),
+            Lookup::MethodNotAllowed(allow) => {
+                return Err(HttpError::MethodNotAllowed {
+                    method: parts.method.clone(),
+                    path: parts.uri.path().to_owned(),
+                    allow,
+                });
+            }
+            Lookup::NotFound => {
+                return Err(HttpError::NotFound {
+                    path: parts.uri.path().to_owned(),
+                });
+            }
+        };
+        let mut metadata = gateway_metadata(&parts.headers)?;
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            metadata.insert(REQUEST_ID, v);
+        }
+        let limit = self.grpc.max_message();
+        let body = if matches!(route.body, BodyRule::None) {
+            Bytes::new()
+        } else {
+            is_json(&parts.headers)?;
+            read_body(body, limit).await?
+        };
+        let message = self
+            .transcoder
+            .request(&route, &captures, parts.uri.query(), &body)?;
+        if route.server_streaming() {
+            if parts.headers.contains_key(header::UPGRADE) {
+                let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
+                    .await
+                    .map_err(|e| HttpError::Header {
+                        header: "upgrade",
+                        description: e.body_text(),
+                    })?;
+                let call = Call::unary(
+                    route.grpc_path.clone(),
+                    metadata,
+                    std::mem::take(&mut parts.extensions),
+                    &message,
+                );
+                let gateway = self.clone();
+                return Ok(upgrade.on_upgrade(move |socket| gateway.websocket(route, call, socket)));
+            }
+            let call = Call::unary(
+                route.grpc_path.clone(),
+                metadata,
+                std::mem::take(&mut parts.extensions),
+                &message,
+            );
+            return Ok(self.ndjson(route, call).await);
+        }
+        let call = Call::unary(
+            route.grpc_path.clone(),
+            metadata,
+            std::mem::take(&mut parts.extensions),
+            &message,
+        );
+        Ok(match self.grpc.unary(call).await {
+            Ok(unary) => {
+                let json = self.transcoder.response(&route, &unary.message)?;
+                let mut response = Response::new(Body::from(json));
+                *response.headers_mut() = gateway_response_headers(&unary.headers, Some(&unary.trailers));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(failure) => {
+                let mut response = gateway_error(&failure.status, None);
+                response
+                    .headers_mut()
+                    .extend(gateway_response_headers(&failure.headers, None));
+                response
+            }
+        })
+    }
+
+    /// A server stream as newline-delimited JSON.
+    async fn ndjson(&self, route: Arc<Route>, call: Call) -> Response<Body> {
+        let streaming = match self.grpc.start(call).await {
+            Ok(s) => s,
+            Err(failure) => {
+                let mut response = gateway_error(&failure.status, None);
+                response
+                    .headers_mut()
+                    .extend(gateway_response_headers(&failure.headers, None));
+                return response;
+            }
+        };
+        let transcoder = self.transcoder.clone();
+        let lines = streaming
+            .frames
+            .filter_map(move |frame| {
+                let line = match frame {
+                    Ok(Frame::Message { data, .. }) => Some(
+                        transcoder
+                            .stream_result(&route, &data)
+                            .map(Bytes::from)
+                            .unwrap_or_else(|e| error_line(&Status::from(HttpError::from(e)))),
+                    ),
+                    Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
+                        Some(s) if s.code() != Code::Ok => Some(error_line(&s)),
+                        _ => None,
+                    },
+                    Err(e) => Some(error_line(&Status::from(HttpError::Render(e.to_string())))),
+                };
+                std::future::ready(line.map(Ok::<_, std::io::Error>))
+            });
+        let mut response = Response::new(Body::from_stream(lines));
+        *response.headers_mut() = gateway_response_headers(&streaming.headers, None);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        *response.status_mut() = StatusCode::OK;
+        response
+    }
+
+    /// A server stream over a WebSocket: one text message per response
+    /// (`{"result": …}`), `{"error": …}` if the call fails, then a close.
+    async fn websocket(self, route: Arc<Route>, call: Call, socket: WebSocket) {
+        let (mut tx, mut rx) = socket.split();
+        // The client may only close; anything else it sends is ignored.
+        let closed = async move { while let Some(Ok(m)) = rx.next().await { if matches!(m, WsMessage::Close(_)) { break; } } };
+        let send = async {
+            let streaming = match self.grpc.start(call).await {
+                Ok(s) => s,
+                Err(failure) => {
+                    let _ = tx.send(text(error_line(&failure.status))).await;
+                    return tx;
+                }
+            };
+            let mut frames = streaming.frames;
+            while let Some(frame) = frames.next().await {
+                let line = match frame {
+                    Ok(Frame::Message { data, .. }) => self
+                        .transcoder
+                        .stream_result(&route, &data)
+                        .map(Bytes::from)
+                        .unwrap_or_else(|e| error_line(&Status::from(HttpError::from(e)))),
+                    Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
+                        Some(s) if s.code() != Code::Ok => error_line(&s),
+                        _ => break,
+                    },
+                    Err(e) => error_line(&Status::from(HttpError::Render(e.to_string()))),
+                };
+                if tx.send(text(line)).await.is_err() {
+                    return tx;
+                }
+            }
+            tx
+        };
+        tokio::select! {
+            mut tx = send => { let _ = tx.send(WsMessage::Close(None)).await; }
+            () = closed => {}
+        }
+    }
+}
+
+fn text(line: Bytes) -> WsMessage {
+    let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+    WsMessage::Text(String::from_utf8_lossy(trimmed).into_owned().into())
+}
+
+/// `{"error": <status>}\n`, grpc-gateway's last line of a failed stream.
+fn error_line(status: &Status) -> Bytes {
+    let mut bytes = error::to_bytes(&serde_json::json!({"error": status_json(status)})).to_vec();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}

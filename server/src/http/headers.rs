@@ -1,0 +1,237 @@
+//! Which HTTP headers become gRPC metadata, and back, per protocol.
+//!
+//! HTTP/JSON follows grpc-gateway: credentials, the request id and trace
+//! context pass as they are; `Grpc-Metadata-<name>` passes as `<name>`;
+//! `Grpc-Timeout` becomes the call's deadline. Responses carry metadata as
+//! `Grpc-Metadata-<name>` and trailers as `Grpc-Trailer-<name>`.
+//! Connect passes every application header as it is, `Connect-Timeout-Ms`
+//! becomes the deadline, and unary trailers come back as `Trailer-<name>`.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use super::error::HttpError;
+
+/// The request-id header, echoed on every response.
+pub const REQUEST_ID: &str = crate::layers::request_id::HEADER;
+
+const GATEWAY_PASSED: [&str; 6] = [
+    "authorization",
+    "x-api-key",
+    REQUEST_ID,
+    "traceparent",
+    "tracestate",
+    "x-forwarded-for",
+];
+const METADATA_PREFIX: &str = "grpc-metadata-";
+
+/// gRPC metadata of an HTTP/JSON request.
+pub fn gateway_metadata(headers: &HeaderMap) -> Result<HeaderMap, HttpError> {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if GATEWAY_PASSED.contains(&n) {
+            out.append(name.clone(), value.clone());
+        } else if let Some(rest) = n.strip_prefix(METADATA_PREFIX) {
+            if rest.starts_with("grpc-") || rest.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(rest.as_bytes()) {
+                out.append(name, value.clone());
+            }
+        } else if n == "grpc-timeout" {
+            validate_grpc_timeout(value)?;
+            out.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn validate_grpc_timeout(value: &HeaderValue) -> Result<(), HttpError> {
+    let bad = || HttpError::Header {
+        header: "grpc-timeout",
+        description: "expected up to 8 digits and a unit (H, M, S, m, u, n), e.g. 500m".into(),
+    };
+    let v = value.to_str().map_err(|_| bad())?;
+    let (digits, unit) = v.split_at(v.len().saturating_sub(1));
+    if digits.is_empty()
+        || digits.len() > 8
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || !matches!(unit, "H" | "M" | "S" | "m" | "u" | "n")
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn is_grpc_internal(name: &str) -> bool {
+    name.starts_with("grpc-")
+        || matches!(
+            name,
+            "content-type" | "content-length" | "te" | "trailer" | "date" | "transfer-encoding"
+        )
+}
+
+/// HTTP/JSON response headers from the gRPC response's headers and
+/// trailers.
+pub fn gateway_response_headers(grpc: &HeaderMap, trailers: Option<&HeaderMap>) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let mut copy = |map: &HeaderMap, prefix: &str| {
+        for (name, value) in map {
+            let n = name.as_str();
+            if is_grpc_internal(n) {
+                continue;
+            }
+            if n == REQUEST_ID {
+                out.insert(name.clone(), value.clone());
+            } else if let Ok(name) = HeaderName::from_bytes(format!("{prefix}{n}").as_bytes()) {
+                out.append(name, value.clone());
+            }
+        }
+    };
+    copy(grpc, METADATA_PREFIX);
+    if let Some(t) = trailers {
+        copy(t, "grpc-trailer-");
+    }
+    out
+}
+
+const CONNECT_DROPPED: [&str; 13] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "transfer-encoding",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "accept-encoding",
+    "accept",
+    "origin",
+    "user-agent",
+];
+
+/// gRPC metadata of a Connect request.
+pub fn connect_metadata(headers: &HeaderMap) -> Result<HeaderMap, HttpError> {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if CONNECT_DROPPED.contains(&n) || n.starts_with("connect-") || n.starts_with("grpc-") {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if let Some(ms) = headers.get("connect-timeout-ms") {
+        let bad = || HttpError::Header {
+            header: "connect-timeout-ms",
+            description: "expected a positive integer of at most 10 digits".into(),
+        };
+        let v = ms.to_str().map_err(|_| bad())?;
+        let n: u64 = (!v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse().ok())
+            .flatten()
+            .ok_or_else(bad)?;
+        // gRPC allows at most 8 digits per unit.
+        let timeout = if n < 100_000_000 {
+            format!("{n}m")
+        } else {
+            format!("{}S", n / 1000)
+        };
+        if let Ok(value) = HeaderValue::from_str(&timeout) {
+            out.insert("grpc-timeout", value);
+        }
+    }
+    Ok(out)
+}
+
+/// Connect unary response headers: metadata as is, trailers prefixed
+/// `trailer-`.
+pub fn connect_response_headers(grpc: &HeaderMap, trailers: Option<&HeaderMap>) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in grpc {
+        if !is_grpc_internal(name.as_str()) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(t) = trailers {
+        for (name, value) in t {
+            if is_grpc_internal(name.as_str()) {
+                continue;
+            }
+            if let Ok(name) =
+                HeaderName::from_bytes(format!("trailer-{}", name.as_str()).as_bytes())
+            {
+                out.append(name, value.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The media type of a request, without parameters, lower-cased.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn gateway_forwards_credentials_and_prefixed_metadata_only() {
+        let m = gateway_metadata(&map(&[
+            ("authorization", "Bearer x"),
+            ("x-api-key", "tg_1"),
+            ("grpc-metadata-tenant", "acme"),
+            ("cookie", "secret"),
+            ("grpc-timeout", "5S"),
+        ]))
+        .unwrap();
+        assert_eq!(m.get("authorization").unwrap(), "Bearer x");
+        assert_eq!(m.get("x-api-key").unwrap(), "tg_1");
+        assert_eq!(m.get("tenant").unwrap(), "acme");
+        assert_eq!(m.get("grpc-timeout").unwrap(), "5S");
+        assert!(m.get("cookie").is_none());
+        assert!(gateway_metadata(&map(&[("grpc-timeout", "soon")])).is_err());
+        assert!(gateway_metadata(&map(&[("grpc-timeout", "123456789S")])).is_err());
+    }
+
+    #[test]
+    fn gateway_response_prefixes_metadata_and_trailers() {
+        let h = gateway_response_headers(
+            &map(&[
+                ("content-type", "application/grpc"),
+                ("x-request-id", "r1"),
+                ("x-a", "1"),
+            ]),
+            Some(&map(&[("grpc-status", "0"), ("x-b", "2")])),
+        );
+        assert_eq!(h.get("x-request-id").unwrap(), "r1");
+        assert_eq!(h.get("grpc-metadata-x-a").unwrap(), "1");
+        assert_eq!(h.get("grpc-trailer-x-b").unwrap(), "2");
+        assert!(h.get("content-type").is_none() && h.get("grpc-trailer-grpc-status").is_none());
+    }
+
+    #[test]
+    fn connect_timeout_becomes_grpc_timeout() {
+        let m =
+            connect_metadata(&map(&[("connect-timeout-ms", "1500"), ("x-api-key", "k")])).unwrap();
+        assert_eq!(m.get("grpc-timeout").unwrap(), "1500m");
+        assert_eq!(m.get("x-api-key").unwrap(), "k");
+        assert!(connect_metadata(&map(&[("connect-timeout-ms", "-1")])).is_err());
+    }
+}
