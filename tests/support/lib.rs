@@ -16,6 +16,8 @@
 //! - [`policy`]: descriptor sets with a method's policy edited.
 //! - [`outbox`]: the events a server appended, read from its database.
 //! - [`http`]: a minimal HTTP/1.1 GET for `/metrics`, `/healthz`, `/readyz`.
+//! - [`curl`]: the curl binary as the HTTP client of HTTP/JSON, Connect and
+//!   gRPC-Web tests, over HTTP/1.1 and h2c.
 //! - [`peers`]: finding external tools (grpcurl), skipping or failing
 //!   under `TOLLGATE_TEST_STRICT=1` when they are missing.
 //!
@@ -27,6 +29,7 @@
 //! - `GRPCURL`: the grpcurl binary to use.
 #![forbid(unsafe_code)]
 
+pub mod curl;
 pub mod descriptors;
 pub mod fixtures;
 pub mod http;

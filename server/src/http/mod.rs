@@ -30,12 +30,13 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use prost_reflect::DescriptorPool;
 use tower::ServiceExt as _;
 use tower_service::Service;
 
 use self::connect::Connect;
+use crate::layers::request_id::RequestId;
 
 /// The largest request body or message read, as gRPC's default.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -160,25 +161,48 @@ where
             Protocol::Grpc => FrontFuture::Routed(self.grpc.call(request)),
             Protocol::GrpcWeb => {
                 let web = self.grpc_web.clone();
+                let (request, request_id) = with_request_id(request);
                 FrontFuture::Boxed(Box::pin(async move {
                     let response = web.oneshot(request.map(Body::new)).await?;
-                    Ok(response.map(Body::new))
+                    Ok(echo_request_id(response.map(Body::new), request_id))
                 }))
             }
             Protocol::Connect => {
                 let connect = self.connect.clone();
+                let (request, request_id) = with_request_id(request);
                 FrontFuture::Boxed(Box::pin(async move {
                     let request = request.map(Body::new);
-                    let Some(method) = connect.method(request.uri().path()).cloned() else {
-                        return Ok(error::HttpError::NotFound {
+                    let response = match connect.method(request.uri().path()).cloned() {
+                        Some(method) => connect.serve(method, request).await,
+                        None => error::HttpError::NotFound {
                             path: request.uri().path().to_owned(),
                         }
-                        .into_gateway_response());
+                        .into_gateway_response(),
                     };
-                    Ok(connect.serve(method, request).await)
+                    Ok(echo_request_id(response, request_id))
                 }))
             }
             Protocol::Http => FrontFuture::Routed(self.http.call(request)),
         }
     }
+}
+
+/// Settles the request's id before the call: the caller's when sane, else
+/// a new one, written into the request so the trace layer records the
+/// same id that [`echo_request_id`] returns.
+fn with_request_id<B>(mut request: Request<B>) -> (Request<B>, Option<HeaderValue>) {
+    let id = RequestId::from_headers(request.headers());
+    let value = HeaderValue::from_str(&id.to_string()).ok();
+    if let Some(v) = &value {
+        request.headers_mut().insert(headers::REQUEST_ID, v.clone());
+    }
+    (request, value)
+}
+
+/// Puts the request's id on the response.
+fn echo_request_id(mut response: Response<Body>, id: Option<HeaderValue>) -> Response<Body> {
+    if let Some(v) = id {
+        response.headers_mut().insert(headers::REQUEST_ID, v);
+    }
+    response
 }
