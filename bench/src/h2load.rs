@@ -169,7 +169,7 @@ pub async fn run_round(target: &Target, settings: &H2loadSettings, body: &Body) 
             ..settings.clone()
         };
         let summary = run_h2load(target, &warmup, body).await?;
-        check_http(target, &summary)?;
+        check_http(target.name(), &summary)?;
     }
 
     let ok_before = ok_count(target).await?;
@@ -182,7 +182,7 @@ pub async fn run_round(target: &Target, settings: &H2loadSettings, body: &Body) 
     let (busy_after, total_after) = machine_cpu_time()?;
     let ok_after = ok_count(target).await?;
 
-    check_http(target, &summary)?;
+    check_http(target.name(), &summary)?;
     let server_ok = ok_after.saturating_sub(ok_before);
     if server_ok < summary.succeeded || server_ok > summary.started {
         bail!(
@@ -210,7 +210,7 @@ pub async fn run_round(target: &Target, settings: &H2loadSettings, body: &Body) 
 /// run may end between a stream's 2xx headers and its end, so h2load can
 /// count a few more 2xx statuses than finished requests (at most the
 /// streams in flight); never fewer.
-fn check_http(target: &Target, s: &Summary) -> Result<()> {
+pub fn check_http(name: &str, s: &Summary) -> Result<()> {
     const IN_FLIGHT_SLACK: u64 = 1024;
     if s.succeeded == 0
         || s.failed > 0
@@ -219,9 +219,8 @@ fn check_http(target: &Target, s: &Summary) -> Result<()> {
         || s.status_2xx > s.succeeded + IN_FLIGHT_SLACK
     {
         bail!(
-            "{}: h2load got {} answers, {} succeeded, {} with a 2xx status, {} failed/errored/\
+            "{name}: h2load got {} answers, {} succeeded, {} with a 2xx status, {} failed/errored/\
              timed out; the figures are not valid",
-            target.name(),
             s.done,
             s.succeeded,
             s.status_2xx,
@@ -231,19 +230,56 @@ fn check_http(target: &Target, s: &Summary) -> Result<()> {
     Ok(())
 }
 
-/// Runs h2load once and parses its summary. The process runs under a
-/// [`ServerProcess`] guard, so an interrupted bench kills it too.
+/// Runs h2load once against `target`'s gRPC method and parses its summary.
 async fn run_h2load(target: &Target, settings: &H2loadSettings, body: &Body) -> Result<Summary> {
+    let path = match target.kind {
+        Kind::Echo => ECHO_PATH,
+        Kind::Tollgate => GET_ORGANIZATION_PATH,
+    };
+    let request = Request {
+        url: format!("{}{path}", target.url),
+        headers: grpc_headers(&target.api_key),
+        body: Some(body.path()),
+    };
+    run(target.name(), settings, &request, None).await
+}
+
+/// The headers of a gRPC call with an API key, as h2load `-H` values.
+pub fn grpc_headers(api_key: &str) -> Vec<String> {
+    vec![
+        "content-type: application/grpc".to_owned(),
+        "te: trailers".to_owned(),
+        format!("x-api-key: {api_key}"),
+    ]
+}
+
+/// One request shape for h2load to repeat.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The full URL, `http://host:port/path?query` (h2c, prior knowledge).
+    pub url: String,
+    /// Extra headers, `name: value` each.
+    pub headers: Vec<String>,
+    /// The body file; with one h2load sends POST, without one GET.
+    pub body: Option<&'a Path>,
+}
+
+/// Runs h2load once with `request` and parses its summary; with
+/// `log_file`, h2load also writes one line per request there (see
+/// [`latencies_from_log`]). The process runs under a [`ServerProcess`]
+/// guard, so an interrupted bench kills it too. `name` labels errors.
+pub async fn run(
+    name: &str,
+    settings: &H2loadSettings,
+    request: &Request<'_>,
+    log_file: Option<&Path>,
+) -> Result<Summary> {
     let dir = tempfile::Builder::new()
         .prefix("tollgate-bench-h2load-")
         .tempdir()
         .context("cannot create a temporary directory")?;
     let stdout = dir.path().join("stdout.log");
     let stderr = dir.path().join("stderr.log");
-    let path = match target.kind {
-        Kind::Echo => ECHO_PATH,
-        Kind::Tollgate => GET_ORGANIZATION_PATH,
-    };
     let mut command = Command::new(&settings.bin);
     command
         .arg("-c")
@@ -251,13 +287,16 @@ async fn run_h2load(target: &Target, settings: &H2loadSettings, body: &Body) -> 
         .arg("-m")
         .arg(settings.streams.to_string())
         .arg("-t")
-        .arg(settings.threads.to_string())
-        .arg("-d")
-        .arg(body.path())
-        .args(["-H", "content-type: application/grpc"])
-        .args(["-H", "te: trailers"])
-        .arg("-H")
-        .arg(format!("x-api-key: {}", target.api_key));
+        .arg(settings.threads.to_string());
+    if let Some(body) = request.body {
+        command.arg("-d").arg(body);
+    }
+    for header in &request.headers {
+        command.arg("-H").arg(header);
+    }
+    if let Some(log) = log_file {
+        command.arg(format!("--log-file={}", log.display()));
+    }
     match settings.max_requests {
         Some(n) => command.arg("-n").arg(n.to_string()),
         // h2load reads a bare number as seconds and accepts an `ms` suffix.
@@ -265,7 +304,7 @@ async fn run_h2load(target: &Target, settings: &H2loadSettings, body: &Body) -> 
             .arg("-D")
             .arg(format!("{}ms", settings.duration.as_millis().max(1))),
     };
-    command.arg(format!("{}{path}", target.url));
+    command.arg(&request.url);
 
     let mut process = ServerProcess::spawn_with_stdout(
         "h2load",
@@ -289,8 +328,7 @@ async fn run_h2load(target: &Target, settings: &H2loadSettings, body: &Body) -> 
     let text = std::fs::read_to_string(&stdout).context("cannot read h2load's output")?;
     if !status.success() {
         bail!(
-            "h2load failed ({status}) on {}; its stderr ends with:\n{}\n{}",
-            target.name(),
+            "h2load failed ({status}) on {name}; its stderr ends with:\n{}\n{}",
             process.stderr_tail(),
             text
         );
@@ -319,32 +357,69 @@ async fn ok_count(target: &Target) -> Result<u64> {
     }
 }
 
-/// `GET /metrics` over plain HTTP/1.1; the bench needs nothing more than
-/// this, so it carries no HTTP client.
-async fn scrape_metrics(admin: SocketAddr) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(admin)
+/// `GET /metrics` on Tollgate's admin listener.
+pub async fn scrape_metrics(admin: SocketAddr) -> Result<String> {
+    let answer = http1_get(admin, "/metrics", &[]).await?;
+    if answer.status != 200 {
+        bail!("GET /metrics answered {}", answer.status_line);
+    }
+    Ok(answer.body)
+}
+
+/// An HTTP/1.1 answer read by [`http1_get`].
+#[derive(Debug, Clone)]
+pub struct Http1Answer {
+    /// The status code.
+    pub status: u16,
+    /// The whole status line, for messages.
+    pub status_line: String,
+    /// The header block after the status line, as sent.
+    pub headers: String,
+    /// The body, as sent (not de-chunked).
+    pub body: String,
+}
+
+/// One `GET` over plain HTTP/1.1 with `Connection: close`, reading the
+/// answer until the server closes. The bench needs nothing more than this
+/// (a metrics scrape, a one-off check of a route), so it carries no HTTP
+/// client.
+pub async fn http1_get(addr: SocketAddr, path: &str, headers: &[String]) -> Result<Http1Answer> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .with_context(|| format!("cannot connect to the admin listener {admin}"))?;
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .write_all(request.as_bytes())
         .await
-        .context("cannot send GET /metrics")?;
+        .with_context(|| format!("cannot send GET {path}"))?;
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)
         .await
-        .context("cannot read /metrics")?;
+        .with_context(|| format!("cannot read the answer to GET {path}"))?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .context("malformed /metrics answer")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "GET /metrics answered {}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    Ok(body.to_owned())
+        .with_context(|| format!("malformed answer to GET {path}"))?;
+    let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| {
+            format!("malformed status line in the answer to GET {path}: {status_line}")
+        })?;
+    Ok(Http1Answer {
+        status,
+        status_line: status_line.to_owned(),
+        headers: headers.to_owned(),
+        body: body.to_owned(),
+    })
 }
 
 /// Sums `tollgate_grpc_requests_total{code="OK"}` of GetOrganization in a
@@ -360,6 +435,56 @@ pub fn ok_in_metrics(page: &str) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
+}
+
+/// The durations of the answered requests in an h2load `--log-file`, in
+/// microseconds, sorted; for percentiles, which h2load does not print.
+///
+/// Each line is tab-separated: start (µs since the epoch), HTTP status
+/// (`-1` for a failed stream), µs from the request's start to the end of
+/// its answer; h2load may add columns later, so extra ones are ignored.
+/// Only 2xx answers count: failures are judged by [`check_http`], and a
+/// failed stream's duration is not a latency.
+pub fn latencies_from_log(log: &str) -> Result<Vec<u64>> {
+    let mut durations = Vec::new();
+    for (i, line) in log.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = line.split('\t');
+        let (Some(_start), Some(status), Some(duration)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            bail!(
+                "h2load log line {} has fewer than 3 columns: {line:?}",
+                i + 1
+            );
+        };
+        let status: i32 = status
+            .trim()
+            .parse()
+            .with_context(|| format!("h2load log line {}: bad status {status:?}", i + 1))?;
+        if (200..300).contains(&status) {
+            durations.push(duration.trim().parse().with_context(|| {
+                format!("h2load log line {}: bad duration {duration:?}", i + 1)
+            })?);
+        }
+    }
+    durations.sort_unstable();
+    Ok(durations)
+}
+
+/// The `q` quantile (0 < q ≤ 1) of sorted values by nearest rank: the
+/// smallest value with at least `q` of all values at or below it. None
+/// when there are no values.
+pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    // Nearest rank is ceil(q·n), 1-based; clamp for q outside (0, 1].
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted.get(rank - 1).copied()
 }
 
 /// Parses the summary h2load prints at the end of a run.
@@ -451,6 +576,43 @@ time for connect:       54us       106us        84us        22us    75.00%
         assert_eq!(s.mean, Duration::from_micros(1300));
         assert_eq!(s.max, Duration::from_micros(34380));
         assert!(parse("starting benchmark...\n").is_err());
+    }
+
+    /// The first lines of a real `--log-file` (Connect GET over h2c,
+    /// `-c 4 -m 8`), plus a failed stream and a 404 made up in the same
+    /// format, which must not count as latencies.
+    const LOG: &str = "\
+1795622222662232\t200\t1325
+1795622222662227\t200\t1378
+1795622222662227\t200\t1381
+1795622222662301\t-1\t90000
+1795622222662310\t404\t12
+1795622222662390\t200\t87
+";
+
+    #[test]
+    fn latencies_come_from_2xx_log_lines() {
+        let d = latencies_from_log(LOG).unwrap();
+        assert_eq!(d, vec![87, 1325, 1378, 1381]);
+        assert_eq!(percentile(&d, 0.50), Some(1325));
+        assert_eq!(percentile(&d, 0.99), Some(1381));
+        assert_eq!(percentile(&d, 0.25), Some(87));
+        assert_eq!(percentile(&[], 0.5), None);
+        // A future fourth column is ignored; a short or garbled line fails.
+        assert_eq!(latencies_from_log("1\t200\t5\t7\n").unwrap(), vec![5]);
+        assert!(latencies_from_log("1\t200\n").is_err());
+        assert!(latencies_from_log("1\t200\tfast\n").is_err());
+        assert!(latencies_from_log("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn percentile_by_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.50), Some(50));
+        assert_eq!(percentile(&v, 0.99), Some(99));
+        assert_eq!(percentile(&v, 1.0), Some(100));
+        assert_eq!(percentile(&v, 0.0), Some(1));
+        assert_eq!(percentile(&[7], 0.99), Some(7));
     }
 
     #[test]

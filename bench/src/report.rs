@@ -128,7 +128,8 @@ fn median_duration(values: &[Duration]) -> Option<Duration> {
     median(&secs).map(Duration::from_secs_f64)
 }
 
-fn verdict(pass: bool) -> &'static str {
+/// `PASS` or `MISS`.
+pub fn verdict(pass: bool) -> &'static str {
     if pass { "PASS" } else { "MISS" }
 }
 
@@ -140,7 +141,8 @@ fn mb(kib: u64) -> String {
     format!("{:.1} MB", kib as f64 * 1024.0 / 1_000_000.0)
 }
 
-fn latency(us: f64) -> String {
+/// A latency in µs, shown in µs below a millisecond and in ms above.
+pub fn latency(us: f64) -> String {
     if us >= 1_000.0 {
         format!("{:.2} ms", us / 1_000.0)
     } else {
@@ -156,9 +158,23 @@ fn median_round(
     f: impl Fn(&RoundFigures) -> f64,
     higher_is_worse: bool,
 ) -> Option<(RoundPair, f64)> {
-    let mut ranked: Vec<(RoundPair, f64)> = rounds
+    let pairs: Vec<(RoundFigures, RoundFigures)> =
+        rounds.iter().map(|r| (r.echo, r.tollgate)).collect();
+    median_pair(&pairs, f, higher_is_worse)
+        .map(|((echo, tollgate), ratio)| (RoundPair { echo, tollgate }, ratio))
+}
+
+/// [`median_round`] for any two targets measured back to back in each
+/// round, (a, b): the pair whose ratio `f(b) / f(a)` is the median, with
+/// that ratio (the worse middle one for an even count).
+pub fn median_pair(
+    pairs: &[(RoundFigures, RoundFigures)],
+    f: impl Fn(&RoundFigures) -> f64,
+    higher_is_worse: bool,
+) -> Option<((RoundFigures, RoundFigures), f64)> {
+    let mut ranked: Vec<((RoundFigures, RoundFigures), f64)> = pairs
         .iter()
-        .map(|r| (*r, f(&r.tollgate) / f(&r.echo)))
+        .map(|&(a, b)| ((a, b), f(&b) / f(&a)))
         .collect();
     ranked.sort_by(|x, y| x.1.total_cmp(&y.1));
     let n = ranked.len();
