@@ -13,6 +13,9 @@
 //! - `echo`: the baseline, a bare tonic echo server (hidden `echo-server`
 //!   subcommand of this binary).
 //! - `report`: medians, ratios, targets and the printed table.
+//! - `transcoding`: the `transcoding` subcommand, one server's native gRPC
+//!   against its HTTP/JSON transcoding over HTTP/1.1 and h2c (issue 7).
+//! - `wrk`: the HTTP/1.1 load generator of that subcommand.
 #![forbid(unsafe_code)]
 
 mod child;
@@ -22,6 +25,8 @@ mod load;
 mod report;
 mod servers;
 mod suite;
+mod transcoding;
+mod wrk;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -34,6 +39,8 @@ use crate::{
     report::Generator,
     servers::{EchoCommand, Launch, TollgateCommand},
     suite::Plan,
+    transcoding::Protocol,
+    wrk::WrkSettings,
 };
 
 /// Benchmarks Tollgate against a bare tonic server, side by side: unary
@@ -64,6 +71,102 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         tcp_nodelay: bool,
     },
+    /// Transcoding benchmark (issue 7): GetOrganization on one Tollgate
+    /// server over native gRPC (h2load) against `GET /v1/organizations/root`
+    /// over HTTP/1.1 keep-alive (wrk) and h2c (h2load), same key, side by
+    /// side in ABBA rounds; throughput, p50/p99 and server CPU per call,
+    /// with ratios to gRPC judged against the targets (CPU ≤ 1.5×,
+    /// throughput ≥ 0.7×).
+    // Boxed: the options dwarf the other variant (clippy::large_enum_variant).
+    Transcoding(Box<TranscodingOptions>),
+}
+
+#[derive(Debug, Args)]
+struct TranscodingOptions {
+    /// The `tollgate` server binary [default: `tollgate` next to this binary].
+    #[arg(long, env = "TOLLGATE_BIN")]
+    tollgate_bin: Option<PathBuf>,
+
+    /// Path and query of the HTTP/JSON GET. The default is the issue's
+    /// grpc-gateway route; Connect's GET
+    /// (`/tollgate.v1.OrganizationService/GetOrganization?encoding=json&message=…`)
+    /// stands in on a build without transcoding.
+    #[arg(long, default_value = transcoding::DEFAULT_HTTP_PATH)]
+    http_path: String,
+
+    /// Targets to run, in the order of even rounds (odd rounds mirror it).
+    /// Ratios need `grpc`; a single target is useful under a profiler.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "grpc,http1,h2c"
+    )]
+    protocols: Vec<Protocol>,
+
+    /// The h2load executable (Debian package `nghttp2-client`).
+    #[arg(long, env = "H2LOAD", default_value = "h2load")]
+    h2load_bin: PathBuf,
+
+    /// h2load `-c` (gRPC and h2c): HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    h2load_connections: usize,
+
+    /// h2load `-m` (gRPC and h2c): concurrent streams per connection.
+    #[arg(long, default_value_t = 8)]
+    h2load_streams: usize,
+
+    /// h2load `-t`: client threads.
+    #[arg(long, default_value_t = 1)]
+    h2load_threads: usize,
+
+    /// The wrk executable (Debian package `wrk`).
+    #[arg(long, env = "WRK", default_value = "wrk")]
+    wrk_bin: PathBuf,
+
+    /// wrk `-c` (HTTP/1.1): keep-alive connections, one call in flight
+    /// each [default: h2load's connections × streams, so every target keeps
+    /// the same number of calls in flight].
+    #[arg(long)]
+    wrk_connections: Option<usize>,
+
+    /// wrk `-t`: client threads.
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: usize,
+
+    /// Measured seconds per target and round (whole seconds: wrk takes no
+    /// fractions).
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+
+    /// Seconds of the unmeasured warm-up run before each measured one
+    /// (0: none).
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+
+    /// Rounds (the median is reported; odd counts keep it a real round).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+
+    /// Smoke run: 1 round of 1 s after a 1 s warm-up.
+    #[arg(long)]
+    quick: bool,
+
+    /// `--log-level` for `tollgate serve`.
+    #[arg(long, default_value = "warn")]
+    tollgate_log_level: String,
+
+    /// Extra argument for `tollgate serve` (repeatable).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    tollgate_arg: Vec<String>,
+
+    /// Seconds the server may take to become ready.
+    #[arg(long, default_value_t = 30.0)]
+    startup_timeout: f64,
+
+    /// Seconds the server may take to exit after SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 2.0)]
+    stop_grace: f64,
 }
 
 #[derive(Debug, Args)]
@@ -180,7 +283,10 @@ fn main() -> ExitCode {
             listen,
             tcp_nodelay,
         }) => echo::serve(listen, tcp_nodelay),
-        None => plan(cli.options).and_then(|plan| run_suite(&plan)),
+        Some(Command::Transcoding(options)) => {
+            transcoding_plan(*options).and_then(|plan| block_on(transcoding::run(&plan)))
+        }
+        None => plan(cli.options).and_then(|plan| block_on(suite::run(&plan))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,17 +297,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the suite until it ends or a signal arrives. Either way the suite's
+/// Runs a benchmark until it ends or a signal arrives. Either way its
 /// future is dropped before this returns, and with it every server guard,
 /// so no child outlives the bench.
-fn run_suite(plan: &Plan) -> Result<()> {
+fn block_on(bench: impl Future<Output = Result<()>>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         tokio::select! {
-            result = suite::run(plan) => result,
+            result = bench => result,
             () = tollgate_server::shutdown::signal() => bail!("interrupted; servers stopped"),
         }
     })
@@ -211,9 +317,9 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be a number ≥ 0"))
 }
 
-/// Resolves the command line into a [`Plan`].
-fn plan(o: Options) -> Result<Plan> {
-    let bin = match o.tollgate_bin {
+/// The server binary: `given`, or `tollgate` next to this binary.
+fn tollgate_bin(given: Option<PathBuf>) -> Result<PathBuf> {
+    let bin = match given {
         Some(path) => path,
         None => std::env::current_exe()
             .context("cannot locate this binary")?
@@ -226,6 +332,66 @@ fn plan(o: Options) -> Result<Plan> {
             bin.display()
         );
     }
+    Ok(bin)
+}
+
+/// Resolves the `transcoding` command line into its plan.
+fn transcoding_plan(o: TranscodingOptions) -> Result<transcoding::Plan> {
+    if o.h2load_connections == 0 || o.h2load_streams == 0 || o.h2load_threads == 0 {
+        bail!("--h2load-connections, --h2load-streams and --h2load-threads must be at least 1");
+    }
+    let wrk_connections = o
+        .wrk_connections
+        .unwrap_or(o.h2load_connections * o.h2load_streams);
+    // wrk refuses fewer connections than threads.
+    if o.wrk_threads == 0 || wrk_connections < o.wrk_threads {
+        bail!("--wrk-threads must be at least 1 and --wrk-connections at least --wrk-threads");
+    }
+    if !o.http_path.starts_with('/') {
+        bail!("--http-path must start with '/'");
+    }
+    let (rounds, duration, warmup) = if o.quick {
+        (1, 1, 1)
+    } else {
+        (o.rounds, o.duration.max(1), o.warmup)
+    };
+    let stop_grace = seconds("--stop-grace", o.stop_grace)?;
+    Ok(transcoding::Plan {
+        tollgate: TollgateCommand {
+            bin: tollgate_bin(o.tollgate_bin)?,
+            launch: Launch {
+                wrapper: Vec::new(),
+                stop_grace,
+            },
+            log_level: o.tollgate_log_level,
+            extra_args: o.tollgate_arg,
+        },
+        protocols: o.protocols,
+        http_path: o.http_path,
+        h2load: H2loadSettings {
+            bin: o.h2load_bin,
+            connections: o.h2load_connections,
+            streams: o.h2load_streams,
+            threads: o.h2load_threads,
+            warmup: Duration::from_secs(warmup),
+            duration: Duration::from_secs(duration),
+            max_requests: None,
+        },
+        wrk: WrkSettings {
+            bin: o.wrk_bin,
+            connections: wrk_connections,
+            threads: o.wrk_threads,
+        },
+        warmup: Duration::from_secs(warmup),
+        duration: Duration::from_secs(duration),
+        rounds,
+        startup_timeout: seconds("--startup-timeout", o.startup_timeout)?,
+    })
+}
+
+/// Resolves the command line into a [`Plan`].
+fn plan(o: Options) -> Result<Plan> {
+    let bin = tollgate_bin(o.tollgate_bin)?;
     let (rounds, duration, warmup) = if o.quick {
         (1, Duration::from_secs(1), Duration::from_millis(500))
     } else {
