@@ -167,6 +167,21 @@ struct TranscodingOptions {
     /// Seconds the server may take to exit after SIGTERM before SIGKILL.
     #[arg(long, default_value_t = 2.0)]
     stop_grace: f64,
+
+    /// Profile: attach `perf record --call-graph dwarf` to the server
+    /// during every measured run, writing `round<N>-<protocol>.data` into
+    /// this directory. perf's cost lands in that run's figures, so take
+    /// the figures from a run without it.
+    #[arg(long, value_name = "DIR")]
+    perf_record: Option<PathBuf>,
+
+    /// The perf executable.
+    #[arg(long, env = "PERF", default_value = "perf")]
+    perf_bin: PathBuf,
+
+    /// perf `-F`: samples per second (and CPU).
+    #[arg(long, default_value_t = 499)]
+    perf_frequency: u32,
 }
 
 #[derive(Debug, Args)]
@@ -386,6 +401,11 @@ fn transcoding_plan(o: TranscodingOptions) -> Result<transcoding::Plan> {
         duration: Duration::from_secs(duration),
         rounds,
         startup_timeout: seconds("--startup-timeout", o.startup_timeout)?,
+        perf: o.perf_record.map(|dir| transcoding::PerfSettings {
+            bin: o.perf_bin,
+            dir,
+            frequency: o.perf_frequency,
+        }),
     })
 }
 

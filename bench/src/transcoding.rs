@@ -30,12 +30,17 @@
 //! call at most [`TARGET_CPU_RATIO`]× gRPC's, throughput at least
 //! [`TARGET_THROUGHPUT_RATIO`]× gRPC's.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    child::{cpu_time, cpu_time_with_children, machine_cpu_time},
+    child::{ServerProcess, cpu_time, cpu_time_with_children, machine_cpu_time},
     h2load::{self, Body, H2loadSettings, Request},
     load::{self, Kind, ORG_NAME, Target},
     report::{self, NOISY_OTHER_LOAD, RoundFigures, latency, median, verdict},
@@ -76,6 +81,15 @@ impl Protocol {
         }
     }
 
+    /// Its command-line name, also used in file names.
+    fn id(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+        }
+    }
+
     /// The load generator that drives it.
     fn generator(self) -> &'static str {
         match self {
@@ -109,6 +123,21 @@ pub struct Plan {
     pub rounds: usize,
     /// Upper bound on the server's start-up.
     pub startup_timeout: Duration,
+    /// When set, `perf record` samples the server during every measured
+    /// run (for the profile BENCHMARKS.md asks for when a target is
+    /// missed); the figures of such a run carry perf's cost.
+    pub perf: Option<PerfSettings>,
+}
+
+/// How to profile the server's measured runs.
+#[derive(Debug, Clone)]
+pub struct PerfSettings {
+    /// The `perf` executable.
+    pub bin: PathBuf,
+    /// Where `round<N>-<protocol>.data` files go.
+    pub dir: PathBuf,
+    /// Sampling frequency (`-F`), per second and CPU.
+    pub frequency: u32,
 }
 
 /// The server under test, as the generators see it.
@@ -286,7 +315,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
         }
         let mut measured = Vec::with_capacity(order.len());
         for protocol in order {
-            let m = run_target(plan, &server, &body, protocol).await?;
+            let m = run_target(plan, &server, &body, protocol, round).await?;
             print_round(round, protocol, &m);
             measured.push((protocol, m));
         }
@@ -356,6 +385,7 @@ async fn run_target(
     server: &Server,
     body: &Body,
     protocol: Protocol,
+    round: usize,
 ) -> Result<Measured> {
     match protocol {
         Protocol::Grpc => {
@@ -364,7 +394,7 @@ async fn run_target(
                 headers: h2load::grpc_headers(&server.api_key),
                 body: Some(body.path()),
             };
-            run_h2load(plan, server, protocol, &request).await
+            run_h2load(plan, server, protocol, round, &request).await
         }
         Protocol::H2c => {
             let request = Request {
@@ -372,9 +402,9 @@ async fn run_target(
                 headers: api_key_header(server),
                 body: None,
             };
-            run_h2load(plan, server, protocol, &request).await
+            run_h2load(plan, server, protocol, round, &request).await
         }
-        Protocol::Http1 => run_wrk(plan, server).await,
+        Protocol::Http1 => run_wrk(plan, server, round).await,
     }
 }
 
@@ -382,6 +412,7 @@ async fn run_h2load(
     plan: &Plan,
     server: &Server,
     protocol: Protocol,
+    round: usize,
     request: &Request<'_>,
 ) -> Result<Measured> {
     let name = protocol.name();
@@ -401,9 +432,11 @@ async fn run_h2load(
         .context("cannot create a temporary directory")?;
     let log = dir.path().join("requests.tsv");
 
+    let profiler = start_perf(plan, server, protocol, round).await?;
     let window = Window::open(server).await?;
     let summary = h2load::run(name, &timed(plan.duration), request, Some(&log)).await?;
     let usage = window.close(server).await?;
+    drop(profiler);
 
     h2load::check_http(name, &summary)?;
     check_ok(
@@ -427,6 +460,48 @@ async fn run_h2load(
     })
 }
 
+/// With `--perf-record`, attaches `perf record` to the server for one
+/// measured run; dropping the guard sends SIGTERM, on which perf writes
+/// its file and exits (it gets a minute: DWARF stacks take a while).
+async fn start_perf(
+    plan: &Plan,
+    server: &Server,
+    protocol: Protocol,
+    round: usize,
+) -> Result<Option<ServerProcess>> {
+    let Some(perf) = &plan.perf else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&perf.dir)
+        .with_context(|| format!("cannot create {}", perf.dir.display()))?;
+    let stem = perf
+        .dir
+        .join(format!("round{}-{}", round + 1, protocol.id()));
+    let mut command = Command::new(&perf.bin);
+    // DWARF unwinding: the release build keeps debug info but no frame
+    // pointers, so `-g` alone would give broken stacks.
+    command
+        .arg("record")
+        .arg("-F")
+        .arg(perf.frequency.to_string())
+        .args(["--call-graph", "dwarf,16384"])
+        .arg("-p")
+        .arg(server.pid.to_string())
+        .arg("-o")
+        .arg(stem.with_extension("data"));
+    let mut process = ServerProcess::spawn(
+        "perf record",
+        command,
+        &stem.with_extension("stderr"),
+        Duration::from_secs(60),
+    )
+    .with_context(|| format!("cannot run {}", perf.bin.display()))?;
+    // Let it attach before the measured run starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    process.ensure_running()?;
+    Ok(Some(process))
+}
+
 fn read_latencies(log: &Path) -> Result<Vec<u64>> {
     let text = std::fs::read_to_string(log)
         .with_context(|| format!("cannot read h2load's log {}", log.display()))?;
@@ -437,7 +512,7 @@ fn read_latencies(log: &Path) -> Result<Vec<u64>> {
     Ok(latencies)
 }
 
-async fn run_wrk(plan: &Plan, server: &Server) -> Result<Measured> {
+async fn run_wrk(plan: &Plan, server: &Server, round: usize) -> Result<Measured> {
     let name = Protocol::Http1.name();
     let url = format!("{}{}", server.url, plan.http_path);
     let headers = api_key_header(server);
@@ -446,9 +521,11 @@ async fn run_wrk(plan: &Plan, server: &Server) -> Result<Measured> {
         wrk::check(name, &summary)?;
     }
 
+    let profiler = start_perf(plan, server, Protocol::Http1, round).await?;
     let window = Window::open(server).await?;
     let summary = wrk::run(name, &plan.wrk, &url, &headers, plan.duration).await?;
     let usage = window.close(server).await?;
+    drop(profiler);
 
     wrk::check(name, &summary)?;
     // wrk abandons at most one call per connection when the run ends.
@@ -526,6 +603,14 @@ fn print_header(plan: &Plan) {
         plan.warmup.as_secs_f64(),
         plan.duration.as_secs_f64()
     );
+    if let Some(perf) = &plan.perf {
+        println!(
+            "perf record -F {} --call-graph dwarf on the server in every measured run, into {} \
+             (its cost is in these figures)",
+            perf.frequency,
+            perf.dir.display()
+        );
+    }
     println!();
 }
 
