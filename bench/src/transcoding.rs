@@ -163,9 +163,11 @@ struct Measured {
     elapsed: Duration,
     /// Calls per second.
     throughput: f64,
-    /// Latency percentiles and max, µs.
+    /// Median latency, µs.
     p50_us: f64,
+    /// 99th percentile latency, µs.
     p99_us: f64,
+    /// Slowest call, µs.
     max_us: f64,
     /// How much the server's OK count grew.
     server_ok: u64,
@@ -178,10 +180,12 @@ struct Measured {
 // === impl Measured ===
 
 impl Measured {
+    /// Server CPU per successful call, µs.
     fn cpu_per_call_us(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / self.calls.max(1) as f64
     }
 
+    /// As the shared report's figures, for [`report::median_pair`].
     fn figures(&self) -> RoundFigures {
         RoundFigures {
             throughput: self.throughput,
@@ -196,10 +200,14 @@ impl Measured {
 
 /// Counters read before a measured run, closed into [`Usage`] after it.
 struct Window {
+    /// The server's OK count.
     ok: u64,
+    /// The machine's busy and total CPU time.
     busy: Duration,
     total: Duration,
+    /// The server's CPU time.
     server: Duration,
+    /// The bench's CPU time, with its reaped children.
     bench: Duration,
 }
 
