@@ -168,7 +168,7 @@ pub fn layers(app: &App) -> Layers {
 /// The main listener's service: every protocol on one port
 /// ([`http::Front`]), each ending in the gRPC routes behind [`layers`].
 /// Also returns the health reporter the health component publishes to.
-pub fn app(app: &App) -> anyhow::Result<(http::Front, HealthReporter)> {
+pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
     let (routes, health) = grpc_routes(app)?;
     let grpc = routes.prepare().into_axum_router().layer(layers(app));
     let pool = http::descriptors();
@@ -184,7 +184,12 @@ pub fn app(app: &App) -> anyhow::Result<(http::Front, HealthReporter)> {
         }
         .into_gateway_response()
     });
-    Ok((http::Front::new(grpc, connect, routes), health))
+    let front = http::Front::new(grpc, connect, routes);
+    let served = match http::cors::layer(&app.config.cors_allow_origin)? {
+        Some(cors) => tower::util::Either::Left(tower_layer::Layer::layer(&cors, front)),
+        None => tower::util::Either::Right(front),
+    };
+    Ok((served, health))
 }
 
 /// Serves [`app`] on `listener` and the admin endpoints on `admin` until
