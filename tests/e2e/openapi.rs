@@ -10,9 +10,9 @@ use std::{
     process::{Command, Output},
 };
 
-use prost_reflect::DescriptorPool;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use serde_json::{Value, json};
-use tollgate_e2e::{Backend, TestServer, http, peers};
+use tollgate_e2e::{Backend, TestServer, fixtures, http, peers, rpc::RpcResult as _, v1};
 use tollgate_server::{
     domain::names::{OrgName, id_segment_pattern},
     http::{
@@ -157,6 +157,298 @@ fn the_id_pattern_agrees_with_the_server_name_parser() {
             "{sample:?}: pattern {matched}, server {parsed}"
         );
     }
+}
+
+/// A message as the transcoder encodes it: proto3 JSON with every field
+/// without presence kept at its default (prost-reflect's serializer with
+/// `skip_default_fields(false)`).
+fn transcoded<M: prost::Message>(pool: &DescriptorPool, full_name: &str, message: &M) -> Value {
+    let desc = pool.get_message_by_name(full_name).unwrap();
+    let dynamic = DynamicMessage::decode(desc, message.encode_to_vec().as_slice()).unwrap();
+    dynamic
+        .serialize_with_options(
+            serde_json::value::Serializer,
+            &SerializeOptions::new().skip_default_fields(false),
+        )
+        .unwrap()
+}
+
+/// The error body of a failed call: its `google.rpc.Status` with details.
+fn transcoded_error(pool: &DescriptorPool, status: &tonic::Status) -> Value {
+    let desc = pool.get_message_by_name("google.rpc.Status").unwrap();
+    let dynamic = DynamicMessage::decode(desc, status.details()).unwrap();
+    let json = dynamic
+        .serialize_with_options(
+            serde_json::value::Serializer,
+            &SerializeOptions::new().skip_default_fields(false),
+        )
+        .unwrap();
+    assert_eq!(json["code"], status.code() as i32, "{json}");
+    json
+}
+
+/// Validates each `(label, schema, instance)` with Python's jsonschema
+/// (JSON Schema 2020-12, formats checked), `$ref`s resolved in `doc`.
+/// Returns the failures, one line each.
+fn json_schema_failures(
+    python: &Path,
+    doc: &Value,
+    samples: &[(String, Value, Value)],
+) -> Vec<String> {
+    let script = "import json, sys\n\
+                  from jsonschema import Draft202012Validator as V\n\
+                  doc, samples = json.load(sys.stdin)\n\
+                  for label, schema, instance in samples:\n\
+                  \x20   root = dict(schema, components=doc['components'])\n\
+                  \x20   for e in V(root, format_checker=V.FORMAT_CHECKER).iter_errors(instance):\n\
+                  \x20       print(label + ': ' + e.message.replace('\\n', ' ')[:300])";
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let input = json!([doc, samples]).to_string();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", show(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_responses_encoded_as_proto3_json_match_the_document() {
+    // Until the HTTP front door serves them, the messages of real calls
+    // encoded the way the transcoder encodes them (see `transcoded`) must
+    // validate against the documented schema of the operation that
+    // returns them: the `200` schema by path and method, `default` for
+    // errors.
+    let Some(python) = peers::venv_tool("the response schema test", "python3") else {
+        return;
+    };
+    let doc = our_document();
+    let pool = DescriptorPool::decode(tollgate::FILE_DESCRIPTOR_SET).unwrap();
+    let mut server = TestServer::start(&Backend::Sqlite).await.unwrap();
+    let admin = server.admin();
+    let mut samples: Vec<(String, Value, Value)> = Vec::new();
+    let mut ok = |path: &str, verb: &str, name: &str, json: Value| {
+        let schema =
+            doc["paths"][path][verb]["responses"]["200"]["content"]["application/json"]["schema"]
+                .clone();
+        assert!(schema.is_object(), "no 200 schema for {verb} {path}");
+        samples.push((format!("{verb} {path} ({name})"), schema, json));
+    };
+    let org = "/v1/organizations/{organization}";
+    let user = "/v1/organizations/{organization}/users/{user}";
+    let sa = "/v1/organizations/{organization}/serviceAccounts/{serviceAccount}";
+    let sa_keys = "/v1/organizations/{organization}/serviceAccounts/{serviceAccount}/apiKeys";
+    let user_key = "/v1/organizations/{organization}/users/{user}/apiKeys/{apiKey}";
+
+    let acme = fixtures::create_org(&admin, "acme", "Acme").await;
+    ok(
+        "/v1/organizations",
+        "post",
+        "created",
+        transcoded(&pool, "tollgate.v1.Organization", &acme),
+    );
+    let root = admin
+        .organizations()
+        .get_organization(v1::GetOrganizationRequest {
+            name: "organizations/root".into(),
+        })
+        .await
+        .expect_ok();
+    ok(
+        org,
+        "get",
+        "root",
+        transcoded(&pool, "tollgate.v1.Organization", &root),
+    );
+    let list = admin
+        .organizations()
+        .list_organizations(v1::ListOrganizationsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect_ok();
+    assert!(!list.next_page_token.is_empty());
+    ok(
+        "/v1/organizations",
+        "get",
+        "a page",
+        transcoded(&pool, "tollgate.v1.ListOrganizationsResponse", &list),
+    );
+    let updated = admin
+        .organizations()
+        .update_organization(v1::UpdateOrganizationRequest {
+            organization: Some(v1::Organization {
+                name: acme.name.clone(),
+                state: v1::organization::State::Suspended as i32,
+                ..Default::default()
+            }),
+            update_mask: fixtures::mask(&["state"]),
+        })
+        .await
+        .expect_ok();
+    ok(
+        org,
+        "patch",
+        "suspended",
+        transcoded(&pool, "tollgate.v1.Organization", &updated),
+    );
+
+    let alice = fixtures::create_user(&admin, "root", "alice", &[]).await;
+    ok(
+        "/v1/organizations/{organization}/users",
+        "post",
+        "no roles",
+        transcoded(&pool, "tollgate.v1.User", &alice),
+    );
+    let alice = admin
+        .users()
+        .set_password(v1::SetPasswordRequest {
+            name: alice.name.clone(),
+            password: "correct horse battery staple".into(),
+        })
+        .await
+        .expect_ok();
+    ok(
+        &format!("{user}:setPassword"),
+        "post",
+        "with password",
+        transcoded(&pool, "tollgate.v1.User", &alice),
+    );
+    let users = admin
+        .users()
+        .list_users(v1::ListUsersRequest {
+            parent: "organizations/root".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_ok();
+    ok(
+        "/v1/organizations/{organization}/users",
+        "get",
+        "last page",
+        transcoded(&pool, "tollgate.v1.ListUsersResponse", &users),
+    );
+
+    let ci = fixtures::create_sa(&admin, "root", "ci", &["viewer"]).await;
+    ok(
+        sa,
+        "get",
+        "created",
+        transcoded(&pool, "tollgate.v1.ServiceAccount", &ci),
+    );
+    let key = fixtures::create_key(&admin, &ci.name, "ci key").await;
+    ok(
+        sa_keys,
+        "post",
+        "with its secret",
+        transcoded(&pool, "tollgate.v1.ApiKey", &key),
+    );
+    let keys = admin
+        .api_keys()
+        .list_api_keys(v1::ListApiKeysRequest {
+            parent: ci.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_ok();
+    ok(
+        sa_keys,
+        "get",
+        "one key",
+        transcoded(&pool, "tollgate.v1.ListApiKeysResponse", &keys),
+    );
+    let user_key_msg = fixtures::create_key(&admin, &alice.name, "alice key").await;
+    let revoked = admin
+        .api_keys()
+        .revoke_api_key(v1::RevokeApiKeyRequest {
+            name: user_key_msg.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_ok();
+    assert!(revoked.revoke_time.is_some());
+    ok(
+        &format!("{user_key}:revoke"),
+        "post",
+        "revoked",
+        transcoded(&pool, "tollgate.v1.ApiKey", &revoked),
+    );
+    // google.protobuf.Empty is `()` in Rust.
+    admin
+        .users()
+        .delete_user(v1::DeleteUserRequest {
+            name: alice.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_ok();
+    ok(
+        user,
+        "delete",
+        "empty",
+        transcoded(&pool, "google.protobuf.Empty", &()),
+    );
+
+    // Errors, with their details.
+    let error_schema =
+        doc["paths"][user]["get"]["responses"]["default"]["content"]["application/json"]["schema"]
+            .clone();
+    let missing = admin
+        .users()
+        .get_user(v1::GetUserRequest {
+            name: alice.name.clone(),
+        })
+        .await
+        .expect_failure();
+    samples.push((
+        "not found".into(),
+        error_schema.clone(),
+        transcoded_error(&pool, &missing),
+    ));
+    let invalid = admin
+        .users()
+        .create_user(v1::CreateUserRequest {
+            parent: "organizations/root".into(),
+            user: Some(v1::User::default()),
+            user_id: "Not An Id".into(),
+        })
+        .await
+        .expect_failure();
+    let invalid = transcoded_error(&pool, &invalid);
+    assert!(
+        invalid["details"].as_array().is_some_and(|d| d.len() > 1),
+        "{invalid}"
+    );
+    samples.push(("invalid argument".into(), error_schema, invalid));
+    server.stop().await.unwrap();
+
+    let failures = json_schema_failures(&python, &doc, &samples);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The check can fail: a response without a field the document
+    // requires, and a 64-bit integer as a number, are refused.
+    let (label, schema, mut instance) = samples[1].clone();
+    instance.as_object_mut().unwrap().remove("etag");
+    let mut status = samples.last().unwrap().clone();
+    status.2["details"] = json!([{ "no": "type" }]);
+    let failures = json_schema_failures(&python, &doc, &[(label, schema, instance), status]);
+    assert_eq!(failures.len(), 2, "{failures:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
