@@ -234,7 +234,7 @@ fn operation_key(verb: &Method) -> Option<&'static str> {
 }
 
 /// Which side of the wire a schema describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
     /// What clients send: `required` from field behavior only.
     Request,
