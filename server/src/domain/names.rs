@@ -37,6 +37,13 @@ fn is_segment(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// [`is_segment`] as a regular expression, for documents that describe
+/// names to clients (the OpenAPI path parameters). It sits next to the
+/// function so that the two change together.
+pub fn id_segment_pattern() -> String {
+    format!("^[a-z0-9]([a-z0-9-]{{0,{}}}[a-z0-9])?$", MAX_ID_LEN - 2)
+}
+
 /// A server-assigned id: a UUIDv7, time-ordered so new rows land at the end
 /// of the primary-key index.
 pub fn generate_id() -> String {

@@ -14,9 +14,11 @@
 
 pub mod bridge;
 pub mod connect;
+pub mod cors;
 pub mod error;
 pub mod frames;
 pub mod headers;
+pub mod openapi;
 pub mod routes;
 pub mod template;
 
@@ -92,6 +94,10 @@ pub fn classify(headers: &HeaderMap, path: &str, connect: &Connect) -> Protocol 
         Protocol::Http
     }
 }
+
+/// What the main listener serves: [`Front`], behind CORS when origins are
+/// configured.
+pub type Served = tower::util::Either<tower_http::cors::Cors<Front>, Front>;
 
 /// The main listener's service: every protocol on one port.
 #[derive(Clone)]
