@@ -18,6 +18,7 @@ pub mod cors;
 pub mod error;
 pub mod frames;
 pub mod headers;
+pub mod json;
 pub mod openapi;
 pub mod routes;
 pub mod template;
