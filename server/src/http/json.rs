@@ -131,6 +131,15 @@ pub fn decode_field(
     )
 }
 
+/// Decodes `text` as if it were the JSON string `"text"` for a message of
+/// type `desc`: the string forms of Timestamp (RFC 3339) and Duration
+/// (`"1.5s"`), for query parameters and path variables. The error is a
+/// description.
+pub fn decode_str(desc: &MessageDescriptor, text: &str) -> Result<DynamicMessage, String> {
+    let de: de::value::StrDeserializer<'_, de::value::Error> = text.into_deserializer();
+    DynamicMessage::deserialize_with_options(desc.clone(), de, &READ).map_err(|e| e.to_string())
+}
+
 /// Writes `msg` as JSON (rules in the module doc).
 pub fn encode(msg: &DynamicMessage) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(128);

@@ -20,6 +20,7 @@ pub mod frames;
 pub mod headers;
 pub mod json;
 pub mod openapi;
+pub mod query;
 pub mod routes;
 pub mod template;
 
