@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod query;
 pub mod routes;
 pub mod template;
+pub mod transcode;
 
 use std::{
     convert::Infallible,

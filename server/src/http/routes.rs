@@ -11,7 +11,10 @@ use prost_reflect::{
 };
 use tollgate::google::api::{HttpRule, http_rule::Pattern};
 
-use super::template::{Captures, PathTemplate, TemplateError};
+use super::{
+    query::{QueryParams, Taken},
+    template::{Captures, PathTemplate, TemplateError},
+};
 
 /// The full name of the annotation.
 pub const HTTP_EXTENSION: &str = "google.api.http";
@@ -45,6 +48,13 @@ pub struct Route {
     pub body: BodyRule,
     /// `response_body`: the response field sent instead of the message.
     pub response_body: Option<FieldDescriptor>,
+    /// The request message type.
+    pub input: prost_reflect::MessageDescriptor,
+    /// The response message type.
+    pub output: prost_reflect::MessageDescriptor,
+    /// The query parameters the binding accepts: the request fields that
+    /// neither the path nor the body sets.
+    pub query: QueryParams,
 }
 
 impl Route {
@@ -222,6 +232,14 @@ impl Routes {
             method.name()
         ))
         .map_err(|e| field_error(e.to_string()))?;
+        let query = QueryParams::compile(
+            &input,
+            match &body {
+                BodyRule::None => Taken::Path(&bindings),
+                BodyRule::Field(f) => Taken::PathAndField(&bindings, f),
+                BodyRule::Whole => Taken::All,
+            },
+        );
         let route = Route {
             method: method.clone(),
             grpc_path,
@@ -230,6 +248,9 @@ impl Routes {
             bindings,
             body,
             response_body,
+            output: method.output(),
+            input,
+            query,
         };
         self.insert(route)?;
         for extra in &rule.additional_bindings {
