@@ -1198,7 +1198,9 @@ fn streaming_rows() {
         }],
     };
     let ours = &transcoders()[0];
-    let line = ours.stream_error(&status.encode_to_vec()).unwrap();
+    let line = ours
+        .stream_error(9, "asked to fail", &status.encode_to_vec())
+        .unwrap();
     assert_eq!(
         String::from_utf8(line).unwrap(),
         concat!(
@@ -1207,4 +1209,12 @@ fn streaming_rows() {
             "\n"
         )
     );
+    // A status without details: built from the code and message.
+    let body = ours.status(5, "organizations/x not found", b"").unwrap();
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        r#"{"code":5,"message":"organizations/x not found","details":[]}"#
+    );
+    // Testing pool lacks google.rpc.Status: an internal error, not a panic.
+    assert!(tc.status(5, "x", b"").unwrap_err().is_internal());
 }

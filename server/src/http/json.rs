@@ -42,8 +42,9 @@
 //!   `optional` fields. A set one is written even when it holds its
 //!   default (`optional int32 x = 1` set to 0 is `"x": 0`).
 //! - int64, uint64, sint64, fixed64 and sfixed64 are JSON strings (`"42"`);
-//!   32-bit integers are numbers; floats are numbers, or `"NaN"`,
-//!   `"Infinity"`, `"-Infinity"`.
+//!   32-bit integers are numbers; floats are numbers in their shortest
+//!   round-trip form as serde_json writes them (a whole number keeps
+//!   `.0`: `0.0`, `2.0`, `1.5`), or `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //! - Enums are written by name; a number the enum does not declare is
 //!   written as the number.
 //! - Bytes are standard base64 with padding.

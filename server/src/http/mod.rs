@@ -11,6 +11,17 @@
 //! native gRPC; the path of a served method (`/package.Service/Method`) →
 //! Connect; anything else → the HTTP routes (HTTP/JSON bindings and
 //! documents).
+//!
+//! HTTP/JSON transcoding, compiled once at start-up from the
+//! `google.api.http` annotations:
+//! - [`template`]: path templates, parsed and matched;
+//! - [`routes`]: every binding of every method, with its field bindings,
+//!   body rule and query table;
+//! - [`query`]: the query parameters a binding accepts, and their values;
+//! - [`json`]: the canonical proto3 JSON mapping, both ways, and the exact
+//!   rules of what responses contain;
+//! - [`transcode`]: [`transcode::Transcoder`], the entry point: HTTP
+//!   request to protobuf request, protobuf response to JSON, stream lines.
 
 pub mod bridge;
 pub mod connect;

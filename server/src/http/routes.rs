@@ -1,7 +1,7 @@
 //! The HTTP routes of every method, compiled once at start-up from the
 //! `google.api.http` annotations in the descriptors: a request is matched
-//! against compiled templates and finds its method, body rule and field
-//! bindings without looking anything up by name.
+//! against compiled templates and finds its method, body rule, field
+//! bindings and query-parameter table without looking anything up by name.
 
 use std::sync::Arc;
 

@@ -109,7 +109,15 @@ impl From<EncodeError> for TranscodeError {
 #[derive(Debug)]
 pub struct Transcoder {
     routes: Routes,
-    status: Option<prost_reflect::MessageDescriptor>,
+    status: Option<StatusFields>,
+}
+
+/// `google.rpc.Status` and its `code` and `message` fields, resolved once.
+#[derive(Debug)]
+struct StatusFields {
+    message: prost_reflect::MessageDescriptor,
+    code: FieldDescriptor,
+    text: FieldDescriptor,
 }
 
 impl Transcoder {
@@ -123,7 +131,13 @@ impl Transcoder {
     ) -> Result<Self, RouteError> {
         Ok(Transcoder {
             routes: Routes::compile(pool, services)?,
-            status: pool.get_message_by_name(STATUS),
+            status: pool.get_message_by_name(STATUS).and_then(|message| {
+                Some(StatusFields {
+                    code: message.get_field_by_name("code")?,
+                    text: message.get_field_by_name("message")?,
+                    message,
+                })
+            }),
         })
     }
 
@@ -201,30 +215,67 @@ impl Transcoder {
         Ok(out)
     }
 
-    /// The JSON of a `google.rpc.Status` (protobuf-encoded, as in
-    /// `grpc-status-details-bin`): `{"code":…,"message":…,"details":[…]}`
-    /// with each detail as an `Any` (`"@type"` and the detail's fields), the
-    /// HTTP/JSON error body grpc-gateway writes.
-    pub fn status(&self, status: &[u8]) -> Result<Vec<u8>, TranscodeError> {
-        let desc = self
-            .status
-            .clone()
-            .ok_or_else(|| TranscodeError::Response(format!("the pool lacks {STATUS}")))?;
-        let msg = DynamicMessage::decode(desc, status)
-            .map_err(|e| TranscodeError::Response(format!("undecodable {STATUS}: {e}")))?;
-        Ok(json::encode(&msg)?)
+    /// The JSON error body of a failed call, as grpc-gateway writes it: a
+    /// `google.rpc.Status`, `{"code":…,"message":…,"details":[…]}`, each
+    /// detail an `Any` (`"@type"` and the detail's fields), e.g.
+    /// `{"code":5,"message":"not found","details":[]}`.
+    ///
+    /// `code` and `message` are the call's `grpc-status` and
+    /// `grpc-message`; `details` is its `grpc-status-details-bin` (tonic's
+    /// `Status::details()`: an encoded `google.rpc.Status`), empty when
+    /// the status has none. `code` and `message` win over the copies
+    /// inside `details`.
+    pub fn status(
+        &self,
+        code: i32,
+        message: &str,
+        details: &[u8],
+    ) -> Result<Vec<u8>, TranscodeError> {
+        let mut out = Vec::with_capacity(64 + message.len() + details.len() * 2);
+        self.write_status(code, message, details, &mut out)?;
+        Ok(out)
     }
 
     /// The last line of a server stream that failed:
     /// `{"error":<status JSON>}` and a newline (see
-    /// [`Transcoder::stream_result`]).
-    pub fn stream_error(&self, status: &[u8]) -> Result<Vec<u8>, TranscodeError> {
-        let body = self.status(status)?;
-        let mut out = Vec::with_capacity(body.len() + 11);
+    /// [`Transcoder::stream_result`]; arguments as for
+    /// [`Transcoder::status`]).
+    pub fn stream_error(
+        &self,
+        code: i32,
+        message: &str,
+        details: &[u8],
+    ) -> Result<Vec<u8>, TranscodeError> {
+        let mut out = Vec::with_capacity(80 + message.len() + details.len() * 2);
         out.extend_from_slice(b"{\"error\":");
-        out.extend_from_slice(&body);
+        self.write_status(code, message, details, &mut out)?;
         out.extend_from_slice(b"}\n");
         Ok(out)
+    }
+
+    fn write_status(
+        &self,
+        code: i32,
+        message: &str,
+        details: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), TranscodeError> {
+        let status = self
+            .status
+            .as_ref()
+            .ok_or_else(|| TranscodeError::Response(format!("the pool lacks {STATUS}")))?;
+        let mut msg = DynamicMessage::decode(status.message.clone(), details)
+            .map_err(|e| TranscodeError::Response(format!("undecodable {STATUS}: {e}")))?;
+        msg.try_set_field(&status.code, prost_reflect::Value::I32(code))
+            .and_then(|()| {
+                msg.try_set_field(
+                    &status.text,
+                    prost_reflect::Value::String(message.to_owned()),
+                )
+            })
+            .map_err(|e| TranscodeError::Response(e.to_string()))?;
+        json::encode_into(&msg, out)?;
+        Ok(())
     }
 
     fn write_response(
