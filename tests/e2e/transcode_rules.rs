@@ -185,6 +185,17 @@ fn ours() -> Vec<Row> {
             "OrganizationService/GetOrganization",
             req(v1::GetOrganizationRequest { name: org("acme") }),
         ),
+        // Path segments are percent-decoded, but reserved characters stay
+        // escaped: `%2F` adds no segment to the name.
+        row(
+            "GET",
+            "/v1/organizations/a%2Fusers%2Fb%20c",
+            "",
+            "OrganizationService/GetOrganization",
+            req(v1::GetOrganizationRequest {
+                name: org("a%2Fusers%2Fb c"),
+            }),
+        ),
         row(
             "GET",
             "/v1/organizations?pageSize=10&page_token=t%2B1&filter=state+%3D+ACTIVE",
