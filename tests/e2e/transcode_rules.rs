@@ -1194,38 +1194,28 @@ fn streaming_rows() {
             "\n"
         )
     );
-    // The terminal error line: a google.rpc.Status with its details.
-    let status = tonic_types::pb::Status {
-        code: 9,
-        message: s(tollgate_e2e::testing_service::WATCH_FAILURE),
-        details: vec![prost_types::Any {
-            type_url: s("type.googleapis.com/google.rpc.ErrorInfo"),
-            value: tonic_types::pb::ErrorInfo {
-                reason: s("ASKED"),
-                domain: s("tollgate.dev"),
-                metadata: Default::default(),
-            }
-            .encode_to_vec(),
-        }],
-    };
-    let ours = &transcoders()[0];
-    let line = ours
-        .stream_error(9, "asked to fail", &status.encode_to_vec())
-        .unwrap();
-    assert_eq!(
-        String::from_utf8(line).unwrap(),
-        concat!(
-            r#"{"error":{"code":9,"message":"asked to fail","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","#,
-            r#""reason":"ASKED","domain":"tollgate.dev","metadata":{}}]}}"#,
-            "\n"
-        )
+    // The terminal error line: the status as every HTTP/JSON error body,
+    // details included.
+    let status = <tonic::Status as tonic_types::StatusExt>::with_error_details(
+        tonic::Code::FailedPrecondition,
+        tollgate_e2e::testing_service::WATCH_FAILURE,
+        tonic_types::ErrorDetails::with_error_info("ASKED", "tollgate.dev", []),
     );
-    // A status without details: built from the code and message.
-    let body = ours.status(5, "organizations/x not found", b"").unwrap();
+    let line = tc.stream_error(&status);
+    let text = String::from_utf8(line).unwrap();
+    let json = text.strip_suffix('\n').expect("a line ends with a newline");
+    assert!(!json.contains('\n'), "{text}");
     assert_eq!(
-        String::from_utf8(body).unwrap(),
-        r#"{"code":5,"message":"organizations/x not found","details":[]}"#
+        serde_json::from_str::<serde_json::Value>(json).unwrap(),
+        serde_json::json!({"error": {
+            "code": 9,
+            "message": "asked to fail",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "ASKED",
+                "domain": "tollgate.dev",
+                "metadata": {},
+            }],
+        }})
     );
-    // Testing pool lacks google.rpc.Status: an internal error, not a panic.
-    assert!(tc.status(5, "x", b"").unwrap_err().is_internal());
 }

@@ -37,9 +37,6 @@ use super::{
     template::Captures,
 };
 
-/// The full name of the error status message.
-pub const STATUS: &str = "google.rpc.Status";
-
 /// Why a request cannot be transcoded, or a response cannot be written.
 ///
 /// Every variant but [`TranscodeError::Response`] is the client's doing
@@ -109,35 +106,17 @@ impl From<EncodeError> for TranscodeError {
 #[derive(Debug)]
 pub struct Transcoder {
     routes: Routes,
-    status: Option<StatusFields>,
-}
-
-/// `google.rpc.Status` and its `code` and `message` fields, resolved once.
-#[derive(Debug)]
-struct StatusFields {
-    message: prost_reflect::MessageDescriptor,
-    code: FieldDescriptor,
-    text: FieldDescriptor,
 }
 
 impl Transcoder {
-    /// Compiles the bindings of every method of `services` from `pool`
-    /// (which must hold `google.rpc.Status` and the error details for
-    /// [`Transcoder::status`]; ours does). Fails naming the method on a
-    /// bad or colliding binding.
+    /// Compiles the bindings of every method of `services` from `pool`.
+    /// Fails naming the method on a bad or colliding binding.
     pub fn new<'a>(
         pool: &DescriptorPool,
         services: impl IntoIterator<Item = &'a ServiceDescriptor>,
     ) -> Result<Self, RouteError> {
         Ok(Transcoder {
             routes: Routes::compile(pool, services)?,
-            status: pool.get_message_by_name(STATUS).and_then(|message| {
-                Some(StatusFields {
-                    code: message.get_field_by_name("code")?,
-                    text: message.get_field_by_name("message")?,
-                    message,
-                })
-            }),
         })
     }
 
@@ -205,7 +184,7 @@ impl Transcoder {
     /// When the stream ends with an error, the caller writes a last line
     /// `{"error":<google.rpc.Status JSON>}` and a newline
     /// ([`Transcoder::stream_error`]), e.g.
-    /// `{"error":{"code":5,"message":"not found","details":[]}}`; a stream
+    /// `{"error":{"code":5,"details":[],"message":"not found"}}`; a stream
     /// that ends with OK just ends.
     pub fn stream_result(&self, route: &Route, message: &[u8]) -> Result<Vec<u8>, TranscodeError> {
         let mut out = Vec::with_capacity(message.len() * 2 + 16);
@@ -215,67 +194,23 @@ impl Transcoder {
         Ok(out)
     }
 
-    /// The JSON error body of a failed call, as grpc-gateway writes it: a
-    /// `google.rpc.Status`, `{"code":…,"message":…,"details":[…]}`, each
-    /// detail an `Any` (`"@type"` and the detail's fields), e.g.
-    /// `{"code":5,"message":"not found","details":[]}`.
-    ///
-    /// `code` and `message` are the call's `grpc-status` and
-    /// `grpc-message`; `details` is its `grpc-status-details-bin` (tonic's
-    /// `Status::details()`: an encoded `google.rpc.Status`), empty when
-    /// the status has none. `code` and `message` win over the copies
-    /// inside `details`.
-    pub fn status(
-        &self,
-        code: i32,
-        message: &str,
-        details: &[u8],
-    ) -> Result<Vec<u8>, TranscodeError> {
-        let mut out = Vec::with_capacity(64 + message.len() + details.len() * 2);
-        self.write_status(code, message, details, &mut out)?;
-        Ok(out)
-    }
-
-    /// The last line of a server stream that failed:
-    /// `{"error":<status JSON>}` and a newline (see
-    /// [`Transcoder::stream_result`]; arguments as for
-    /// [`Transcoder::status`]).
-    pub fn stream_error(
-        &self,
-        code: i32,
-        message: &str,
-        details: &[u8],
-    ) -> Result<Vec<u8>, TranscodeError> {
-        let mut out = Vec::with_capacity(80 + message.len() + details.len() * 2);
-        out.extend_from_slice(b"{\"error\":");
-        self.write_status(code, message, details, &mut out)?;
+    /// The last line of a server stream that failed, as grpc-gateway
+    /// writes it: `{"error":<google.rpc.Status JSON>}` and a newline, the
+    /// status rendered as every HTTP/JSON error body is
+    /// ([`super::error::status_json`]: code, message, details as `Any`).
+    /// Over a WebSocket, send it without the newline as the last text
+    /// frame.
+    pub fn stream_error(&self, status: &tonic::Status) -> Vec<u8> {
+        const START: &[u8] = b"{\"error\":";
+        let mut out = START.to_vec();
+        // Writing a `serde_json::Value` into a Vec cannot fail (its map
+        // keys are strings); `null` keeps the line valid JSON regardless.
+        if serde_json::to_writer(&mut out, &super::error::status_json(status)).is_err() {
+            out.truncate(START.len());
+            out.extend_from_slice(b"null");
+        }
         out.extend_from_slice(b"}\n");
-        Ok(out)
-    }
-
-    fn write_status(
-        &self,
-        code: i32,
-        message: &str,
-        details: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), TranscodeError> {
-        let status = self
-            .status
-            .as_ref()
-            .ok_or_else(|| TranscodeError::Response(format!("the pool lacks {STATUS}")))?;
-        let mut msg = DynamicMessage::decode(status.message.clone(), details)
-            .map_err(|e| TranscodeError::Response(format!("undecodable {STATUS}: {e}")))?;
-        msg.try_set_field(&status.code, prost_reflect::Value::I32(code))
-            .and_then(|()| {
-                msg.try_set_field(
-                    &status.text,
-                    prost_reflect::Value::String(message.to_owned()),
-                )
-            })
-            .map_err(|e| TranscodeError::Response(e.to_string()))?;
-        json::encode_into(&msg, out)?;
-        Ok(())
+        out
     }
 
     fn write_response(
