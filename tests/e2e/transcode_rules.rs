@@ -950,10 +950,103 @@ fn errors() -> Vec<Row> {
     ]
 }
 
+/// Bad, huge and deep input: refused or taken in bounded work, never a
+/// stack overflow or a panic.
+fn hostile() -> Vec<Row> {
+    let leak = |s: String| -> &'static str { s.leak() };
+    let deep_list = leak(format!(
+        r#"{{"extra":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    ));
+    let deep_struct = leak(format!(
+        r#"{{"labels":{}1{}}}"#,
+        r#"{"a":"#.repeat(5_000),
+        "}".repeat(5_000)
+    ));
+    let long_name = leak(format!(
+        "/v1/things:search?tree{}.name=x",
+        ".child".repeat(10_000)
+    ));
+    let many_values = leak(format!(
+        "/v1/things:search?{}ids=0",
+        "ids=1&".repeat(10_000)
+    ));
+    vec![
+        row(
+            "PUT",
+            "/v1/counters/1",
+            deep_list,
+            "TranscodeTestService/PutCounter",
+            err_no_field("recursion limit"),
+        ),
+        row(
+            "PUT",
+            "/v1/counters/1",
+            deep_struct,
+            "TranscodeTestService/PutCounter",
+            err_no_field("recursion limit"),
+        ),
+        row(
+            "PUT",
+            "/v1/counters/1",
+            r#"{"ratio":1e400}"#,
+            "TranscodeTestService/PutCounter",
+            err_no_field("out of range"),
+        ),
+        row(
+            "PUT",
+            "/v1/counters/1",
+            r#"{"id":"1","id":"2","limit":"99999999999999999999999"}"#,
+            "TranscodeTestService/PutCounter",
+            err("limit", ""),
+        ),
+        row(
+            "PUT",
+            "/v1/counters/1",
+            "\u{feff}{}",
+            "TranscodeTestService/PutCounter",
+            err_no_field(""),
+        ),
+        row(
+            "GET",
+            long_name,
+            "",
+            "TranscodeTestService/SearchThings",
+            err(
+                long_name
+                    .strip_prefix("/v1/things:search?")
+                    .and_then(|q| q.strip_suffix("=x"))
+                    .unwrap(),
+                "too deep",
+            ),
+        ),
+        row(
+            "GET",
+            many_values,
+            "",
+            "TranscodeTestService/SearchThings",
+            Expect::Request(Box::new(|bytes, row| {
+                let got = t::SearchThingsRequest::decode(bytes).unwrap();
+                assert_eq!(got.ids.len(), 10_001, "{row}");
+            })),
+        ),
+    ]
+}
+
 fn check(rows: &[Row]) -> BTreeSet<(String, String)> {
     let mut covered = BTreeSet::new();
     for r in rows {
-        let name = format!("{} {} {}", r.verb, r.target, r.body);
+        // Hostile rows are long: name them by their start.
+        let mut name = format!("{} {} {}", r.verb, r.target, r.body);
+        if name.len() > 160 {
+            let cut = (0..=160)
+                .rev()
+                .find(|i| name.is_char_boundary(*i))
+                .unwrap_or(0);
+            name.truncate(cut);
+            name.push('…');
+        }
         let (tc, route, captures, query) = find(r.verb, r.target);
         assert_eq!(method(&route), r.method, "{name}: wrong method");
         covered.insert((route.verb.to_string(), route.template.to_string()));
@@ -985,6 +1078,11 @@ fn request_rows() {
 #[test]
 fn error_rows() {
     check(&errors());
+}
+
+#[test]
+fn hostile_rows() {
+    check(&hostile());
 }
 
 #[test]
