@@ -312,8 +312,16 @@ impl QueryParams {
         self.params.is_empty()
     }
 
+    /// Every accepted parameter as the field path it sets, shortest paths
+    /// first, each level in field-number order: what the OpenAPI document
+    /// can list (the JSON names of the path, joined by `.`, and the last
+    /// field's kind and cardinality).
+    pub fn fields(&self) -> impl Iterator<Item = &[FieldDescriptor]> + '_ {
+        self.params.iter().map(|p| &*p.path)
+    }
+
     /// Every accepted parameter as its proto-name path (`filter.owner.name`)
-    /// and whether it repeats, in field order: for documentation.
+    /// and whether it repeats, in the order of [`QueryParams::fields`].
     pub fn names(&self) -> impl Iterator<Item = (String, bool)> + '_ {
         self.params.iter().map(|p| {
             let names: Vec<&str> = p.path.iter().map(|f| f.name()).collect();
