@@ -281,14 +281,14 @@ where
     // the object holding them: the key (or the oneof) is named only in the
     // message. Name it (the unit tests pin the wording of the version we
     // lock).
-    let message = error.to_string();
+    let description = without_position(&error);
     if let Some(key) = [
         "unrecognized field name '",
         "multiple fields provided for oneof '",
     ]
     .iter()
-    .find_map(|start| message.strip_prefix(start))
-    .and_then(|rest| rest.split_once('\'').map(|(key, _)| key))
+    .find_map(|start| description.strip_prefix(start))
+    .and_then(|rest| rest.strip_suffix('\''))
     {
         if !field.is_empty() {
             field.push('.');
@@ -297,7 +297,7 @@ where
     }
     Err(JsonError {
         field: (!field.is_empty()).then_some(field),
-        description: without_position(&error),
+        description,
     })
 }
 
