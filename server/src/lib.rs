@@ -73,6 +73,8 @@ pub struct App {
     pub policies: Arc<Policies>,
     /// The admin key, when this start created it.
     pub bootstrap_key: Option<SecretKey>,
+    /// Services served beside Tollgate's own (tests); `None` in the binary.
+    pub extra: Option<http::Extra>,
 }
 
 /// Reads policies, opens the database, runs migrations and bootstraps.
@@ -93,6 +95,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
         store,
         policies,
         bootstrap_key,
+        extra: None,
     })
 }
 
@@ -170,26 +173,39 @@ pub fn layers(app: &App) -> Layers {
 /// Also returns the health reporter the health component publishes to.
 pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
     let (routes, health) = grpc_routes(app)?;
-    let grpc = routes.prepare().into_axum_router().layer(layers(app));
-    let pool = http::descriptors();
+    let mut grpc = routes.prepare().into_axum_router();
+    let mut pool = http::descriptors().clone();
+    let mut transcoded: Vec<String> = pool
+        .services()
+        .filter(|s| s.package_name() == policy::PACKAGE)
+        .map(|s| s.full_name().to_owned())
+        .collect();
+    if let Some(extra) = &app.extra {
+        grpc = grpc.merge(extra.router.clone());
+        pool.decode_file_descriptor_set(extra.file_descriptor_set)
+            .context("the extra services' descriptors")?;
+        transcoded.extend(extra.services.iter().cloned());
+    }
+    let grpc = grpc.layer(layers(app));
     let bridge = http::bridge::Grpc::new(grpc.clone(), http::DEFAULT_MAX_BODY_BYTES);
     let connect = http::connect::Connect::new(
-        pool,
-        http::served_services(pool).iter().map(String::as_str),
-        bridge,
+        &pool,
+        http::served_services(&pool).iter().map(String::as_str),
+        bridge.clone(),
     );
-    let compiled = http::routes::Routes::compile(
-        pool,
-        &pool
-            .services()
-            .filter(|s| s.package_name() == policy::PACKAGE)
-            .collect::<Vec<_>>(),
-    )?;
+    let services: Vec<_> = transcoded
+        .iter()
+        .filter_map(|name| pool.get_service_by_name(name))
+        .collect();
+    let transcoder = Arc::new(
+        http::transcode::Transcoder::new(&pool, &services).context("compiling the HTTP routes")?,
+    );
     let openapi = bytes::Bytes::from(serde_json::to_vec(&http::openapi::document(
-        pool,
-        &compiled,
+        &pool,
+        transcoder.table(),
         &http::openapi::ApiInfo::default(),
     ))?);
+    let gateway = http::gateway::Gateway::new(transcoder, bridge);
     let routes = axum::Router::new()
         .route(
             http::openapi::PATH,
@@ -198,11 +214,9 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
                 async move { ([(::http::header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
-        .fallback(|request: axum::extract::Request| async move {
-            http::error::HttpError::NotFound {
-                path: request.uri().path().to_owned(),
-            }
-            .into_gateway_response()
+        .fallback(move |request: axum::extract::Request| {
+            let gateway = gateway.clone();
+            async move { gateway.serve(request).await }
         });
     let front = http::Front::new(grpc, connect, routes);
     let served = match http::cors::layer(&app.config.cors_allow_origin)? {

@@ -30,9 +30,13 @@ impl Http<'_> {
             args.push("-H".into());
             args.push(format!("authorization: Bearer {key}"));
         }
+        // Through a file: a body can be larger than an argument may be.
+        let dir = tempfile::tempdir()?;
         if let Some(body) = body {
+            let file = dir.path().join("body.json");
+            std::fs::write(&file, body.to_string())?;
             args.extend(["-H".into(), "content-type: application/json".into()]);
-            args.extend(["--data-binary".into(), body.to_string()]);
+            args.extend(["--data-binary".into(), format!("@{}", file.display())]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

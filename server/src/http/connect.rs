@@ -447,8 +447,8 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, HttpError> {
     }
 }
 
-/// JSON ⇄ protobuf for Connect's JSON codec.
-// TODO(merge): replace with `super::json` once the transcoder's module lands.
+/// JSON ⇄ protobuf for Connect's JSON codec, through the transcoder's
+/// canonical mapping (same strictness, same field names in errors).
 mod json {
     use bytes::Bytes;
     use prost::Message as _;
@@ -457,25 +457,23 @@ mod json {
     use super::HttpError;
 
     pub fn to_proto(desc: &MessageDescriptor, body: &[u8]) -> Result<Bytes, HttpError> {
-        let body = if body.is_empty() {
+        // Connect sends an empty body for an empty message.
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
             b"{}".as_slice()
         } else {
             body
         };
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let message = DynamicMessage::deserialize(desc.clone(), &mut de)
-            .and_then(|m| de.end().map(|()| m))
-            .map_err(|e| HttpError::Field {
-                field: String::new(),
-                description: e.to_string(),
-            })?;
+        let message = crate::http::json::decode(desc, body).map_err(|e| HttpError::Field {
+            field: e.field.unwrap_or_default(),
+            description: e.description,
+        })?;
         Ok(Bytes::from(message.encode_to_vec()))
     }
 
     pub fn from_proto(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Bytes, HttpError> {
         let message = DynamicMessage::decode(desc.clone(), bytes)
             .map_err(|e| HttpError::Render(e.to_string()))?;
-        serde_json::to_vec(&message)
+        crate::http::json::encode(&message)
             .map(Bytes::from)
             .map_err(|e| HttpError::Render(e.to_string()))
     }

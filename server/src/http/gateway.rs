@@ -20,7 +20,7 @@ use tonic::{Code, Status};
 use super::{
     bridge::{Call, Grpc},
     connect::read_body,
-    error::{self, HttpError, gateway_error, status_json},
+    error::{HttpError, gateway_error},
     frames::Frame,
     headers::{REQUEST_ID, gateway_metadata, gateway_response_headers},
     routes::{BodyRule, Lookup, Route},
@@ -37,12 +37,12 @@ pub struct Gateway {
 
 impl From<TranscodeError> for HttpError {
     fn from(e: TranscodeError) -> Self {
-        match e.field() {
-            Some(field) => HttpError::Field {
-                field: field.to_owned(),
-                description: e.description(),
-            },
-            None => HttpError::Render(e.to_string()),
+        if e.is_internal() {
+            return HttpError::Render(e.to_string());
+        }
+        HttpError::Field {
+            field: e.field().unwrap_or_default().to_owned(),
+            description: e.description().to_owned(),
         }
     }
 }
@@ -199,13 +199,18 @@ impl Gateway {
                         transcoder
                             .stream_result(&route, &data)
                             .map(Bytes::from)
-                            .unwrap_or_else(|e| error_line(&Status::from(HttpError::from(e)))),
+                            .unwrap_or_else(|e| {
+                                error_line(&transcoder, &Status::from(HttpError::from(e)))
+                            }),
                     ),
                     Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
-                        Some(s) if s.code() != Code::Ok => Some(error_line(&s)),
+                        Some(s) if s.code() != Code::Ok => Some(error_line(&transcoder, &s)),
                         _ => None,
                     },
-                    Err(e) => Some(error_line(&Status::from(HttpError::Render(e.to_string())))),
+                    Err(e) => Some(error_line(
+                        &transcoder,
+                        &Status::from(HttpError::Render(e.to_string())),
+                    )),
                 };
                 std::future::ready(line.map(Ok::<_, std::io::Error>))
             });
@@ -229,7 +234,9 @@ impl Gateway {
             let streaming = match self.grpc.start(call).await {
                 Ok(s) => s,
                 Err(failure) => {
-                    let _ = tx.send(text(error_line(&failure.status))).await;
+                    let _ = tx
+                        .send(text(error_line(&self.transcoder, &failure.status)))
+                        .await;
                     return tx;
                 }
             };
@@ -240,12 +247,17 @@ impl Gateway {
                         .transcoder
                         .stream_result(&route, &data)
                         .map(Bytes::from)
-                        .unwrap_or_else(|e| error_line(&Status::from(HttpError::from(e)))),
+                        .unwrap_or_else(|e| {
+                            error_line(&self.transcoder, &Status::from(HttpError::from(e)))
+                        }),
                     Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
-                        Some(s) if s.code() != Code::Ok => error_line(&s),
+                        Some(s) if s.code() != Code::Ok => error_line(&self.transcoder, &s),
                         _ => break,
                     },
-                    Err(e) => error_line(&Status::from(HttpError::Render(e.to_string()))),
+                    Err(e) => error_line(
+                        &self.transcoder,
+                        &Status::from(HttpError::Render(e.to_string())),
+                    ),
                 };
                 if tx.send(text(line)).await.is_err() {
                     return tx;
@@ -266,8 +278,6 @@ fn text(line: Bytes) -> WsMessage {
 }
 
 /// `{"error": <status>}\n`, grpc-gateway's last line of a failed stream.
-fn error_line(status: &Status) -> Bytes {
-    let mut bytes = error::to_bytes(&serde_json::json!({"error": status_json(status)})).to_vec();
-    bytes.push(b'\n');
-    Bytes::from(bytes)
+fn error_line(transcoder: &Transcoder, status: &Status) -> Bytes {
+    Bytes::from(transcoder.stream_error(status))
 }

@@ -28,6 +28,7 @@ pub mod connect;
 pub mod cors;
 pub mod error;
 pub mod frames;
+pub mod gateway;
 pub mod headers;
 pub mod json;
 pub mod openapi;
@@ -72,6 +73,19 @@ pub fn descriptors() -> &'static DescriptorPool {
         }
         pool
     })
+}
+
+/// gRPC services served beside Tollgate's own, with their descriptors: the
+/// HTTP protocols reach them like the built-in ones (tests serve a
+/// streaming service this way).
+#[derive(Clone)]
+pub struct Extra {
+    /// The encoded `FileDescriptorSet` of the services.
+    pub file_descriptor_set: &'static [u8],
+    /// Their gRPC routes (e.g. `tonic::service::Routes::new(svc).prepare().into_axum_router()`).
+    pub router: axum::Router,
+    /// The services' full names.
+    pub services: Vec<String>,
 }
 
 /// The services whose methods the HTTP protocols reach.

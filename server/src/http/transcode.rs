@@ -127,6 +127,12 @@ impl Transcoder {
     }
 
     /// Every compiled route (for documentation and tests).
+    /// The compiled route table (what the OpenAPI document describes).
+    pub fn table(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// Every compiled route.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.routes.iter()
     }
