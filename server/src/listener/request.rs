@@ -1,0 +1,398 @@
+//! What the listener does to every request before the router sees it, and
+//! to every response after: the peer address and the deadline go into the
+//! request extensions, the request timeout is enforced, and the request is
+//! counted as in flight on its connection until its response body ends.
+//!
+//! The in-flight count is what the idle timeout reads. hyper has no idle
+//! timeout for servers: HTTP/2 keepalive pings only prove the peer is
+//! alive, and HTTP/1's header read timeout only runs between requests. A
+//! connection is idle when no request is in flight, and a request is in
+//! flight until its response *body* is finished or dropped, not when its
+//! head is sent, or a long server stream (WatchEvents) would look idle.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+
+use axum::{extract::ConnectInfo, routing::future::RouteFuture};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use super::Stats;
+use crate::domain;
+
+/// The instant a request must have its response head, and its whole
+/// request body, by: the request timeout or a shorter `grpc-timeout`. In
+/// the request extensions of every request with a deadline, so handlers
+/// can see how long they have and the trace layer can tell a call cut at
+/// its deadline from one the client abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestDeadline(pub Instant);
+
+/// One connection's requests, as the idle and handshake timeouts see
+/// them.
+#[derive(Debug)]
+pub(super) struct ConnState {
+    opened: Instant,
+    stats: Arc<Stats>,
+    in_flight: AtomicUsize,
+    seen_request: AtomicBool,
+    /// When the last request ended, in milliseconds since `opened`.
+    last_active_ms: AtomicU64,
+}
+
+impl ConnState {
+    pub(super) fn new(stats: Arc<Stats>) -> Self {
+        Self {
+            opened: Instant::now(),
+            stats,
+            in_flight: AtomicUsize::new(0),
+            seen_request: AtomicBool::new(false),
+            last_active_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a complete request head has arrived on this connection.
+    pub(super) fn seen_request(&self) -> bool {
+        self.seen_request.load(Ordering::Acquire)
+    }
+
+    /// Requests whose response body is not finished yet.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// When the last request ended (or the connection opened).
+    pub(super) fn last_active(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_active_ms.load(Ordering::Acquire))
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Release);
+    }
+}
+
+/// A request in flight; dropping it ends the request.
+pub(super) struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn new(conn: &Arc<ConnState>) -> Self {
+        conn.seen_request.store(true, Ordering::Release);
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(conn.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // The time first, so an idle check that sees the count reach zero
+        // also sees when it did.
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The hyper service of one connection: the router, behind the
+/// bookkeeping above.
+#[derive(Clone)]
+pub(super) struct ConnService {
+    pub(super) router: axum::Router,
+    pub(super) conn: Arc<ConnState>,
+    pub(super) peer: SocketAddr,
+    pub(super) request_timeout: Option<Duration>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let guard = InFlight::new(&self.conn);
+        let grpc = is_grpc(req.headers());
+        let timeout = match (self.request_timeout, grpc_timeout(req.headers())) {
+            (Some(limit), Some(asked)) => Some(limit.min(asked)),
+            (limit, asked) => limit.or(asked),
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let extensions = req.extensions_mut();
+        extensions.insert(ConnectInfo(self.peer));
+        if let Some(deadline) = deadline {
+            extensions.insert(RequestDeadline(deadline));
+        }
+        let req = req.map(|inner| DeadlineBody {
+            inner,
+            sleep: None,
+            deadline,
+        });
+        // A clone of the router is one reference count; `call` needs it
+        // mutable, hyper gives a shared reference.
+        let mut router = self.router.clone();
+        ResponseFuture {
+            inner: tower_service::Service::call(&mut router, req),
+            sleep: None,
+            deadline,
+            grpc,
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project! {
+    /// The router's future, bounded by the request deadline. The timer is
+    /// only armed when the router does not answer at once, so calls served
+    /// from caches cost no timer.
+    pub(super) struct ResponseFuture {
+        #[pin]
+        inner: RouteFuture<Infallible>,
+        #[pin]
+        sleep: Option<Sleep>,
+        deadline: Option<Instant>,
+        grpc: bool,
+        guard: Option<InFlight>,
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let response = match this.inner.poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => {
+                let Some(deadline) = *this.deadline else {
+                    return Poll::Pending;
+                };
+                if this.sleep.is_none() {
+                    this.sleep
+                        .set(Some(tokio::time::sleep_until(deadline.into())));
+                }
+                if let Some(sleep) = this.sleep.as_pin_mut() {
+                    ready!(sleep.poll(cx));
+                }
+                // Dropping the router's future (hyper does, once this
+                // returns) cancels the handler.
+                timed_out(*this.grpc)
+            }
+        };
+        let guard = this.guard.take();
+        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })))
+    }
+}
+
+/// The answer to a request that ran out of time.
+fn timed_out(grpc: bool) -> Response<axum::body::Body> {
+    if grpc {
+        tonic::Status::from(deadline_exceeded()).into_http()
+    } else {
+        let mut response = Response::new(axum::body::Body::from("request timed out\n"));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+fn deadline_exceeded() -> domain::Error {
+    domain::Error::DeadlineExceeded("the request did not complete within its deadline".into())
+}
+
+/// gRPC, gRPC-Web and their `+proto`/`+json` variants.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The `grpc-timeout` header: at most 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`), per the gRPC over HTTP/2 spec. A malformed one is
+/// ignored, as tonic's own server did.
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let unit_at = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(unit_at);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+pin_project! {
+    /// A request body that fails with DEADLINE_EXCEEDED when it has not
+    /// ended by the request deadline: a client that sends headers and
+    /// never the body (the probe's D1 flood) holds a stream no longer
+    /// than that. The timer is armed only when a read has to wait.
+    pub struct DeadlineBody {
+        #[pin]
+        inner: Incoming,
+        #[pin]
+        sleep: Option<Sleep>,
+        deadline: Option<Instant>,
+    }
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        let Some(deadline) = *this.deadline else {
+            return Poll::Pending;
+        };
+        if this.sleep.is_none() {
+            this.sleep
+                .set(Some(tokio::time::sleep_until(deadline.into())));
+        }
+        if let Some(sleep) = this.sleep.as_pin_mut() {
+            ready!(sleep.poll(cx));
+        }
+        // A status in the error's source chain is what tonic answers with.
+        let status = tonic::Status::from(deadline_exceeded());
+        Poll::Ready(Some(Err(Box::new(status))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request in flight until it ends or
+    /// is dropped.
+    pub struct TrackedBody {
+        #[pin]
+        inner: axum::body::Body,
+        guard: Option<InFlight>,
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, http::HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_spec() {
+        let t = |v: &'static str| grpc_timeout(&headers(&[("grpc-timeout", v)]));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(t("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S", "+1S"] {
+            assert_eq!(
+                grpc_timeout(&headers(&[("grpc-timeout", bad)])),
+                None,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn grpc_is_told_by_its_content_type() {
+        assert!(is_grpc(&headers(&[("content-type", "application/grpc")])));
+        assert!(is_grpc(&headers(&[(
+            "content-type",
+            "application/grpc-web+proto"
+        )])));
+        assert!(!is_grpc(&headers(&[("content-type", "application/json")])));
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_timed_out_call_answers_deadline_exceeded_or_504() {
+        let grpc = timed_out(true);
+        assert_eq!(grpc.status(), StatusCode::OK);
+        assert_eq!(grpc.headers()["grpc-status"], "4");
+        let plain = timed_out(false);
+        assert_eq!(plain.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn a_request_is_in_flight_until_its_guard_drops() {
+        let conn = Arc::new(ConnState::new(Arc::new(Stats::default())));
+        assert!(!conn.seen_request());
+        let first = InFlight::new(&conn);
+        let second = InFlight::new(&conn);
+        assert!(conn.seen_request());
+        assert_eq!((conn.in_flight(), conn.stats.in_flight()), (2, 2));
+        drop(first);
+        drop(second);
+        assert_eq!((conn.in_flight(), conn.stats.in_flight()), (0, 0));
+        assert!(conn.last_active() >= conn.opened);
+    }
+}
