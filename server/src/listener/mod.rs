@@ -239,7 +239,7 @@ async fn accept_loop(
                 if let Some(waited) = at_limit.hit() {
                     tracing::warn!(
                         listener = shared.name,
-                        addr = ?local,
+                        addr = local.map(tracing::field::display),
                         max_connections = shared.limits.max_connections,
                         waited,
                         "connection limit reached; new connections wait until one closes"
@@ -516,6 +516,98 @@ mod tests {
         )));
         // EMFILE
         assert!(!is_connection_error(&Error::from_raw_os_error(24)));
+    }
+
+    /// Serves `router` with `limits` on a loopback port; the token stops it.
+    async fn serve(
+        router: axum::Router,
+        limits: Limits,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let settings = Listener {
+            name: "test",
+            limits,
+            tls: None,
+            grace: Duration::from_secs(1),
+            stats: Arc::default(),
+        };
+        let task = tokio::spawn({
+            let token = token.clone();
+            async move { settings.serve(router, listener, token).await.unwrap() }
+        });
+        (addr, token, task)
+    }
+
+    /// One HTTP/1.1 GET with `Connection: close`; the whole response.
+    async fn get(addr: SocketAddr, path: &str) -> (SocketAddr, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let me = tcp.local_addr().unwrap();
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        (me, out)
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_peer_address_and_their_deadline() {
+        use axum::{Extension, extract::ConnectInfo, routing::get as route};
+        let router = axum::Router::new().route(
+            "/",
+            route(
+                |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 deadline: Option<Extension<RequestDeadline>>| async move {
+                    let left =
+                        deadline.map(|Extension(d)| d.0.saturating_duration_since(Instant::now()));
+                    format!("peer={peer} left={}", left.map_or(0, |l| l.as_secs()))
+                },
+            ),
+        );
+        let limits = Limits {
+            request_timeout: Some(Duration::from_secs(30)),
+            ..Limits::default()
+        };
+        let (addr, token, task) = serve(router, limits).await;
+        let (me, response) = get(addr, "/").await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains(&format!("peer={me} ")), "{response}");
+        // The deadline is the request timeout from now (minus a moment).
+        assert!(response.contains("left=29"), "{response}");
+        token.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_slow_handler_gets_a_504_while_others_are_served() {
+        use axum::routing::get as route;
+        let router = axum::Router::new()
+            .route(
+                "/slow",
+                route(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", route(|| async { "fast" }));
+        let limits = Limits {
+            request_timeout: Some(Duration::from_millis(300)),
+            ..Limits::default()
+        };
+        let (addr, token, task) = serve(router, limits).await;
+        let started = Instant::now();
+        let (_, slow) = get(addr, "/slow").await;
+        assert!(slow.starts_with("HTTP/1.1 504"), "{slow}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let (_, fast) = get(addr, "/fast").await;
+        assert!(fast.starts_with("HTTP/1.1 200"), "{fast}");
+        token.cancel();
+        task.await.unwrap();
     }
 
     #[test]

@@ -174,27 +174,47 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let response = match this.inner.poll(cx) {
-            Poll::Ready(Ok(response)) => response,
-            Poll::Ready(Err(never)) => match never {},
-            Poll::Pending => {
-                let Some(deadline) = *this.deadline else {
-                    return Poll::Pending;
-                };
-                if this.sleep.is_none() {
+        // The deadline first: when it has passed, the listener answers,
+        // whatever the handler would make of its request body failing at
+        // the same instant, so a timed-out request always looks the same.
+        let mut expired = this
+            .sleep
+            .as_mut()
+            .as_pin_mut()
+            .is_some_and(|sleep| sleep.poll(cx).is_ready());
+        if !expired {
+            match this.inner.poll(cx) {
+                Poll::Ready(Ok(response)) => {
+                    let guard = this.guard.take();
+                    return Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })));
+                }
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => {}
+            }
+            match *this.deadline {
+                Some(deadline) if this.sleep.is_none() => {
                     this.sleep
                         .set(Some(tokio::time::sleep_until(deadline.into())));
+                    // Polled once to register the wake-up (or to find a
+                    // deadline already past, as with `grpc-timeout: 0n`).
+                    expired = this
+                        .sleep
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|sleep| sleep.poll(cx).is_ready());
                 }
-                if let Some(sleep) = this.sleep.as_pin_mut() {
-                    ready!(sleep.poll(cx));
-                }
-                // Dropping the router's future (hyper does, once this
-                // returns) cancels the handler.
-                timed_out(*this.grpc)
+                _ => {}
             }
-        };
+        }
+        if !expired {
+            return Poll::Pending;
+        }
+        // Dropping the router's future (hyper does, once this returns)
+        // cancels the handler.
         let guard = this.guard.take();
-        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })))
+        Poll::Ready(Ok(
+            timed_out(*this.grpc).map(|inner| TrackedBody { inner, guard })
+        ))
     }
 }
 
