@@ -448,7 +448,10 @@ mod tests {
     fn the_example_config_parses() {
         let s: Settings =
             toml::from_str(include_str!("../../deploy/tollgate.example.toml")).unwrap();
-        assert_eq!(s.resolve().admin_listen.port(), 9090);
+        let c = s.resolve();
+        assert_eq!(c.admin_listen.port(), 9090);
+        // It spells out the defaults.
+        assert_eq!(c.limits, Limits::default());
     }
 
     #[test]

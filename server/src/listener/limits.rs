@@ -34,8 +34,11 @@ pub struct Limits {
     /// attack, CVE-2023-44487). Default 20, h2's own.
     pub max_pending_accept_reset_streams: usize,
     /// HTTP/2 streams the server may reset because the client broke the
-    /// protocol on them, before the connection is closed ("MadeYouReset",
-    /// CVE-2025-8671). Default 256: a correct client causes none.
+    /// protocol on them or opened more than `max_concurrent_streams`,
+    /// before the connection is closed with a GOAWAY ("MadeYouReset",
+    /// CVE-2025-8671). h2 counts them over the connection's whole life, so
+    /// a long-lived, busy and correct client that sometimes races the
+    /// stream limit adds up too: default 1024, h2's own.
     pub max_local_error_reset_streams: usize,
     /// The largest request head, in bytes: HTTP/2's
     /// `SETTINGS_MAX_HEADER_LIST_SIZE` and the HTTP/1.1 read buffer the
@@ -79,7 +82,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_concurrent_streams: 100,
             max_pending_accept_reset_streams: 20,
-            max_local_error_reset_streams: 256,
+            max_local_error_reset_streams: 1024,
             max_header_bytes: 16 * 1024,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
