@@ -150,6 +150,10 @@ pub struct Settings {
     /// Connections open at once; more wait until one closes.
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Requests in flight on the listener; more are refused at once
+    /// (RESOURCE_EXHAUSTED, or 503).
+    #[arg(long, env = "TOLLGATE_MAX_REQUESTS_IN_FLIGHT")]
+    pub max_requests_in_flight: Option<usize>,
     /// HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
@@ -213,6 +217,7 @@ impl Settings {
             tls_key: self.tls_key.or(file.tls_key),
             admin_tls: self.admin_tls.or(file.admin_tls),
             max_connections: self.max_connections.or(file.max_connections),
+            max_requests_in_flight: self.max_requests_in_flight.or(file.max_requests_in_flight),
             max_concurrent_streams: self.max_concurrent_streams.or(file.max_concurrent_streams),
             http2_max_pending_accept_reset_streams: self
                 .http2_max_pending_accept_reset_streams
@@ -257,6 +262,9 @@ impl Settings {
         };
         let limits = Limits {
             max_connections: self.max_connections.unwrap_or(dl.max_connections),
+            max_requests_in_flight: self
+                .max_requests_in_flight
+                .unwrap_or(dl.max_requests_in_flight),
             max_concurrent_streams: self
                 .max_concurrent_streams
                 .unwrap_or(dl.max_concurrent_streams),

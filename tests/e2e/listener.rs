@@ -449,6 +449,72 @@ async fn a_flood_of_bodyless_streams_stays_bounded() {
     eprintln!("after the attackers left: RSS {} kB", rss_kb());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_limit_are_shed() {
+    const LIMIT: usize = 50;
+    capture_logs();
+    let server = TestServer::start_configured(&Backend::Sqlite, |c| {
+        c.limits.max_requests_in_flight = LIMIT;
+    })
+    .await
+    .expect("start");
+    let addr = server.grpc_addr();
+    let stats = server.listener_stats();
+
+    // Every slot of the listener taken by streams that never send a body.
+    let (mut send, conn) = h2_connect(addr).await.expect("connect");
+    let mut held = Vec::new();
+    for _ in 0..LIMIT {
+        send = send.ready().await.expect("ready");
+        held.push(
+            send.send_request(health_request(addr, None), false)
+                .expect("send"),
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || stats.in_flight() == LIMIT).await,
+        "{} in flight",
+        stats.in_flight()
+    );
+
+    // Anything more is answered at once, unserved, on any connection.
+    let (mut other, _other_conn) = h2_connect(addr).await.expect("connect");
+    let started = Instant::now();
+    for _ in 0..10 {
+        other = other.ready().await.expect("ready");
+        let (response, _body) = other
+            .send_request(health_request(addr, None), false)
+            .expect("send");
+        let ended = outcome(response).await.expect("an answer");
+        assert_eq!(ended.grpc.as_deref(), Some("8"), "{ended:?}");
+    }
+    let status = server
+        .anonymous()
+        .health()
+        .check(HealthCheckRequest::default())
+        .await
+        .expect_err("shed");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let shed_took = started.elapsed();
+    assert!(shed_took < Duration::from_secs(2), "{shed_took:?}");
+    assert!(stats.shed() >= 11);
+    let lines = log_lines(&["request limit reached", "max_requests_in_flight=50"]);
+    assert_eq!(lines.len(), 1, "one rate-limited warning: {lines:#?}");
+
+    // The hog leaves: served again.
+    drop(held);
+    conn.abort();
+    assert!(
+        eventually(Duration::from_secs(5), || stats.in_flight() == 0).await,
+        "{} in flight",
+        stats.in_flight()
+    );
+    honest_check(&server, Duration::from_secs(1))
+        .await
+        .expect("served once the hog left");
+    eprintln!("shed: 11 calls refused in {shed_took:?} while {LIMIT} were held");
+}
+
 // ===== D1: request timeout =====
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,13 @@ pub struct Limits {
     /// 10,000: far above a proxy tier's needs, below a default fd limit
     /// raised for a server.
     pub max_connections: usize,
+    /// Requests in flight at once on the whole listener; past it a new
+    /// request is answered at once with RESOURCE_EXHAUSTED (or 503) and
+    /// not served. The stream limit bounds one connection, this bounds
+    /// them all: without it `max_connections` × `max_concurrent_streams`
+    /// (a million) requests could each pin memory until their timeout.
+    /// Default 10,000: some 100-200 MB of stalled calls at worst.
+    pub max_requests_in_flight: usize,
     /// HTTP/2 streams one connection may have open, advertised in
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`. Default 100 (the value RFC 9113
     /// recommends as the least a server should allow): what pins memory
@@ -80,6 +87,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            max_requests_in_flight: 10_000,
             max_concurrent_streams: 100,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
@@ -108,6 +116,9 @@ impl Limits {
                 "max_connections must be between 1 and {MAX_CONNECTIONS}, not {}",
                 self.max_connections
             );
+        }
+        if self.max_requests_in_flight == 0 {
+            bail!("max_requests_in_flight must be at least 1");
         }
         if self.max_concurrent_streams == 0 {
             bail!("max_concurrent_streams must be at least 1");

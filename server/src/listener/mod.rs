@@ -47,7 +47,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use request::{ConnService, ConnState};
+use request::{ConnService, ConnState, Shedding};
 
 /// How long a connection asked to close (shutdown, idle or handshake
 /// timeout) may linger with nothing in flight before it is dropped: time
@@ -59,6 +59,12 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// long, each with the count since the last one.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// TCP keepalive probes start after this much silence, as tonic's server
+/// had them: HTTP/1.1 has no pings, and a peer that vanished without a FIN
+/// would otherwise hold a streaming response's connection until the
+/// kernel gives up retransmitting.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// The first and the longest pause after an accept error such as EMFILE.
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -68,6 +74,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub struct Stats {
     connections: AtomicUsize,
     in_flight: AtomicUsize,
+    shed: AtomicU64,
     limit_waits: AtomicU64,
     closed_handshake: AtomicU64,
     closed_idle: AtomicU64,
@@ -83,6 +90,12 @@ impl Stats {
     /// HTTP/1.1 requests whose response body has not ended.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered at once, unserved, because
+    /// `max_requests_in_flight` were in flight.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// How many times the accept loop had to wait for a connection to
@@ -140,6 +153,12 @@ impl Listener {
     ) -> anyhow::Result<()> {
         self.limits.validate().context("listener limits")?;
         let local = listener.local_addr().ok();
+        let shedding = Arc::new(Shedding {
+            max: self.limits.max_requests_in_flight,
+            name: self.name,
+            counter: metrics::counter!("tollgate_requests_shed_total", "listener" => self.name),
+            log: std::sync::Mutex::default(),
+        });
         let shared = Arc::new(Shared {
             builder: builder(&self.limits),
             router,
@@ -150,6 +169,7 @@ impl Listener {
             force: CancellationToken::new(),
             name: self.name,
             open_gauge: metrics::gauge!("tollgate_open_connections", "listener" => self.name),
+            shedding,
         });
         let max = shared.limits.max_connections;
         let slots = Arc::new(Semaphore::new(max));
@@ -194,6 +214,7 @@ struct Shared {
     force: CancellationToken,
     name: &'static str,
     open_gauge: metrics::Gauge,
+    shedding: Arc<Shedding>,
 }
 
 /// The hyper connection builder for `limits`.
@@ -337,6 +358,10 @@ async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
+    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+    if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
+    }
     let handshake_deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
     match &shared.tls {
         None => drive(&shared, TokioIo::new(tcp), peer, handshake_deadline).await,
@@ -395,6 +420,7 @@ async fn drive<I>(
         conn: state.clone(),
         peer,
         request_timeout: shared.limits.request_timeout,
+        shedding: shared.shedding.clone(),
     };
     let conn = shared.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);

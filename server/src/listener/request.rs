@@ -2,6 +2,10 @@
 //! to every response after: the peer address and the deadline go into the
 //! request extensions, the request timeout is enforced, and the request is
 //! counted as in flight on its connection until its response body ends.
+//! Past [`super::Limits::max_requests_in_flight`] over the whole listener,
+//! a request is answered at once (RESOURCE_EXHAUSTED, or 503) instead of
+//! being served: load shedding, the bound on memory that the per-connection
+//! stream limit alone does not give when a client opens many connections.
 //!
 //! The in-flight count is what the idle timeout reads. hyper has no idle
 //! timeout for servers: HTTP/2 keepalive pings only prove the peer is
@@ -16,7 +20,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
@@ -31,7 +35,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use super::Stats;
+use super::{Stats, Throttle};
 use crate::domain;
 
 /// The instant a request must have its response head, and its whole
@@ -90,11 +94,42 @@ impl ConnState {
 pub(super) struct InFlight(Arc<ConnState>);
 
 impl InFlight {
-    fn new(conn: &Arc<ConnState>) -> Self {
+    /// Counts a new request; also returns how many are in flight on the
+    /// whole listener, this one included.
+    fn new(conn: &Arc<ConnState>) -> (Self, usize) {
         conn.seen_request.store(true, Ordering::Release);
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        conn.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(conn.clone())
+        let total = conn.stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        (Self(conn.clone()), total)
+    }
+}
+
+/// What the listener does past its in-flight limit.
+pub(super) struct Shedding {
+    /// Requests in flight on the whole listener before shedding starts.
+    pub(super) max: usize,
+    /// The listener's name, for the log line.
+    pub(super) name: &'static str,
+    /// `tollgate_requests_shed_total{listener}`.
+    pub(super) counter: metrics::Counter,
+    /// At most one `request limit reached` line per 10 s.
+    pub(super) log: Mutex<Throttle>,
+}
+
+impl Shedding {
+    fn shed(&self, stats: &Stats, grpc: bool) -> Response<axum::body::Body> {
+        stats.shed.fetch_add(1, Ordering::Relaxed);
+        self.counter.increment(1);
+        let shed = self.log.lock().unwrap_or_else(|e| e.into_inner()).hit();
+        if let Some(shed) = shed {
+            tracing::warn!(
+                listener = self.name,
+                max_requests_in_flight = self.max,
+                shed,
+                "request limit reached; new requests are refused until some finish"
+            );
+        }
+        busy(grpc)
     }
 }
 
@@ -116,6 +151,7 @@ pub(super) struct ConnService {
     pub(super) conn: Arc<ConnState>,
     pub(super) peer: SocketAddr,
     pub(super) request_timeout: Option<Duration>,
+    pub(super) shedding: Arc<Shedding>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -124,8 +160,18 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = ResponseFuture;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let guard = InFlight::new(&self.conn);
+        let (guard, in_flight) = InFlight::new(&self.conn);
         let grpc = is_grpc(req.headers());
+        if in_flight > self.shedding.max {
+            return ResponseFuture {
+                inner: None,
+                sleep: None,
+                deadline: None,
+                grpc,
+                shed: Some(self.shedding.shed(&self.conn.stats, grpc)),
+                guard: Some(guard),
+            };
+        }
         let timeout = match (self.request_timeout, grpc_timeout(req.headers())) {
             (Some(limit), Some(asked)) => Some(limit.min(asked)),
             (limit, asked) => limit.or(asked),
@@ -145,10 +191,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         // mutable, hyper gives a shared reference.
         let mut router = self.router.clone();
         ResponseFuture {
-            inner: tower_service::Service::call(&mut router, req),
+            inner: Some(tower_service::Service::call(&mut router, req)),
             sleep: None,
             deadline,
             grpc,
+            shed: None,
             guard: Some(guard),
         }
     }
@@ -159,12 +206,15 @@ pin_project! {
     /// only armed when the router does not answer at once, so calls served
     /// from caches cost no timer.
     pub(super) struct ResponseFuture {
+        // `None` when the request is shed.
         #[pin]
-        inner: RouteFuture<Infallible>,
+        inner: Option<RouteFuture<Infallible>>,
         #[pin]
         sleep: Option<Sleep>,
         deadline: Option<Instant>,
         grpc: bool,
+        // The answer of a shed request.
+        shed: Option<Response<axum::body::Body>>,
         guard: Option<InFlight>,
     }
 }
@@ -174,6 +224,10 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let Some(response) = this.shed.take() {
+            let guard = this.guard.take();
+            return Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })));
+        }
         // The deadline first: when it has passed, the listener answers,
         // whatever the handler would make of its request body failing at
         // the same instant, so a timed-out request always looks the same.
@@ -182,8 +236,8 @@ impl Future for ResponseFuture {
             .as_mut()
             .as_pin_mut()
             .is_some_and(|sleep| sleep.poll(cx).is_ready());
-        if !expired {
-            match this.inner.poll(cx) {
+        if let (false, Some(inner)) = (expired, this.inner.as_mut().as_pin_mut()) {
+            match inner.poll(cx) {
                 Poll::Ready(Ok(response)) => {
                     let guard = this.guard.take();
                     return Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })));
@@ -229,6 +283,28 @@ fn timed_out(grpc: bool) -> Response<axum::body::Body> {
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        response
+    }
+}
+
+/// The answer to a request shed at the in-flight limit.
+fn busy(grpc: bool) -> Response<axum::body::Body> {
+    if grpc {
+        tonic::Status::from(domain::Error::ResourceExhausted {
+            reason: "SERVER_BUSY",
+            message: "the server has too many requests in flight; retry later".into(),
+            retry_after: Duration::from_secs(1),
+        })
+        .into_http()
+    } else {
+        let mut response = Response::new(axum::body::Body::from("server busy\n"));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
         response
     }
 }
@@ -403,11 +479,21 @@ mod tests {
     }
 
     #[test]
+    fn a_shed_call_answers_resource_exhausted_or_503() {
+        let grpc = busy(true);
+        assert_eq!(grpc.headers()["grpc-status"], "8");
+        let plain = busy(false);
+        assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(plain.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
     fn a_request_is_in_flight_until_its_guard_drops() {
         let conn = Arc::new(ConnState::new(Arc::new(Stats::default())));
         assert!(!conn.seen_request());
-        let first = InFlight::new(&conn);
-        let second = InFlight::new(&conn);
+        let (first, one) = InFlight::new(&conn);
+        let (second, two) = InFlight::new(&conn);
+        assert_eq!((one, two), (1, 2));
         assert!(conn.seen_request());
         assert_eq!((conn.in_flight(), conn.stats.in_flight()), (2, 2));
         drop(first);
