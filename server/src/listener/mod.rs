@@ -17,6 +17,11 @@
 //! listening socket at once; every connection is told to finish
 //! (HTTP/2 GOAWAY, HTTP/1.1 close after the current response), in-flight
 //! requests get up to `grace` to complete, then what is left is closed.
+//!
+//! An HTTP/1.1 upgrade (WebSocket) leaves hyper once the 101 is sent, and
+//! with it this connection task: its slot, idle timeout and drain end
+//! there. Whatever serves the upgraded socket must bound it itself (or
+//! carry the slot along).
 
 pub mod limits;
 mod request;
