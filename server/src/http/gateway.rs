@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use axum::{
     body::Body,
-    extract::{FromRequestParts as _, ws::{Message as WsMessage, WebSocket, WebSocketUpgrade}},
+    extract::{
+        FromRequestParts as _,
+        ws::{Message as WsMessage, WebSocket, WebSocketUpgrade},
+    },
 };
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
@@ -61,7 +64,9 @@ fn is_json(headers: &HeaderMap) -> Result<(), HttpError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if media == "application/json" || (media.starts_with("application/") && media.ends_with("+json")) {
+    if media == "application/json"
+        || (media.starts_with("application/") && media.ends_with("+json"))
+    {
         Ok(())
     } else {
         Err(HttpError::UnsupportedMediaType {
@@ -161,7 +166,8 @@ impl Gateway {
             Ok(unary) => {
                 let json = self.transcoder.response(&route, &unary.message)?;
                 let mut response = Response::new(Body::from(json));
-                *response.headers_mut() = gateway_response_headers(&unary.headers, Some(&unary.trailers));
+                *response.headers_mut() =
+                    gateway_response_headers(&unary.headers, Some(&unary.trailers));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -191,29 +197,27 @@ impl Gateway {
             }
         };
         let transcoder = self.transcoder.clone();
-        let lines = streaming
-            .frames
-            .filter_map(move |frame| {
-                let line = match frame {
-                    Ok(Frame::Message { data, .. }) => Some(
-                        transcoder
-                            .stream_result(&route, &data)
-                            .map(Bytes::from)
-                            .unwrap_or_else(|e| {
-                                error_line(&transcoder, &Status::from(HttpError::from(e)))
-                            }),
-                    ),
-                    Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
-                        Some(s) if s.code() != Code::Ok => Some(error_line(&transcoder, &s)),
-                        _ => None,
-                    },
-                    Err(e) => Some(error_line(
-                        &transcoder,
-                        &Status::from(HttpError::Render(e.to_string())),
-                    )),
-                };
-                std::future::ready(line.map(Ok::<_, std::io::Error>))
-            });
+        let lines = streaming.frames.filter_map(move |frame| {
+            let line = match frame {
+                Ok(Frame::Message { data, .. }) => Some(
+                    transcoder
+                        .stream_result(&route, &data)
+                        .map(Bytes::from)
+                        .unwrap_or_else(|e| {
+                            error_line(&transcoder, &Status::from(HttpError::from(e)))
+                        }),
+                ),
+                Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
+                    Some(s) if s.code() != Code::Ok => Some(error_line(&transcoder, &s)),
+                    _ => None,
+                },
+                Err(e) => Some(error_line(
+                    &transcoder,
+                    &Status::from(HttpError::Render(e.to_string())),
+                )),
+            };
+            std::future::ready(line.map(Ok::<_, std::io::Error>))
+        });
         let mut response = Response::new(Body::from_stream(lines));
         *response.headers_mut() = gateway_response_headers(&streaming.headers, None);
         response.headers_mut().insert(
@@ -229,7 +233,13 @@ impl Gateway {
     async fn websocket(self, route: Arc<Route>, call: Call, socket: WebSocket) {
         let (mut tx, mut rx) = socket.split();
         // The client may only close; anything else it sends is ignored.
-        let closed = async move { while let Some(Ok(m)) = rx.next().await { if matches!(m, WsMessage::Close(_)) { break; } } };
+        let closed = async move {
+            while let Some(Ok(m)) = rx.next().await {
+                if matches!(m, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        };
         let send = async {
             let streaming = match self.grpc.start(call).await {
                 Ok(s) => s,

@@ -55,9 +55,6 @@ use tower_service::Service;
 use self::connect::Connect;
 use crate::layers::request_id::RequestId;
 
-/// The largest request body or message read, as gRPC's default.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
 /// Every descriptor the server serves: `tollgate.v1`, google.rpc error
 /// details, health and reflection. Error details render from it.
 pub fn descriptors() -> &'static DescriptorPool {
