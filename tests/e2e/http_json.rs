@@ -433,13 +433,23 @@ async fn errors_have_grpc_gateway_statuses_and_bodies() {
                 .await?;
             assert_eq!(e["code"], 7);
 
-            // 504 when the deadline (Grpc-Timeout) passes first.
+            // 504 when the deadline (Grpc-Timeout) passes first: hashing a
+            // password takes longer than a millisecond.
+            let slow = format!("slow{}", version as u8);
+            admin
+                .expect(
+                    200,
+                    "POST",
+                    &format!("/v1/organizations/root/users?userId={slow}"),
+                    Some(&json!({"displayName": "S", "email": format!("{slow}@example.com")})),
+                )
+                .await?;
             let r = admin
                 .send(
-                    "GET",
-                    "/v1/organizations/root",
-                    None,
-                    &["-H", "grpc-timeout: 1n"],
+                    "POST",
+                    &format!("/v1/organizations/root/users/{slow}:setPassword"),
+                    Some(&json!({"password": "correct horse battery staple"})),
+                    &["-H", "grpc-timeout: 1m"],
                 )
                 .await?;
             assert_eq!(r.status, 504, "{}", r.text());

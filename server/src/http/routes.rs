@@ -283,6 +283,21 @@ impl Routes {
 
     /// Finds the route for `verb` and `path` (no query string).
     pub fn find(&self, verb: &Method, path: &str) -> Lookup<'_> {
+        // A last segment with a ':' names a custom method (`…/bob:setPassword`)
+        // when some binding has that verb: then only bindings with a verb
+        // are considered, so `PATCH …/bob:setPassword` is a 405 and not an
+        // UpdateUser of a user called `bob:setPassword`.
+        let last = path.rsplit('/').next().unwrap_or("");
+        if last.contains(':') {
+            let with_verb = self.find_among(verb, path, true);
+            if !matches!(with_verb, Lookup::NotFound) {
+                return with_verb;
+            }
+        }
+        self.find_among(verb, path, false)
+    }
+
+    fn find_among(&self, verb: &Method, path: &str, custom: bool) -> Lookup<'_> {
         // HEAD is served as GET, as every HTTP server does.
         let wanted = if verb == Method::HEAD {
             &Method::GET
@@ -291,7 +306,7 @@ impl Routes {
         };
         let mut allowed = Vec::new();
         for (v, list) in &self.by_verb {
-            for route in list {
+            for route in list.iter().filter(|r| r.template.verb.is_some() == custom) {
                 if let Some(captures) = route.template.matches(path) {
                     if v == wanted {
                         return Lookup::Found(route, captures);
@@ -391,6 +406,11 @@ mod tests {
             routes.find(&Method::GET, "/v2/organizations"),
             Lookup::NotFound
         ));
+        // A custom method's path answers for its own verb only.
+        match routes.find(&Method::PATCH, "/v1/organizations/a/users/b:setPassword") {
+            Lookup::MethodNotAllowed(allow) => assert_eq!(allow, [Method::POST]),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             routes.find(&Method::HEAD, "/v1/organizations"),
             Lookup::Found(..)

@@ -275,39 +275,34 @@ where
     }
 }
 
-/// The answer to a request that ran out of time.
+/// The answer to a request that ran out of time: a gRPC status, or for
+/// the HTTP protocols the same status in grpc-gateway's JSON (504).
 fn timed_out(grpc: bool) -> Response<axum::body::Body> {
+    let status = tonic::Status::from(deadline_exceeded());
     if grpc {
-        tonic::Status::from(deadline_exceeded()).into_http()
+        status.into_http()
     } else {
-        let mut response = Response::new(axum::body::Body::from("request timed out\n"));
-        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
+        crate::http::error::gateway_error(&status, None)
     }
 }
 
-/// The answer to a request shed at the in-flight limit.
+/// The answer to a request shed at the in-flight limit: RESOURCE_EXHAUSTED
+/// with RetryInfo, or for the HTTP protocols 503 with `Retry-After` and
+/// the status in grpc-gateway's JSON.
 fn busy(grpc: bool) -> Response<axum::body::Body> {
+    let status = tonic::Status::from(domain::Error::ResourceExhausted {
+        reason: "SERVER_BUSY",
+        message: "the server has too many requests in flight; retry later".into(),
+        retry_after: Duration::from_secs(1),
+    });
     if grpc {
-        tonic::Status::from(domain::Error::ResourceExhausted {
-            reason: "SERVER_BUSY",
-            message: "the server has too many requests in flight; retry later".into(),
-            retry_after: Duration::from_secs(1),
-        })
-        .into_http()
+        status.into_http()
     } else {
-        let mut response = Response::new(axum::body::Body::from("server busy\n"));
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        let mut response =
+            crate::http::error::gateway_error(&status, Some(StatusCode::SERVICE_UNAVAILABLE));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
         response
     }
 }
@@ -323,10 +318,19 @@ fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The `grpc-timeout` header: at most 8 digits and a unit (`H`, `M`, `S`,
-/// `m`, `u`, `n`), per the gRPC over HTTP/2 spec. A malformed one is
-/// ignored, as tonic's own server did.
+/// The deadline the client asked for: gRPC's `grpc-timeout` (at most 8
+/// digits and a unit `H`, `M`, `S`, `m`, `u`, `n`, per the gRPC over HTTP/2
+/// spec; HTTP/JSON forwards it from `Grpc-Timeout`) or Connect's
+/// `connect-timeout-ms` (at most 10 digits). A malformed one is ignored
+/// here, as tonic's own server did; the protocol layers refuse it.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers.get("connect-timeout-ms") {
+        let v = ms.to_str().ok()?;
+        if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        return Some(Duration::from_millis(v.parse().ok()?));
+    }
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let unit_at = value.len().checked_sub(1)?;
     let (digits, unit) = value.split_at(unit_at);
