@@ -7,51 +7,46 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin;
+use crate::{
+    admin,
+    listener::{Limits, Listener, Stats},
+};
 
-/// Serves `router` on the main listener until `token` is cancelled, then
-/// drains in-flight calls for at most `grace`.
+/// Serves `router` on the main listener, bounded by `limits`, over TLS
+/// when `tls` is given, until `token` is cancelled; then drains in-flight
+/// calls for at most `grace`. `stats` receives its live counts.
 pub async fn main_listener(
-    front: crate::http::Served,
+    router: crate::http::Served,
     listener: TcpListener,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
     grace: Duration,
+    stats: Arc<Stats>,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    let drain_token = token.clone();
-    let server = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .add_routes(axum::Router::new().fallback_service(front).into())
-        // tonic applies TCP_NODELAY only to listeners it wraps itself;
-        // without it Nagle's algorithm adds 40 ms stalls to small replies.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
-            async move { drain_token.cancelled().await },
-        );
-    tokio::select! {
-        r = server => r.context("gRPC server"),
-        _ = async {
-            token.cancelled().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(?grace, "in-flight calls did not drain in time; stopping anyway");
-            Ok(())
-        }
+    Listener {
+        name: "main",
+        limits,
+        tls,
+        grace,
+        stats,
     }
+    .serve(router, listener, token)
+    .await
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` until `token` is cancelled.
+/// Serves `/healthz`, `/readyz` and `/metrics` with `settings` until
+/// `token` is cancelled. The admin port has a listener (and a connection
+/// cap) of its own, so it still answers when the main port is saturated.
 pub async fn admin(
+    settings: Listener,
     listener: TcpListener,
     ready: Arc<AtomicBool>,
     token: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, admin::router(ready))
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await
+) -> anyhow::Result<()> {
+    settings.serve(admin::router(ready), listener, token).await
 }

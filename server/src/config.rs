@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::store::CacheConfig;
+use crate::{listener::Limits, store::CacheConfig};
 
 /// The `tollgate` command line.
 #[derive(Debug, Parser)]
@@ -137,6 +137,68 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
     #[serde(default)]
     pub cors_allow_origin: Vec<String>,
+    /// PEM certificate chain for TLS on the main listener (with
+    /// `--tls-key`); plaintext without both.
+    #[arg(long, env = "TOLLGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TOLLGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the admin listener over TLS too, with the same certificate.
+    #[arg(
+        long,
+        env = "TOLLGATE_ADMIN_TLS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub admin_tls: Option<bool>,
+    /// Connections open at once; more wait until one closes.
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Requests in flight on the listener; more are refused at once
+    /// (RESOURCE_EXHAUSTED, or 503).
+    #[arg(long, env = "TOLLGATE_MAX_REQUESTS_IN_FLIGHT")]
+    pub max_requests_in_flight: Option<usize>,
+    /// HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 streams a client may reset before the server accepted them
+    /// (rapid reset) before its connection is closed.
+    #[arg(long, env = "TOLLGATE_HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS")]
+    pub http2_max_pending_accept_reset_streams: Option<usize>,
+    /// HTTP/2 streams the server may reset for protocol errors before the
+    /// connection is closed.
+    #[arg(long, env = "TOLLGATE_HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS")]
+    pub http2_max_local_error_reset_streams: Option<usize>,
+    /// Largest request head in bytes (HTTP/2 header list; HTTP/1.1 head,
+    /// at least 8192).
+    #[arg(long, env = "TOLLGATE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<u32>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "TOLLGATE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Seconds a new connection has to send its first complete request
+    /// head (TLS handshake included).
+    #[arg(long, env = "TOLLGATE_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Seconds an HTTP/1.1 request head may take to arrive.
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay open with no request in flight; 0
+    /// keeps idle connections open.
+    #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds between HTTP/2 keepalive pings; 0 turns them off.
+    #[arg(long, env = "TOLLGATE_HTTP2_KEEPALIVE_INTERVAL_SECS")]
+    pub http2_keepalive_interval_secs: Option<u64>,
+    /// Seconds a keepalive ping may go unanswered.
+    #[arg(long, env = "TOLLGATE_HTTP2_KEEPALIVE_TIMEOUT_SECS")]
+    pub http2_keepalive_timeout_secs: Option<u64>,
+    /// Seconds a request may take to get its response head and to send
+    /// its body (a shorter grpc-timeout wins); 0 for no limit.
+    #[arg(long, env = "TOLLGATE_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
 }
 
 impl Settings {
@@ -162,6 +224,32 @@ impl Settings {
             } else {
                 self.cors_allow_origin
             },
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            admin_tls: self.admin_tls.or(file.admin_tls),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_requests_in_flight: self.max_requests_in_flight.or(file.max_requests_in_flight),
+            max_concurrent_streams: self.max_concurrent_streams.or(file.max_concurrent_streams),
+            http2_max_pending_accept_reset_streams: self
+                .http2_max_pending_accept_reset_streams
+                .or(file.http2_max_pending_accept_reset_streams),
+            http2_max_local_error_reset_streams: self
+                .http2_max_local_error_reset_streams
+                .or(file.http2_max_local_error_reset_streams),
+            max_header_bytes: self.max_header_bytes.or(file.max_header_bytes),
+            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes),
+            handshake_timeout_secs: self.handshake_timeout_secs.or(file.handshake_timeout_secs),
+            header_read_timeout_secs: self
+                .header_read_timeout_secs
+                .or(file.header_read_timeout_secs),
+            idle_timeout_secs: self.idle_timeout_secs.or(file.idle_timeout_secs),
+            http2_keepalive_interval_secs: self
+                .http2_keepalive_interval_secs
+                .or(file.http2_keepalive_interval_secs),
+            http2_keepalive_timeout_secs: self
+                .http2_keepalive_timeout_secs
+                .or(file.http2_keepalive_timeout_secs),
+            request_timeout_secs: self.request_timeout_secs.or(file.request_timeout_secs),
         }
     }
 
@@ -175,6 +263,46 @@ impl Settings {
     /// Applies defaults.
     pub fn resolve(self) -> Config {
         let d = Config::default();
+        let dl = d.limits.clone();
+        let secs = Duration::from_secs;
+        // For the bounds that may be turned off, 0 means "none".
+        let or_off = |v: Option<u64>, default: Option<Duration>| match v {
+            Some(0) => None,
+            Some(v) => Some(secs(v)),
+            None => default,
+        };
+        let limits = Limits {
+            max_connections: self.max_connections.unwrap_or(dl.max_connections),
+            max_requests_in_flight: self
+                .max_requests_in_flight
+                .unwrap_or(dl.max_requests_in_flight),
+            max_concurrent_streams: self
+                .max_concurrent_streams
+                .unwrap_or(dl.max_concurrent_streams),
+            max_pending_accept_reset_streams: self
+                .http2_max_pending_accept_reset_streams
+                .unwrap_or(dl.max_pending_accept_reset_streams),
+            max_local_error_reset_streams: self
+                .http2_max_local_error_reset_streams
+                .unwrap_or(dl.max_local_error_reset_streams),
+            max_header_bytes: self.max_header_bytes.unwrap_or(dl.max_header_bytes),
+            handshake_timeout: self
+                .handshake_timeout_secs
+                .map_or(dl.handshake_timeout, secs),
+            header_read_timeout: self
+                .header_read_timeout_secs
+                .map_or(dl.header_read_timeout, secs),
+            idle_timeout: or_off(self.idle_timeout_secs, dl.idle_timeout),
+            http2_keepalive_interval: or_off(
+                self.http2_keepalive_interval_secs,
+                dl.http2_keepalive_interval,
+            ),
+            http2_keepalive_timeout: self
+                .http2_keepalive_timeout_secs
+                .map_or(dl.http2_keepalive_timeout, secs),
+            request_timeout: or_off(self.request_timeout_secs, dl.request_timeout),
+            max_body_bytes: self.max_body_bytes.unwrap_or(dl.max_body_bytes),
+        };
         Config {
             listen: self.listen.unwrap_or(d.listen),
             admin_listen: self.admin_listen.unwrap_or(d.admin_listen),
@@ -202,6 +330,10 @@ impl Settings {
                 .max_concurrent_password_hashes
                 .or(d.max_concurrent_password_hashes),
             cors_allow_origin: self.cors_allow_origin,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            admin_tls: self.admin_tls.unwrap_or(d.admin_tls),
+            limits,
         }
     }
 }
@@ -244,6 +376,45 @@ pub struct Config {
     /// Origins allowed to call from a browser (CORS); empty: CORS off
     /// (`--cors-allow-origin`, `TOLLGATE_CORS_ALLOW_ORIGIN`).
     pub cors_allow_origin: Vec<String>,
+    /// The main listener's PEM certificate chain (`--tls-cert`); TLS needs
+    /// it and `tls_key`, plaintext neither. Default: none (plaintext).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert` (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
+    /// Whether the admin listener uses TLS too, with the same certificate;
+    /// default false (`--admin-tls`).
+    pub admin_tls: bool,
+    /// The bounds on clients of both listeners: connections, streams,
+    /// header and body sizes, timeouts (see [`Limits`] for each default).
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Start-up checks the types cannot express: limits in range, and
+    /// TLS files given both or neither.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.limits.validate()?;
+        self.tls_files()?;
+        Ok(())
+    }
+
+    /// The certificate and key paths when TLS is on; an error when only
+    /// one of them is set, or when `--admin-tls` has no certificate.
+    pub fn tls_files(&self) -> anyhow::Result<Option<(&std::path::Path, &std::path::Path)>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) if self.admin_tls => Err(anyhow::anyhow!(
+                "--admin-tls needs a certificate: set --tls-cert and --tls-key"
+            )),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(anyhow::anyhow!(
+                "--tls-cert is set but --tls-key is not: TLS needs both (plaintext neither)"
+            )),
+            (None, Some(_)) => Err(anyhow::anyhow!(
+                "--tls-key is set but --tls-cert is not: TLS needs both (plaintext neither)"
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -261,6 +432,10 @@ impl Default for Config {
             health_interval: Duration::from_secs(2),
             max_concurrent_password_hashes: None,
             cors_allow_origin: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            admin_tls: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -297,7 +472,60 @@ mod tests {
     fn the_example_config_parses() {
         let s: Settings =
             toml::from_str(include_str!("../../deploy/tollgate.example.toml")).unwrap();
-        assert_eq!(s.resolve().admin_listen.port(), 9090);
+        let c = s.resolve();
+        assert_eq!(c.admin_listen.port(), 9090);
+        // It spells out the defaults.
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn limits_come_from_flags_and_file_and_zero_turns_a_timeout_off() {
+        let cli = Cli::try_parse_from([
+            "tollgate",
+            "--max-connections",
+            "20",
+            "--request-timeout-secs",
+            "0",
+            "--admin-tls",
+        ])
+        .unwrap();
+        let file: Settings = toml::from_str(
+            "max_connections = 5\nidle_timeout_secs = 7\nmax_concurrent_streams = 8\n\
+             handshake_timeout_secs = 3",
+        )
+        .unwrap();
+        let c = cli.serve.or(file).resolve();
+        assert_eq!(c.limits.max_connections, 20, "the flag wins");
+        assert_eq!(c.limits.max_concurrent_streams, 8);
+        assert_eq!(c.limits.idle_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.request_timeout, None);
+        assert!(c.admin_tls);
+        assert_eq!(
+            Settings::default().resolve().limits,
+            Limits::default(),
+            "no setting, the documented defaults"
+        );
+    }
+
+    #[test]
+    fn tls_needs_both_files_or_neither() {
+        let with = |cert: Option<&str>, key: Option<&str>, admin_tls: bool| Config {
+            tls_cert: cert.map(PathBuf::from),
+            tls_key: key.map(PathBuf::from),
+            admin_tls,
+            ..Config::default()
+        };
+        assert!(with(None, None, false).validate().is_ok());
+        assert!(with(Some("c.pem"), Some("k.pem"), true).validate().is_ok());
+        for (config, flag) in [
+            (with(Some("c.pem"), None, false), "--tls-key"),
+            (with(None, Some("k.pem"), false), "--tls-cert"),
+            (with(None, None, true), "--admin-tls"),
+        ] {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`policy`]: method policies read from the proto options.
 //! - [`components`]: the long-running parts `run` composes (main listener,
 //!   admin listener), each stopping on the shutdown token.
+//! - [`listener`]: the accept loop both listeners run (HTTP/1.1 and HTTP/2
+//!   on one port, TLS), bounded by [`listener::Limits`].
 //! - [`admin`], [`health`], [`bootstrap`], [`config`], [`telemetry`].
 //! - [`shutdown`]: the Ctrl-C / SIGTERM future shared by the binary and
 //!   the benchmark.
@@ -33,6 +35,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod layers;
+pub mod listener;
 pub mod policy;
 pub mod shutdown;
 pub mod store;
@@ -73,12 +76,27 @@ pub struct App {
     pub policies: Arc<Policies>,
     /// The admin key, when this start created it.
     pub bootstrap_key: Option<SecretKey>,
+    /// Services served beside Tollgate's own (tests); `None` in the binary.
+    pub extra: Option<http::Extra>,
+    /// The TLS certificate, loaded at start-up when `--tls-cert` is set.
+    pub tls: Option<listener::Tls>,
+    /// The main listener's live counts (connections, requests in flight),
+    /// which tests read to see the bounds work.
+    pub listener_stats: Arc<listener::Stats>,
 }
 
-/// Reads policies, opens the database, runs migrations and bootstraps.
-/// Fails, naming the culprit, on a method without a policy or an
-/// unreachable database.
+/// Checks the configuration, loads the TLS certificate, reads policies,
+/// opens the database, runs migrations and bootstraps. Fails, naming the
+/// culprit, on a bad setting or certificate, a method without a policy or
+/// an unreachable database.
 pub async fn prepare(config: Config) -> anyhow::Result<App> {
+    config.validate()?;
+    let tls = match config.tls_files()? {
+        Some((cert, key)) => {
+            Some(listener::Tls::load(cert, key).context("loading the TLS certificate")?)
+        }
+        None => None,
+    };
     let policies = Arc::new(Policies::load(tollgate::FILE_DESCRIPTOR_SET)?);
     let store = open_store(&config).await?;
     let bootstrap_key = bootstrap::ensure_root(&store)
@@ -93,6 +111,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
         store,
         policies,
         bootstrap_key,
+        extra: None,
+        tls,
+        listener_stats: Arc::default(),
     })
 }
 
@@ -170,26 +191,39 @@ pub fn layers(app: &App) -> Layers {
 /// Also returns the health reporter the health component publishes to.
 pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
     let (routes, health) = grpc_routes(app)?;
-    let grpc = routes.prepare().into_axum_router().layer(layers(app));
-    let pool = http::descriptors();
-    let bridge = http::bridge::Grpc::new(grpc.clone(), http::DEFAULT_MAX_BODY_BYTES);
+    let mut grpc = routes.prepare().into_axum_router();
+    let mut pool = http::descriptors().clone();
+    let mut transcoded: Vec<String> = pool
+        .services()
+        .filter(|s| s.package_name() == policy::PACKAGE)
+        .map(|s| s.full_name().to_owned())
+        .collect();
+    if let Some(extra) = &app.extra {
+        grpc = grpc.merge(extra.router.clone());
+        pool.decode_file_descriptor_set(extra.file_descriptor_set)
+            .context("the extra services' descriptors")?;
+        transcoded.extend(extra.services.iter().cloned());
+    }
+    let grpc = grpc.layer(layers(app));
+    let bridge = http::bridge::Grpc::new(grpc.clone(), app.config.limits.max_body_bytes);
     let connect = http::connect::Connect::new(
-        pool,
-        http::served_services(pool).iter().map(String::as_str),
-        bridge,
+        &pool,
+        http::served_services(&pool).iter().map(String::as_str),
+        bridge.clone(),
     );
-    let compiled = http::routes::Routes::compile(
-        pool,
-        &pool
-            .services()
-            .filter(|s| s.package_name() == policy::PACKAGE)
-            .collect::<Vec<_>>(),
-    )?;
+    let services: Vec<_> = transcoded
+        .iter()
+        .filter_map(|name| pool.get_service_by_name(name))
+        .collect();
+    let transcoder = Arc::new(
+        http::transcode::Transcoder::new(&pool, &services).context("compiling the HTTP routes")?,
+    );
     let openapi = bytes::Bytes::from(serde_json::to_vec(&http::openapi::document(
-        pool,
-        &compiled,
+        &pool,
+        transcoder.table(),
         &http::openapi::ApiInfo::default(),
     ))?);
+    let gateway = http::gateway::Gateway::new(transcoder, bridge);
     let routes = axum::Router::new()
         .route(
             http::openapi::PATH,
@@ -198,11 +232,9 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
                 async move { ([(::http::header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
-        .fallback(|request: axum::extract::Request| async move {
-            http::error::HttpError::NotFound {
-                path: request.uri().path().to_owned(),
-            }
-            .into_gateway_response()
+        .fallback(move |request: axum::extract::Request| {
+            let gateway = gateway.clone();
+            async move { gateway.serve(request).await }
         });
     let front = http::Front::new(grpc, connect, routes);
     let served = match http::cors::layer(&app.config.cors_allow_origin)? {
@@ -234,8 +266,13 @@ pub async fn run(
         config,
         store,
         policies,
+        tls,
+        listener_stats,
         ..
     } = app;
+    let reload_task = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.watch(listener::tls::RELOAD_INTERVAL, token.clone())));
 
     let ready = Arc::new(AtomicBool::new(false));
     let health_task = tokio::spawn(health::watch(
@@ -247,19 +284,51 @@ pub async fn run(
         token.clone(),
     ));
     let admin_addr = admin.local_addr()?;
-    let admin_task = tokio::spawn(components::admin(admin, ready, token.clone()));
+    let admin_listener = listener::Listener {
+        name: "admin",
+        limits: config.limits.clone(),
+        tls: tls
+            .as_ref()
+            .filter(|_| config.admin_tls)
+            .map(listener::Tls::acceptor),
+        grace: config.shutdown_grace,
+        stats: Arc::default(),
+    };
+    let admin_task = tokio::spawn(components::admin(
+        admin_listener,
+        admin,
+        ready,
+        token.clone(),
+    ));
     let upkeep_task = tokio::spawn(admin::upkeep(admin::prometheus(), token.clone()));
 
     let grpc_addr = listener.local_addr()?;
-    tracing::info!(%grpc_addr, %admin_addr, "tollgate listening");
-    let served =
-        components::main_listener(router, listener, config.shutdown_grace, token.clone()).await;
+    tracing::info!(
+        %grpc_addr,
+        %admin_addr,
+        tls = tls.is_some(),
+        admin_tls = tls.is_some() && config.admin_tls,
+        "tollgate listening"
+    );
+    let served = components::main_listener(
+        router,
+        listener,
+        config.limits.clone(),
+        tls.as_ref().map(listener::Tls::acceptor),
+        config.shutdown_grace,
+        listener_stats,
+        token.clone(),
+    )
+    .await;
 
     token.cancel();
     let _ = health_task.await;
     let _ = upkeep_task.await;
+    if let Some(task) = reload_task {
+        let _ = task.await;
+    }
     match admin_task.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "admin listener"),
+        Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "admin listener"),
         Err(e) => tracing::warn!(error = %e, "admin task"),
         Ok(Ok(())) => {}
     }

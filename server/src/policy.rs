@@ -149,8 +149,8 @@ impl Policies {
     }
 
     /// Registers every method of every service in `encoded_fds` as public
-    /// and free.
-    fn load_public(&mut self, encoded_fds: &[u8]) -> Result<(), PolicyError> {
+    /// and free (the infrastructure services; tests add their own).
+    pub fn load_public(&mut self, encoded_fds: &[u8]) -> Result<(), PolicyError> {
         let pool = DescriptorPool::decode(encoded_fds)
             .map_err(|e| PolicyError::Descriptor(e.to_string()))?;
         for service in pool.services() {

@@ -30,9 +30,13 @@ impl Http<'_> {
             args.push("-H".into());
             args.push(format!("authorization: Bearer {key}"));
         }
+        // Through a file: a body can be larger than an argument may be.
+        let dir = tempfile::tempdir()?;
         if let Some(body) = body {
+            let file = dir.path().join("body.json");
+            std::fs::write(&file, body.to_string())?;
             args.extend(["-H".into(), "content-type: application/json".into()]);
-            args.extend(["--data-binary".into(), body.to_string()]);
+            args.extend(["--data-binary".into(), format!("@{}", file.display())]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -429,13 +433,23 @@ async fn errors_have_grpc_gateway_statuses_and_bodies() {
                 .await?;
             assert_eq!(e["code"], 7);
 
-            // 504 when the deadline (Grpc-Timeout) passes first.
+            // 504 when the deadline (Grpc-Timeout) passes first: hashing a
+            // password takes longer than a millisecond.
+            let slow = format!("slow{}", version as u8);
+            admin
+                .expect(
+                    200,
+                    "POST",
+                    &format!("/v1/organizations/root/users?userId={slow}"),
+                    Some(&json!({"displayName": "S", "email": format!("{slow}@example.com")})),
+                )
+                .await?;
             let r = admin
                 .send(
-                    "GET",
-                    "/v1/organizations/root",
-                    None,
-                    &["-H", "grpc-timeout: 1n"],
+                    "POST",
+                    &format!("/v1/organizations/root/users/{slow}:setPassword"),
+                    Some(&json!({"password": "correct horse battery staple"})),
+                    &["-H", "grpc-timeout: 1m"],
                 )
                 .await?;
             assert_eq!(r.status, 504, "{}", r.text());

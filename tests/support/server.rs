@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tollgate_client::Client;
-use tollgate_server::policy::Policies;
+use tollgate_server::{listener::Stats, policy::Policies};
 
 use crate::{http, peers, postgres::PgSchema};
 
@@ -172,6 +172,10 @@ impl Storage {
     }
 }
 
+/// Changes a test makes to the server's configuration before it starts
+/// (shorter timeouts, a lower connection cap, TLS files).
+pub type Configure = Arc<dyn Fn(&mut tollgate_server::Config) + Send + Sync>;
+
 /// A running `tollgate_server::run` task and its shutdown trigger.
 struct Running {
     shutdown: oneshot::Sender<()>,
@@ -195,6 +199,10 @@ pub struct TestServer {
     /// Policies to serve instead of the ones read from the embedded
     /// descriptors, for tests that prove the proto option is enforced.
     policies: Option<Arc<Policies>>,
+    /// Applied to the configuration at every start.
+    configure: Option<Configure>,
+    /// The main listener's live counts, of the current start.
+    listener_stats: Arc<Stats>,
     // Last, so it is dropped after the server was told to stop.
     storage: Storage,
 }
@@ -203,7 +211,16 @@ impl TestServer {
     /// Creates a fresh database on `backend`, migrates and bootstraps it,
     /// starts the server and waits until `/readyz` reports ready.
     pub async fn start(backend: &Backend) -> anyhow::Result<Self> {
-        Self::start_with(backend, None).await
+        Self::start_with(backend, None, None).await
+    }
+
+    /// Like [`TestServer::start`], with `configure` applied to the
+    /// configuration (at this start and every restart).
+    pub async fn start_configured(
+        backend: &Backend,
+        configure: impl Fn(&mut tollgate_server::Config) + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(backend, None, Some(Arc::new(configure))).await
     }
 
     /// Like [`TestServer::start`], serving `policies` (built from an edited
@@ -212,12 +229,13 @@ impl TestServer {
         backend: &Backend,
         policies: Policies,
     ) -> anyhow::Result<Self> {
-        Self::start_with(backend, Some(Arc::new(policies))).await
+        Self::start_with(backend, Some(Arc::new(policies)), None).await
     }
 
     async fn start_with(
         backend: &Backend,
         policies: Option<Arc<Policies>>,
+        configure: Option<Configure>,
     ) -> anyhow::Result<Self> {
         let storage = Storage::create(backend).await?;
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
@@ -231,6 +249,8 @@ impl TestServer {
             starts: 0,
             minted_on_last_start: false,
             policies,
+            configure,
+            listener_stats: Arc::default(),
             storage,
         };
         let key = server.launch(grpc, admin).await?;
@@ -245,7 +265,7 @@ impl TestServer {
         grpc: TcpListener,
         admin: TcpListener,
     ) -> anyhow::Result<Option<String>> {
-        let config = tollgate_server::Config {
+        let mut config = tollgate_server::Config {
             database_url: self.storage.url().to_owned(),
             health_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
@@ -254,6 +274,9 @@ impl TestServer {
             db_pool_size: 8,
             ..Default::default()
         };
+        if let Some(configure) = &self.configure {
+            configure(&mut config);
+        }
         let mut app = tollgate_server::prepare(config)
             .await
             .with_context(|| format!("preparing the server on {}", self.backend))?;
@@ -261,6 +284,7 @@ impl TestServer {
             app.policies = policies.clone();
         }
         let key = app.bootstrap_key.as_ref().map(|k| k.expose().to_owned());
+        self.listener_stats = app.listener_stats.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tollgate_server::run(app, grpc, admin, async move {
             let _ = rx.await;
@@ -355,6 +379,12 @@ impl TestServer {
     /// The admin listener's address (for [`http::get`]).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The main listener's live counts: connections open, requests in
+    /// flight.
+    pub fn listener_stats(&self) -> Arc<Stats> {
+        self.listener_stats.clone()
     }
 
     /// The bootstrap key of `organizations/root/serviceAccounts/admin`.

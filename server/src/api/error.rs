@@ -48,6 +48,7 @@ impl From<Error> for Status {
                 details.add_quota_failure_violation(reason, message.clone());
                 (Code::ResourceExhausted, reason, message)
             }
+            Error::DeadlineExceeded(m) => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED", m),
             Error::Unavailable(m) => {
                 tracing::warn!(error = %m, "storage unavailable");
                 details.set_retry_info(Some(Duration::from_secs(1)));

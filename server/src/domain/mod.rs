@@ -135,6 +135,10 @@ pub enum Error {
         /// When a retry may succeed.
         retry_after: std::time::Duration,
     },
+    /// The call ran out of time: the listener's request timeout or the
+    /// client's own `grpc-timeout` passed before it was answered.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     /// Storage is unreachable; the call may be retried.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

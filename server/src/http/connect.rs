@@ -439,16 +439,36 @@ fn end_stream_only(codec: Codec, status: &Status, headers: &HeaderMap) -> Respon
 }
 
 /// Reads a whole body, refusing more than `limit` bytes.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, HttpError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::TooLarge { limit }),
-        Err(e) => Err(HttpError::Body(e.to_string())),
+///
+/// An over-long body is still read (and dropped) up to another `limit`
+/// bytes before the refusal is sent: an HTTP/2 client that is still
+/// uploading when the server answers gets its stream reset, and clients
+/// such as curl then report a transport error instead of the 413. Beyond
+/// that the stream is reset anyway; memory stays bounded by `limit`.
+pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, HttpError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| HttpError::Body(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            let mut drained = data.len();
+            while drained <= limit {
+                match body.frame().await {
+                    Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+                    _ => break,
+                }
+            }
+            return Err(HttpError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&data);
     }
+    Ok(buf.freeze())
 }
 
-/// JSON ⇄ protobuf for Connect's JSON codec.
-// TODO(merge): replace with `super::json` once the transcoder's module lands.
+/// JSON ⇄ protobuf for Connect's JSON codec, through the transcoder's
+/// canonical mapping (same strictness, same field names in errors).
 mod json {
     use bytes::Bytes;
     use prost::Message as _;
@@ -457,25 +477,23 @@ mod json {
     use super::HttpError;
 
     pub fn to_proto(desc: &MessageDescriptor, body: &[u8]) -> Result<Bytes, HttpError> {
-        let body = if body.is_empty() {
+        // Connect sends an empty body for an empty message.
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
             b"{}".as_slice()
         } else {
             body
         };
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let message = DynamicMessage::deserialize(desc.clone(), &mut de)
-            .and_then(|m| de.end().map(|()| m))
-            .map_err(|e| HttpError::Field {
-                field: String::new(),
-                description: e.to_string(),
-            })?;
+        let message = crate::http::json::decode(desc, body).map_err(|e| HttpError::Field {
+            field: e.field.unwrap_or_default(),
+            description: e.description,
+        })?;
         Ok(Bytes::from(message.encode_to_vec()))
     }
 
     pub fn from_proto(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Bytes, HttpError> {
         let message = DynamicMessage::decode(desc.clone(), bytes)
             .map_err(|e| HttpError::Render(e.to_string()))?;
-        serde_json::to_vec(&message)
+        crate::http::json::encode(&message)
             .map(Bytes::from)
             .map_err(|e| HttpError::Render(e.to_string()))
     }

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use axum::{
     body::Body,
-    extract::{FromRequestParts as _, ws::{Message as WsMessage, WebSocket, WebSocketUpgrade}},
+    extract::{
+        FromRequestParts as _,
+        ws::{Message as WsMessage, WebSocket, WebSocketUpgrade},
+    },
 };
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
@@ -20,7 +23,7 @@ use tonic::{Code, Status};
 use super::{
     bridge::{Call, Grpc},
     connect::read_body,
-    error::{self, HttpError, gateway_error, status_json},
+    error::{HttpError, gateway_error},
     frames::Frame,
     headers::{REQUEST_ID, gateway_metadata, gateway_response_headers},
     routes::{BodyRule, Lookup, Route},
@@ -37,12 +40,12 @@ pub struct Gateway {
 
 impl From<TranscodeError> for HttpError {
     fn from(e: TranscodeError) -> Self {
-        match e.field() {
-            Some(field) => HttpError::Field {
-                field: field.to_owned(),
-                description: e.description(),
-            },
-            None => HttpError::Render(e.to_string()),
+        if e.is_internal() {
+            return HttpError::Render(e.to_string());
+        }
+        HttpError::Field {
+            field: e.field().unwrap_or_default().to_owned(),
+            description: e.description().to_owned(),
         }
     }
 }
@@ -61,7 +64,9 @@ fn is_json(headers: &HeaderMap) -> Result<(), HttpError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if media == "application/json" || (media.starts_with("application/") && media.ends_with("+json")) {
+    if media == "application/json"
+        || (media.starts_with("application/") && media.ends_with("+json"))
+    {
         Ok(())
     } else {
         Err(HttpError::UnsupportedMediaType {
@@ -161,7 +166,8 @@ impl Gateway {
             Ok(unary) => {
                 let json = self.transcoder.response(&route, &unary.message)?;
                 let mut response = Response::new(Body::from(json));
-                *response.headers_mut() = gateway_response_headers(&unary.headers, Some(&unary.trailers));
+                *response.headers_mut() =
+                    gateway_response_headers(&unary.headers, Some(&unary.trailers));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -191,24 +197,27 @@ impl Gateway {
             }
         };
         let transcoder = self.transcoder.clone();
-        let lines = streaming
-            .frames
-            .filter_map(move |frame| {
-                let line = match frame {
-                    Ok(Frame::Message { data, .. }) => Some(
-                        transcoder
-                            .stream_result(&route, &data)
-                            .map(Bytes::from)
-                            .unwrap_or_else(|e| error_line(&Status::from(HttpError::from(e)))),
-                    ),
-                    Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
-                        Some(s) if s.code() != Code::Ok => Some(error_line(&s)),
-                        _ => None,
-                    },
-                    Err(e) => Some(error_line(&Status::from(HttpError::Render(e.to_string())))),
-                };
-                std::future::ready(line.map(Ok::<_, std::io::Error>))
-            });
+        let lines = streaming.frames.filter_map(move |frame| {
+            let line = match frame {
+                Ok(Frame::Message { data, .. }) => Some(
+                    transcoder
+                        .stream_result(&route, &data)
+                        .map(Bytes::from)
+                        .unwrap_or_else(|e| {
+                            error_line(&transcoder, &Status::from(HttpError::from(e)))
+                        }),
+                ),
+                Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
+                    Some(s) if s.code() != Code::Ok => Some(error_line(&transcoder, &s)),
+                    _ => None,
+                },
+                Err(e) => Some(error_line(
+                    &transcoder,
+                    &Status::from(HttpError::Render(e.to_string())),
+                )),
+            };
+            std::future::ready(line.map(Ok::<_, std::io::Error>))
+        });
         let mut response = Response::new(Body::from_stream(lines));
         *response.headers_mut() = gateway_response_headers(&streaming.headers, None);
         response.headers_mut().insert(
@@ -224,12 +233,20 @@ impl Gateway {
     async fn websocket(self, route: Arc<Route>, call: Call, socket: WebSocket) {
         let (mut tx, mut rx) = socket.split();
         // The client may only close; anything else it sends is ignored.
-        let closed = async move { while let Some(Ok(m)) = rx.next().await { if matches!(m, WsMessage::Close(_)) { break; } } };
+        let closed = async move {
+            while let Some(Ok(m)) = rx.next().await {
+                if matches!(m, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        };
         let send = async {
             let streaming = match self.grpc.start(call).await {
                 Ok(s) => s,
                 Err(failure) => {
-                    let _ = tx.send(text(error_line(&failure.status))).await;
+                    let _ = tx
+                        .send(text(error_line(&self.transcoder, &failure.status)))
+                        .await;
                     return tx;
                 }
             };
@@ -240,12 +257,17 @@ impl Gateway {
                         .transcoder
                         .stream_result(&route, &data)
                         .map(Bytes::from)
-                        .unwrap_or_else(|e| error_line(&Status::from(HttpError::from(e)))),
+                        .unwrap_or_else(|e| {
+                            error_line(&self.transcoder, &Status::from(HttpError::from(e)))
+                        }),
                     Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
-                        Some(s) if s.code() != Code::Ok => error_line(&s),
+                        Some(s) if s.code() != Code::Ok => error_line(&self.transcoder, &s),
                         _ => break,
                     },
-                    Err(e) => error_line(&Status::from(HttpError::Render(e.to_string()))),
+                    Err(e) => error_line(
+                        &self.transcoder,
+                        &Status::from(HttpError::Render(e.to_string())),
+                    ),
                 };
                 if tx.send(text(line)).await.is_err() {
                     return tx;
@@ -266,8 +288,6 @@ fn text(line: Bytes) -> WsMessage {
 }
 
 /// `{"error": <status>}\n`, grpc-gateway's last line of a failed stream.
-fn error_line(status: &Status) -> Bytes {
-    let mut bytes = error::to_bytes(&serde_json::json!({"error": status_json(status)})).to_vec();
-    bytes.push(b'\n');
-    Bytes::from(bytes)
+fn error_line(transcoder: &Transcoder, status: &Status) -> Bytes {
+    Bytes::from(transcoder.stream_error(status))
 }

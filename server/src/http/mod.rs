@@ -11,16 +11,31 @@
 //! native gRPC; the path of a served method (`/package.Service/Method`) →
 //! Connect; anything else → the HTTP routes (HTTP/JSON bindings and
 //! documents).
+//!
+//! HTTP/JSON transcoding, compiled once at start-up from the
+//! `google.api.http` annotations:
+//! - [`template`]: path templates, parsed and matched;
+//! - [`routes`]: every binding of every method, with its field bindings,
+//!   body rule and query table;
+//! - [`query`]: the query parameters a binding accepts, and their values;
+//! - [`json`]: the canonical proto3 JSON mapping, both ways, and the exact
+//!   rules of what responses contain;
+//! - [`transcode`]: [`transcode::Transcoder`], the entry point: HTTP
+//!   request to protobuf request, protobuf response to JSON, stream lines.
 
 pub mod bridge;
 pub mod connect;
 pub mod cors;
 pub mod error;
 pub mod frames;
+pub mod gateway;
 pub mod headers;
+pub mod json;
 pub mod openapi;
+pub mod query;
 pub mod routes;
 pub mod template;
+pub mod transcode;
 
 use std::{
     convert::Infallible,
@@ -40,9 +55,6 @@ use tower_service::Service;
 use self::connect::Connect;
 use crate::layers::request_id::RequestId;
 
-/// The largest request body or message read, as gRPC's default.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
 /// Every descriptor the server serves: `tollgate.v1`, google.rpc error
 /// details, health and reflection. Error details render from it.
 pub fn descriptors() -> &'static DescriptorPool {
@@ -58,6 +70,19 @@ pub fn descriptors() -> &'static DescriptorPool {
         }
         pool
     })
+}
+
+/// gRPC services served beside Tollgate's own, with their descriptors: the
+/// HTTP protocols reach them like the built-in ones (tests serve a
+/// streaming service this way).
+#[derive(Clone)]
+pub struct Extra {
+    /// The encoded `FileDescriptorSet` of the services.
+    pub file_descriptor_set: &'static [u8],
+    /// Their gRPC routes (e.g. `tonic::service::Routes::new(svc).prepare().into_axum_router()`).
+    pub router: axum::Router,
+    /// The services' full names.
+    pub services: Vec<String>,
 }
 
 /// The services whose methods the HTTP protocols reach.

@@ -1,7 +1,7 @@
 //! The HTTP routes of every method, compiled once at start-up from the
 //! `google.api.http` annotations in the descriptors: a request is matched
-//! against compiled templates and finds its method, body rule and field
-//! bindings without looking anything up by name.
+//! against compiled templates and finds its method, body rule, field
+//! bindings and query-parameter table without looking anything up by name.
 
 use std::sync::Arc;
 
@@ -11,7 +11,10 @@ use prost_reflect::{
 };
 use tollgate::google::api::{HttpRule, http_rule::Pattern};
 
-use super::template::{Captures, PathTemplate, TemplateError};
+use super::{
+    query::{QueryParams, Taken},
+    template::{Captures, PathTemplate, TemplateError},
+};
 
 /// The full name of the annotation.
 pub const HTTP_EXTENSION: &str = "google.api.http";
@@ -45,6 +48,13 @@ pub struct Route {
     pub body: BodyRule,
     /// `response_body`: the response field sent instead of the message.
     pub response_body: Option<FieldDescriptor>,
+    /// The request message type.
+    pub input: prost_reflect::MessageDescriptor,
+    /// The response message type.
+    pub output: prost_reflect::MessageDescriptor,
+    /// The query parameters the binding accepts: the request fields that
+    /// neither the path nor the body sets.
+    pub query: QueryParams,
 }
 
 impl Route {
@@ -222,6 +232,14 @@ impl Routes {
             method.name()
         ))
         .map_err(|e| field_error(e.to_string()))?;
+        let query = QueryParams::compile(
+            &input,
+            match &body {
+                BodyRule::None => Taken::Path(&bindings),
+                BodyRule::Field(f) => Taken::PathAndField(&bindings, f),
+                BodyRule::Whole => Taken::All,
+            },
+        );
         let route = Route {
             method: method.clone(),
             grpc_path,
@@ -230,6 +248,9 @@ impl Routes {
             bindings,
             body,
             response_body,
+            output: method.output(),
+            input,
+            query,
         };
         self.insert(route)?;
         for extra in &rule.additional_bindings {
@@ -262,6 +283,21 @@ impl Routes {
 
     /// Finds the route for `verb` and `path` (no query string).
     pub fn find(&self, verb: &Method, path: &str) -> Lookup<'_> {
+        // A last segment with a ':' names a custom method (`…/bob:setPassword`)
+        // when some binding has that verb: then only bindings with a verb
+        // are considered, so `PATCH …/bob:setPassword` is a 405 and not an
+        // UpdateUser of a user called `bob:setPassword`.
+        let last = path.rsplit('/').next().unwrap_or("");
+        if last.contains(':') {
+            let with_verb = self.find_among(verb, path, true);
+            if !matches!(with_verb, Lookup::NotFound) {
+                return with_verb;
+            }
+        }
+        self.find_among(verb, path, false)
+    }
+
+    fn find_among(&self, verb: &Method, path: &str, custom: bool) -> Lookup<'_> {
         // HEAD is served as GET, as every HTTP server does.
         let wanted = if verb == Method::HEAD {
             &Method::GET
@@ -270,7 +306,7 @@ impl Routes {
         };
         let mut allowed = Vec::new();
         for (v, list) in &self.by_verb {
-            for route in list {
+            for route in list.iter().filter(|r| r.template.verb.is_some() == custom) {
                 if let Some(captures) = route.template.matches(path) {
                     if v == wanted {
                         return Lookup::Found(route, captures);
@@ -370,6 +406,11 @@ mod tests {
             routes.find(&Method::GET, "/v2/organizations"),
             Lookup::NotFound
         ));
+        // A custom method's path answers for its own verb only.
+        match routes.find(&Method::PATCH, "/v1/organizations/a/users/b:setPassword") {
+            Lookup::MethodNotAllowed(allow) => assert_eq!(allow, [Method::POST]),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             routes.find(&Method::HEAD, "/v1/organizations"),
             Lookup::Found(..)

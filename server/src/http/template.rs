@@ -12,6 +12,9 @@
 //! ```
 //! Written by hand: the one crate with a parser (http_path_template) needs
 //! Rust 1.95 and only parses; matching and binding are ours either way.
+//!
+//! Captured values are percent-decoded except for RFC 6570 reserved
+//! characters, which stay escaped (grpc-gateway's default, Envoy's too).
 
 use std::{cmp::Ordering, fmt};
 
@@ -277,7 +280,10 @@ fn is_ident(s: &str) -> bool {
 }
 
 /// Percent-decodes one path segment; `None` when the escapes are broken or
-/// the result is not UTF-8.
+/// the result is not UTF-8. Escaped RFC 6570 reserved characters stay
+/// escaped (`a%2Fb` is captured as `a%2Fb`, not `a/b`), as grpc-gateway's
+/// default unescaping mode and Envoy's transcoder do: an escaped `/` in a
+/// `*` segment must not become a segment separator in the field.
 fn decode(part: &str) -> Option<String> {
     if !part.contains('%') {
         return Some(part.to_owned());
@@ -287,8 +293,16 @@ fn decode(part: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = part.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let (hi, lo) = match bytes.get(i + 1..i + 3) {
+                Some(&[hi, lo]) => (hex(hi)?, hex(lo)?),
+                _ => return None,
+            };
+            let byte = hi << 4 | lo;
+            if RESERVED.contains(&byte) {
+                out.extend_from_slice(&bytes[i..i + 3]);
+            } else {
+                out.push(byte);
+            }
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -296,6 +310,15 @@ fn decode(part: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// RFC 6570's reserved characters (gen-delims and sub-delims).
+const RESERVED: &[u8] = b":/?#[]@!$&'()*+,;=";
+
+fn hex(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
@@ -362,6 +385,19 @@ mod tests {
         assert_eq!(
             t("/v1/{name=organizations/*}").matches("/v1/organizations/%zz"),
             None
+        );
+        assert_eq!(
+            t("/v1/{name=organizations/*}").matches("/v1/organizations/%+f"),
+            None
+        );
+        // Reserved characters stay escaped: no extra segment in the name.
+        assert_eq!(
+            t("/v1/{name=organizations/*}").matches("/v1/organizations/a%2Fusers%2fb%3Ac%C3%A9"),
+            Some(vec!["organizations/a%2Fusers%2fb%3Acé".to_owned()])
+        );
+        assert_eq!(
+            t("/v1/{path=files/**}").matches("/v1/files/a/b%2Fc%20d"),
+            Some(vec!["files/a/b%2Fc d".to_owned()])
         );
     }
 

@@ -14,6 +14,12 @@
 //! (INTERNAL, UNKNOWN, DATA_LOSS, UNAVAILABLE) log at WARN; what clients
 //! cause logs at debug, so no client can flood the log.
 //!
+//! A call cut at its deadline (the listener's request timeout, or the
+//! client's `grpc-timeout`; see [`RequestDeadline`]) is counted as
+//! DEADLINE_EXCEEDED, whether the listener answered for it (dropping the
+//! handler, which would otherwise count as CANCELLED) or its request body
+//! ran out of time.
+//!
 //! tonic-health's stubs answer an undecodable request INTERNAL (tonic's
 //! codec; ours answer INVALID_ARGUMENT, see `tollgate::codec`). The metrics
 //! count the code the client got, but such a call logs at debug.
@@ -37,6 +43,7 @@ use tower_service::Service;
 use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 
 use super::{call::Call, request_id::RequestId};
+use crate::listener::RequestDeadline;
 
 /// The canonical codes, indexed by their number.
 const CODES: [&str; 17] = [
@@ -165,6 +172,8 @@ struct Recorder {
     call: Arc<Call>,
     /// Set when tonic's codec could not decode the request.
     undecodable: bool,
+    /// When the listener cuts the call, if it does.
+    deadline: Option<Instant>,
 }
 
 /// Who caused an outcome, which decides its log level.
@@ -177,8 +186,20 @@ enum Fault {
 }
 
 /// The code to count and who is at fault, for a status `code`.
-fn classify(code: usize, client_gone: bool, undecodable: bool) -> (usize, Fault) {
+/// `deadline_passed`: the call's deadline had passed when it ended.
+fn classify(
+    code: usize,
+    client_gone: bool,
+    undecodable: bool,
+    deadline_passed: bool,
+) -> (usize, Fault) {
     const CANCELLED: usize = 1;
+    const DEADLINE_EXCEEDED: usize = 4;
+    // Cut by the listener (dropped: CANCELLED), failed by our request body
+    // deadline (which looks like a broken body), or answered so by tonic.
+    if deadline_passed && (code == CANCELLED || code == DEADLINE_EXCEEDED || client_gone) {
+        return (DEADLINE_EXCEEDED, Fault::None);
+    }
     if code != 0 && client_gone {
         return (CANCELLED, Fault::None);
     }
@@ -198,8 +219,15 @@ impl Recorder {
             return;
         }
         self.done = true;
-        let (code, fault) = classify(code, self.call.client_gone(), self.undecodable);
-        let elapsed = self.start.elapsed();
+        let now = Instant::now();
+        let deadline_passed = self.deadline.is_some_and(|d| now >= d);
+        let (code, fault) = classify(
+            code,
+            self.call.client_gone(),
+            self.undecodable,
+            deadline_passed,
+        );
+        let elapsed = now.duration_since(self.start);
         self.metrics.record(code, elapsed.as_secs_f64());
         let name = CODES[code];
         let ms = elapsed.as_secs_f64() * 1000.0;
@@ -274,6 +302,7 @@ where
             done: false,
             call: call.clone(),
             undecodable: false,
+            deadline: req.extensions().get::<RequestDeadline>().map(|d| d.0),
         };
         let req = req.map(|inner| WatchedBody { inner, call });
         // Called at once: the service `poll_ready` readied, no clone.
@@ -401,27 +430,44 @@ mod tests {
     #[test]
     fn failures_of_a_client_that_went_away_are_cancelled() {
         // tonic makes UNKNOWN (or INTERNAL) of a reset request body.
-        assert_eq!(classify(2, true, false), (1, Fault::None));
-        assert_eq!(classify(13, true, false), (1, Fault::None));
+        assert_eq!(classify(2, true, false, false), (1, Fault::None));
+        assert_eq!(classify(13, true, false, false), (1, Fault::None));
         // An answer the client did not wait for is still what it was.
-        assert_eq!(classify(0, true, false), (0, Fault::None));
+        assert_eq!(classify(0, true, false, false), (0, Fault::None));
+    }
+
+    #[test]
+    fn calls_cut_at_their_deadline_are_deadline_exceeded() {
+        // Dropped by the listener's timeout.
+        assert_eq!(classify(1, false, false, true), (4, Fault::None));
+        // The request body ran out of time (it looks like a broken body).
+        assert_eq!(classify(4, true, false, true), (4, Fault::None));
+        assert_eq!(classify(2, true, false, true), (4, Fault::None));
+        // Done in time, or a server failure, stays what it was.
+        assert_eq!(classify(0, false, false, true), (0, Fault::None));
+        assert_eq!(classify(13, false, false, true), (13, Fault::Server));
+        assert_eq!(classify(1, false, false, false), (1, Fault::None));
     }
 
     #[test]
     fn only_server_failures_warn() {
         for code in [2, 13, 14, 15] {
             assert_eq!(
-                classify(code, false, false),
+                classify(code, false, false, false),
                 (code, Fault::Server),
                 "{code}"
             );
         }
         for code in [0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16] {
-            assert_eq!(classify(code, false, false), (code, Fault::None), "{code}");
+            assert_eq!(
+                classify(code, false, false, false),
+                (code, Fault::None),
+                "{code}"
+            );
         }
         // Garbage sent to tonic-health: counted as sent, logged at debug.
-        assert_eq!(classify(13, false, true), (13, Fault::None));
-        assert_eq!(classify(99, false, false), (16, Fault::None));
+        assert_eq!(classify(13, false, true, false), (13, Fault::None));
+        assert_eq!(classify(99, false, false, false), (16, Fault::None));
     }
 
     #[test]
