@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 
 use super::{
     bridge::{Call, Grpc},
-    connect::read_body,
+    connect::{drain, read_body},
     error::{HttpError, gateway_error},
     frames::Frame,
     headers::{REQUEST_ID, gateway_metadata, gateway_response_headers},
@@ -86,10 +86,17 @@ impl Gateway {
     pub async fn serve(&self, request: Request<Body>) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
         let request_id = RequestId::from_headers(&parts.headers).to_string();
-        let mut response = match self.handle(&mut parts, body, &request_id).await {
+        let mut body = Some(body);
+        let mut response = match self.handle(&mut parts, &mut body, &request_id).await {
             Ok(r) => r,
             Err(e) => e.into_gateway_response(),
         };
+        if let Some(unread) = body {
+            // Refused before the body was read (no route, wrong method or
+            // content type): drain a little of it, or an HTTP/2 client
+            // still sending sees its stream reset instead of the answer.
+            drain(unread).await;
+        }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }
@@ -99,7 +106,7 @@ impl Gateway {
     async fn handle(
         &self,
         parts: &mut Parts,
-        body: Body,
+        body: &mut Option<Body>,
         request_id: &str,
     ) -> Result<Response<Body>, HttpError> {
         let (route, captures) = match self.transcoder.find(&parts.method, parts.uri.path()) {
@@ -121,16 +128,28 @@ impl Gateway {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             metadata.insert(REQUEST_ID, v);
         }
-        let limit = self.grpc.max_message();
-        let body = if matches!(route.body, BodyRule::None) {
+        let message = if self
+            .grpc
+            .refuses_anonymous(route.grpc_path.path(), &parts.headers)
+        {
+            // Refused in the layers, as over gRPC; the body is only drained.
+            if let Some(body) = body.take() {
+                drain(body).await;
+            }
             Bytes::new()
         } else {
-            is_json(&parts.headers)?;
-            read_body(body, limit).await?
+            let body = if matches!(route.body, BodyRule::None) {
+                Bytes::new()
+            } else {
+                is_json(&parts.headers)?;
+                match body.take() {
+                    Some(body) => read_body(body, self.grpc.max_message()).await?,
+                    None => Bytes::new(),
+                }
+            };
+            self.transcoder
+                .request(&route, &captures, parts.uri.query(), &body)?
         };
-        let message = self
-            .transcoder
-            .request(&route, &captures, parts.uri.query(), &body)?;
         if route.server_streaming() {
             if parts.headers.contains_key(header::UPGRADE) {
                 let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
