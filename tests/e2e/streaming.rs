@@ -204,3 +204,69 @@ async fn connect_and_grpc_web_stream_through_buf_curl() {
     }
     server.stop().await.unwrap();
 }
+
+/// grpc-gateway's metadata mapping, end to end: `Grpc-Metadata-<name>` in
+/// becomes `<name>` metadata, and response metadata comes back as
+/// `Grpc-Metadata-<name>`; other headers do not pass. Connect passes
+/// headers as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_passes_as_grpc_gateway_and_connect_pass_it() {
+    if curl::bin().is_none() {
+        return;
+    }
+    let mut server = TestServer::start_with_testing_service(&Backend::Sqlite)
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.grpc_addr());
+    for version in Version::ALL {
+        let r = curl::request(
+            version,
+            &format!("{base}/v1/counters/7"),
+            &["-H", "grpc-metadata-x-echo: hello"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json().unwrap()["id"], "7", "int64 as a string");
+        assert_eq!(
+            r.header("grpc-metadata-x-echoed"),
+            Some("hello"),
+            "{:?}",
+            r.headers
+        );
+        let r = curl::request(
+            version,
+            &format!("{base}/v1/counters/7"),
+            &["-H", "x-echo: not-forwarded"],
+        )
+        .await
+        .unwrap();
+        assert!(
+            r.header("grpc-metadata-x-echoed").is_none(),
+            "plain headers do not pass: {:?}",
+            r.headers
+        );
+        let r = curl::request(
+            version,
+            &format!("{base}/tollgate.testing.v1.TranscodeTestService/GetCounter"),
+            &[
+                "-H",
+                "content-type: application/json",
+                "-H",
+                "x-echo: plain",
+                "-d",
+                r#"{"id":"7"}"#,
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.header("x-echoed"),
+            Some("plain"),
+            "Connect: {:?}",
+            r.headers
+        );
+    }
+    server.stop().await.unwrap();
+}
