@@ -205,7 +205,11 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
         transcoded.extend(extra.services.iter().cloned());
     }
     let grpc = grpc.layer(layers(app));
-    let bridge = http::bridge::Grpc::new(grpc.clone(), app.config.limits.max_body_bytes);
+    let bridge = http::bridge::Grpc::new(
+        grpc.clone(),
+        app.config.limits.max_body_bytes,
+        app.policies.clone(),
+    );
     let connect = http::connect::Connect::new(
         &pool,
         http::served_services(&pool).iter().map(String::as_str),

@@ -384,3 +384,100 @@ fn split_envelopes(mut body: &[u8]) -> anyhow::Result<Vec<(u8, Vec<u8>)>> {
     }
     Ok(out)
 }
+
+/// CORS is off by default; with `--cors-allow-origin` a browser on that
+/// origin gets its preflight answered and may read the gRPC-Web status and
+/// request id, on HTTP/JSON, Connect and gRPC-Web alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_allowed_origins_only() {
+    if curl::bin().is_none() {
+        return;
+    }
+    let backend = tollgate_e2e::Backend::Sqlite;
+    let mut closed = TestServer::start(&backend).await.unwrap();
+    let preflight = |addr: std::net::SocketAddr, origin: &'static str, path: &'static str| async move {
+        curl::request(
+            Version::Http1,
+            &format!("http://{addr}{path}"),
+            &[
+                "-X",
+                "OPTIONS",
+                "-H",
+                &format!("origin: {origin}"),
+                "-H",
+                "access-control-request-method: POST",
+                "-H",
+                "access-control-request-headers: content-type,x-api-key",
+            ],
+        )
+        .await
+        .unwrap()
+    };
+    let r = preflight(
+        closed.grpc_addr(),
+        "https://app.example.com",
+        "/v1/organizations",
+    )
+    .await;
+    assert!(
+        r.header("access-control-allow-origin").is_none(),
+        "off by default: {:?}",
+        r.headers
+    );
+    closed.stop().await.unwrap();
+
+    let mut open = TestServer::start_configured(&backend, |c| {
+        c.cors_allow_origin = vec!["https://app.example.com".into()];
+    })
+    .await
+    .unwrap();
+    let addr = open.grpc_addr();
+    for path in [
+        "/v1/organizations",
+        "/tollgate.v1.OrganizationService/GetOrganization",
+    ] {
+        let r = preflight(addr, "https://app.example.com", path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://app.example.com")
+        );
+        let allowed = r
+            .header("access-control-allow-headers")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(allowed.contains("x-api-key"), "{path}: {allowed}");
+        let r = preflight(addr, "https://evil.example.com", path).await;
+        assert!(
+            r.header("access-control-allow-origin").is_none(),
+            "{path}: {:?}",
+            r.headers
+        );
+    }
+    // The actual call carries the CORS headers too.
+    let r = curl::request(
+        Version::Http1,
+        &format!("http://{addr}/v1/organizations/root"),
+        &[
+            "-H",
+            "origin: https://app.example.com",
+            "-H",
+            &format!("x-api-key: {}", open.admin_key()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let exposed = r
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    assert!(
+        exposed.contains("grpc-status") && exposed.contains("x-request-id"),
+        "{exposed}"
+    );
+    open.stop().await.unwrap();
+}

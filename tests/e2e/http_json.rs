@@ -396,6 +396,22 @@ async fn errors_have_grpc_gateway_statuses_and_bodies() {
                 .expect(401, "GET", "/v1/organizations/root", None)
                 .await?;
             assert_eq!(e["code"], 16);
+            // Without credentials the body is not even parsed: refused by
+            // the same layer as over gRPC, before any work on it.
+            let r = anon
+                .send(
+                    "POST",
+                    "/v1/organizations?organizationId=anon",
+                    None,
+                    &[
+                        "-H",
+                        "content-type: application/json",
+                        "--data-binary",
+                        "{\"displayName\": ",
+                    ],
+                )
+                .await?;
+            assert_eq!(r.status, 401, "{}", r.text());
             let viewer = admin
                 .expect(
                     200,

@@ -1161,18 +1161,37 @@ async fn tls_serves_grpc_and_both_http_versions_and_reloads_its_certificate() {
     assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
     let port = addr.port();
     let ca = ca_path.clone();
+    // The HTTP routes (here the OpenAPI document) over both versions.
     let (h1, h2) = tokio::task::spawn_blocking(move || {
         (
-            curl(port, "/", &ca, "--http1.1"),
-            curl(port, "/", &ca, "--http2"),
+            curl(port, "/openapi.json", &ca, "--http1.1"),
+            curl(port, "/openapi.json", &ca, "--http2"),
         )
     })
     .await
     .expect("curl task");
-    let (h1, _) = h1.expect("curl --http1.1");
+    let (h1, doc) = h1.expect("curl --http1.1");
     let (h2, _) = h2.expect("curl --http2");
-    assert!(h1.starts_with("1.1 "), "{h1}");
-    assert!(h2.starts_with("2 "), "{h2}");
+    assert_eq!(h1, "1.1 200", "{doc}");
+    assert_eq!(h2, "2 200");
+    assert!(doc.contains("\"openapi\""), "{doc}");
+    // Connect over TLS: a health check in JSON.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca_path)
+        .args([
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{}",
+            &format!("https://localhost:{port}/grpc.health.v1.Health/Check"),
+        ])
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("\"SERVING\""), "Connect over TLS: {body}");
 
     // A new certificate on disk is presented without a restart.
     let second = pki.leaf("tollgate-2", 2).expect("a certificate");

@@ -201,6 +201,8 @@ pub struct TestServer {
     policies: Option<Arc<Policies>>,
     /// Applied to the configuration at every start.
     configure: Option<Configure>,
+    /// Also serve the test-only `tollgate.testing.v1` service (public).
+    testing: bool,
     /// The main listener's live counts, of the current start.
     listener_stats: Arc<Stats>,
     // Last, so it is dropped after the server was told to stop.
@@ -221,6 +223,32 @@ impl TestServer {
         configure: impl Fn(&mut tollgate_server::Config) + Send + Sync + 'static,
     ) -> anyhow::Result<Self> {
         Self::start_with(backend, None, Some(Arc::new(configure))).await
+    }
+
+    /// Like [`TestServer::start`], also serving the test-only
+    /// `tollgate.testing.v1.TranscodeTestService` (public, on every
+    /// protocol), for the rules and the streaming method our protos lack.
+    pub async fn start_with_testing_service(backend: &Backend) -> anyhow::Result<Self> {
+        let storage = Storage::create(backend).await?;
+        let grpc = TcpListener::bind("127.0.0.1:0").await?;
+        let admin = TcpListener::bind("127.0.0.1:0").await?;
+        let mut server = TestServer {
+            backend: backend.clone(),
+            grpc_addr: grpc.local_addr()?,
+            admin_addr: admin.local_addr()?,
+            admin_key: String::new(),
+            running: None,
+            starts: 0,
+            minted_on_last_start: false,
+            policies: None,
+            configure: None,
+            testing: true,
+            listener_stats: Arc::default(),
+            storage,
+        };
+        let key = server.launch(grpc, admin).await?;
+        server.admin_key = key.context("a fresh database did not bootstrap an admin key")?;
+        Ok(server)
     }
 
     /// Like [`TestServer::start`], serving `policies` (built from an edited
@@ -250,6 +278,7 @@ impl TestServer {
             minted_on_last_start: false,
             policies,
             configure,
+            testing: false,
             listener_stats: Arc::default(),
             storage,
         };
@@ -282,6 +311,20 @@ impl TestServer {
             .with_context(|| format!("preparing the server on {}", self.backend))?;
         if let Some(policies) = &self.policies {
             app.policies = policies.clone();
+        }
+        if self.testing {
+            let mut policies = Policies::load(tollgate::FILE_DESCRIPTOR_SET)?;
+            policies.load_public(crate::TESTING_DESCRIPTOR_SET)?;
+            app.policies = Arc::new(policies);
+            app.extra = Some(tollgate_server::http::Extra {
+                file_descriptor_set: crate::TESTING_DESCRIPTOR_SET,
+                // As tonic's `Routes::add_service` mounts a service.
+                router: axum::Router::new().route_service(
+                    "/tollgate.testing.v1.TranscodeTestService/{*rest}",
+                    crate::testing_service::TestingService::server(),
+                ),
+                services: vec!["tollgate.testing.v1.TranscodeTestService".to_owned()],
+            });
         }
         let key = app.bootstrap_key.as_ref().map(|k| k.expose().to_owned());
         self.listener_stats = app.listener_stats.clone();

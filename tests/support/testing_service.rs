@@ -113,14 +113,22 @@ impl TranscodeTestService for TestingService {
         }))
     }
 
+    /// Echoes request metadata `x-echo` back as response metadata
+    /// `x-echoed`, so the protocols' metadata mapping can be seen end to
+    /// end.
     async fn get_counter(
         &self,
         req: Request<GetCounterRequest>,
     ) -> Result<Response<Counter>, Status> {
-        Ok(Response::new(Counter {
+        let echo = req.metadata().get("x-echo").cloned();
+        let mut response = Response::new(Counter {
             id: req.into_inner().id,
             ..Counter::default()
-        }))
+        });
+        if let Some(echo) = echo {
+            response.metadata_mut().insert("x-echoed", echo);
+        }
+        Ok(response)
     }
 
     async fn put_counter(&self, req: Request<Counter>) -> Result<Response<Counter>, Status> {

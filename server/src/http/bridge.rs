@@ -23,7 +23,14 @@ use super::{
 pub struct Grpc {
     router: axum::Router,
     max_message: usize,
+    policies: std::sync::Arc<crate::policy::Policies>,
 }
+
+/// How much of the body of a call the authenticate layer will refuse
+/// (no credentials, a method that needs them) is read before the call is
+/// made without it: enough to drain an ordinary request so the client
+/// sees the answer, too little to make an anonymous flood cost memory.
+pub const ANONYMOUS_BODY_BYTES: usize = 64 * 1024;
 
 /// One call to make.
 pub struct Call {
@@ -86,11 +93,28 @@ pub struct Streaming {
 impl Grpc {
     /// Wraps the layered gRPC router; messages over `max_message` bytes are
     /// refused.
-    pub fn new(router: axum::Router, max_message: usize) -> Self {
+    pub fn new(
+        router: axum::Router,
+        max_message: usize,
+        policies: std::sync::Arc<crate::policy::Policies>,
+    ) -> Self {
         Grpc {
             router,
             max_message,
+            policies,
         }
+    }
+
+    /// Whether a call to `path` with these headers carries no credential
+    /// although the method needs one: the authenticate layer will refuse
+    /// it whatever its body says, so the HTTP protocols do not decode (or
+    /// buffer) the body first. Unauthenticated work is bounded before any
+    /// other.
+    pub fn refuses_anonymous(&self, path: &str, headers: &HeaderMap) -> bool {
+        let public = self.policies.get(path).is_some_and(|p| p.is_public());
+        !public
+            && !headers.contains_key(header::AUTHORIZATION)
+            && !headers.contains_key("x-api-key")
     }
 
     /// The largest message read or sent.

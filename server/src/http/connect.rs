@@ -138,19 +138,26 @@ impl Connect {
             (&Method::POST, "application/connect+json") => {
                 return self.streaming(&method, Codec::Json, request).await;
             }
-            (&Method::POST, _) => Err(HttpError::UnsupportedMediaType {
-                got: media,
-                expected: "application/proto, application/json, application/connect+proto or application/connect+json",
-            }),
-            (m, _) => Err(HttpError::MethodNotAllowed {
-                method: m.clone(),
-                path: request.uri().path().to_owned(),
-                allow: if method.no_side_effects && !method.streaming {
-                    vec![Method::GET, Method::POST]
-                } else {
-                    vec![Method::POST]
-                },
-            }),
+            (&Method::POST, _) => {
+                drain(request.into_body()).await;
+                Err(HttpError::UnsupportedMediaType {
+                    got: media,
+                    expected: "application/proto, application/json, application/connect+proto or application/connect+json",
+                })
+            }
+            (m, _) => {
+                let e = HttpError::MethodNotAllowed {
+                    method: m.clone(),
+                    path: request.uri().path().to_owned(),
+                    allow: if method.no_side_effects && !method.streaming {
+                        vec![Method::GET, Method::POST]
+                    } else {
+                        vec![Method::POST]
+                    },
+                };
+                drain(request.into_body()).await;
+                Err(e)
+            }
         };
         result.unwrap_or_else(refusal)
     }
@@ -162,6 +169,7 @@ impl Connect {
         request: Request<Body>,
     ) -> Result<Response<Body>, HttpError> {
         if method.streaming {
+            drain(request.into_body()).await;
             return Err(HttpError::UnsupportedMediaType {
                 got: codec.unary_type().into(),
                 expected: "application/connect+proto or application/connect+json for a streaming method",
@@ -171,11 +179,35 @@ impl Connect {
         if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING)
             && enc != "identity"
         {
-            return Err(HttpError::Unsupported(format!(
+            let e = HttpError::Unsupported(format!(
                 "content-encoding {enc:?} is not supported; send identity"
-            )));
+            ));
+            drain(body).await;
+            return Err(e);
         }
-        let metadata = connect_metadata(&parts.headers)?;
+        let metadata = match connect_metadata(&parts.headers) {
+            Ok(m) => m,
+            Err(e) => {
+                drain(body).await;
+                return Err(e);
+            }
+        };
+        if self
+            .grpc
+            .refuses_anonymous(method.grpc_path.path(), &parts.headers)
+        {
+            // Refused in the layers, as over gRPC; the body is only drained.
+            drain(body).await;
+            return Ok(self
+                .call_unary(
+                    method,
+                    Codec::Proto,
+                    metadata,
+                    parts.extensions,
+                    Bytes::new(),
+                )
+                .await);
+        }
         let body = read_body(body, self.grpc.max_message()).await?;
         Ok(self
             .call_unary(method, codec, metadata, parts.extensions, body)
@@ -436,6 +468,12 @@ fn end_stream_only(codec: Codec, status: &Status, headers: &HeaderMap) -> Respon
         HeaderValue::from_static(codec.stream_type()),
     );
     response
+}
+
+/// Reads and drops a little of a body refused unread, so an HTTP/2 client
+/// still sending it sees the answer rather than a reset stream.
+pub async fn drain(body: Body) {
+    let _ = read_body(body, super::bridge::ANONYMOUS_BODY_BYTES).await;
 }
 
 /// Reads a whole body, refusing more than `limit` bytes.

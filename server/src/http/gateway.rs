@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 
 use super::{
     bridge::{Call, Grpc},
-    connect::read_body,
+    connect::{drain, read_body},
     error::{HttpError, gateway_error},
     frames::Frame,
     headers::{REQUEST_ID, gateway_metadata, gateway_response_headers},
@@ -86,10 +86,17 @@ impl Gateway {
     pub async fn serve(&self, request: Request<Body>) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
         let request_id = RequestId::from_headers(&parts.headers).to_string();
-        let mut response = match self.handle(&mut parts, body, &request_id).await {
+        let mut body = Some(body);
+        let mut response = match self.handle(&mut parts, &mut body, &request_id).await {
             Ok(r) => r,
             Err(e) => e.into_gateway_response(),
         };
+        if let Some(unread) = body {
+            // Refused before the body was read (no route, wrong method or
+            // content type): drain a little of it, or an HTTP/2 client
+            // still sending sees its stream reset instead of the answer.
+            drain(unread).await;
+        }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }
@@ -99,7 +106,7 @@ impl Gateway {
     async fn handle(
         &self,
         parts: &mut Parts,
-        body: Body,
+        body: &mut Option<Body>,
         request_id: &str,
     ) -> Result<Response<Body>, HttpError> {
         let (route, captures) = match self.transcoder.find(&parts.method, parts.uri.path()) {
@@ -121,16 +128,28 @@ impl Gateway {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             metadata.insert(REQUEST_ID, v);
         }
-        let limit = self.grpc.max_message();
-        let body = if matches!(route.body, BodyRule::None) {
+        let message = if self
+            .grpc
+            .refuses_anonymous(route.grpc_path.path(), &parts.headers)
+        {
+            // Refused in the layers, as over gRPC; the body is only drained.
+            if let Some(body) = body.take() {
+                drain(body).await;
+            }
             Bytes::new()
         } else {
-            is_json(&parts.headers)?;
-            read_body(body, limit).await?
+            let body = if matches!(route.body, BodyRule::None) {
+                Bytes::new()
+            } else {
+                is_json(&parts.headers)?;
+                match body.take() {
+                    Some(body) => read_body(body, self.grpc.max_message()).await?,
+                    None => Bytes::new(),
+                }
+            };
+            self.transcoder
+                .request(&route, &captures, parts.uri.query(), &body)?
         };
-        let message = self
-            .transcoder
-            .request(&route, &captures, parts.uri.query(), &body)?;
         if route.server_streaming() {
             if parts.headers.contains_key(header::UPGRADE) {
                 let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
@@ -138,7 +157,9 @@ impl Gateway {
                     .map_err(|e| HttpError::Header {
                         header: "upgrade",
                         description: e.body_text(),
-                    })?;
+                    })?
+                    .max_message_size(WS_MAX_CLIENT_MESSAGE)
+                    .max_frame_size(WS_MAX_CLIENT_MESSAGE);
                 let call = Call::unary(
                     route.grpc_path.clone(),
                     metadata,
@@ -230,57 +251,78 @@ impl Gateway {
 
     /// A server stream over a WebSocket: one text message per response
     /// (`{"result": …}`), `{"error": …}` if the call fails, then a close.
+    ///
+    /// After the upgrade the listener no longer tracks the connection, so
+    /// the socket bounds itself: a ping every [`WS_PING_EVERY`], and a
+    /// peer silent (no pong, no frame) for [`WS_DEAD_AFTER`] is dropped
+    /// along with its call. Messages from the client are read (pongs,
+    /// close) and otherwise ignored, at most [`WS_MAX_CLIENT_MESSAGE`]
+    /// bytes each.
     async fn websocket(self, route: Arc<Route>, call: Call, socket: WebSocket) {
         let (mut tx, mut rx) = socket.split();
-        // The client may only close; anything else it sends is ignored.
-        let closed = async move {
-            while let Some(Ok(m)) = rx.next().await {
-                if matches!(m, WsMessage::Close(_)) {
-                    break;
-                }
+        let mut frames = match self.grpc.start(call).await {
+            Ok(s) => s.frames,
+            Err(failure) => {
+                let _ = tx
+                    .send(text(error_line(&self.transcoder, &failure.status)))
+                    .await;
+                let _ = tx.send(WsMessage::Close(None)).await;
+                return;
             }
         };
-        let send = async {
-            let streaming = match self.grpc.start(call).await {
-                Ok(s) => s,
-                Err(failure) => {
-                    let _ = tx
-                        .send(text(error_line(&self.transcoder, &failure.status)))
-                        .await;
-                    return tx;
+        let mut ping = tokio::time::interval(WS_PING_EVERY);
+        ping.reset();
+        let mut last_seen = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                frame = frames.next() => {
+                    let line = match frame {
+                        Some(Ok(Frame::Message { data, .. })) => self
+                            .transcoder
+                            .stream_result(&route, &data)
+                            .map(Bytes::from)
+                            .unwrap_or_else(|e| {
+                                error_line(&self.transcoder, &Status::from(HttpError::from(e)))
+                            }),
+                        Some(Ok(Frame::Trailers(trailers))) => match Status::from_header_map(&trailers) {
+                            Some(s) if s.code() != Code::Ok => error_line(&self.transcoder, &s),
+                            _ => break,
+                        },
+                        Some(Err(e)) => error_line(
+                            &self.transcoder,
+                            &Status::from(HttpError::Render(e.to_string())),
+                        ),
+                        None => break,
+                    };
+                    if tx.send(text(line)).await.is_err() {
+                        return;
+                    }
                 }
-            };
-            let mut frames = streaming.frames;
-            while let Some(frame) = frames.next().await {
-                let line = match frame {
-                    Ok(Frame::Message { data, .. }) => self
-                        .transcoder
-                        .stream_result(&route, &data)
-                        .map(Bytes::from)
-                        .unwrap_or_else(|e| {
-                            error_line(&self.transcoder, &Status::from(HttpError::from(e)))
-                        }),
-                    Ok(Frame::Trailers(trailers)) => match Status::from_header_map(&trailers) {
-                        Some(s) if s.code() != Code::Ok => error_line(&self.transcoder, &s),
-                        _ => break,
-                    },
-                    Err(e) => error_line(
-                        &self.transcoder,
-                        &Status::from(HttpError::Render(e.to_string())),
-                    ),
-                };
-                if tx.send(text(line)).await.is_err() {
-                    return tx;
+                message = rx.next() => match message {
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => last_seen = tokio::time::Instant::now(),
+                },
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > WS_DEAD_AFTER
+                        || tx.send(WsMessage::Ping(Bytes::new())).await.is_err()
+                    {
+                        return;
+                    }
                 }
             }
-            tx
-        };
-        tokio::select! {
-            mut tx = send => { let _ = tx.send(WsMessage::Close(None)).await; }
-            () = closed => {}
         }
+        let _ = tx.send(WsMessage::Close(None)).await;
     }
 }
+
+/// How often an idle WebSocket is pinged.
+pub const WS_PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a WebSocket peer may stay silent (no pong) before it is
+/// dropped.
+pub const WS_DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(75);
+/// The largest message a WebSocket client may send (it has nothing to
+/// say beyond pongs and a close).
+pub const WS_MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 fn text(line: Bytes) -> WsMessage {
     let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);

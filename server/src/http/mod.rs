@@ -79,7 +79,8 @@ pub fn descriptors() -> &'static DescriptorPool {
 pub struct Extra {
     /// The encoded `FileDescriptorSet` of the services.
     pub file_descriptor_set: &'static [u8],
-    /// Their gRPC routes (e.g. `tonic::service::Routes::new(svc).prepare().into_axum_router()`).
+    /// Their gRPC routes, without a fallback (mount each service as tonic
+    /// does: `Router::new().route_service("/pkg.Service/{*rest}", svc)`).
     pub router: axum::Router,
     /// The services' full names.
     pub services: Vec<String>,
