@@ -76,7 +76,8 @@ enum Command {
     /// over HTTP/1.1 keep-alive (wrk) and h2c (h2load), same key, side by
     /// side in ABBA rounds; throughput, p50/p99 and server CPU per call,
     /// with ratios to gRPC judged against the targets (CPU ≤ 1.5×,
-    /// throughput ≥ 0.7×).
+    /// throughput ≥ 0.7×). Exits 0 on a miss, non-zero on errors (a server
+    /// or route that does not answer, any error answer under load).
     // Boxed: the options dwarf the other variant (clippy::large_enum_variant).
     Transcoding(Box<TranscodingOptions>),
 }
