@@ -1,6 +1,11 @@
 //! Tollgate's server: the access layer for gRPC microservices.
 //!
 //! Module map, in request order:
+//! - [`listener`]: the accept loop both listeners run (HTTP/1.1 and HTTP/2
+//!   on one port, TLS), bounded by [`listener::Limits`].
+//! - [`http`]: the front door ([`http::Front`]) telling gRPC, gRPC-Web,
+//!   Connect and HTTP/JSON apart, and everything that turns the HTTP
+//!   protocols into in-process gRPC calls; `/openapi.json`.
 //! - [`layers`]: tower layers every call passes: `trace`, `authenticate`,
 //!   `authorize`.
 //! - [`api`]: one module per proto service; `api::error` maps errors to
@@ -13,14 +18,13 @@
 //! - [`policy`]: method policies read from the proto options.
 //! - [`components`]: the long-running parts `run` composes (main listener,
 //!   admin listener), each stopping on the shutdown token.
-//! - [`listener`]: the accept loop both listeners run (HTTP/1.1 and HTTP/2
-//!   on one port, TLS), bounded by [`listener::Limits`].
 //! - [`admin`], [`health`], [`bootstrap`], [`config`], [`telemetry`].
 //! - [`shutdown`]: the Ctrl-C / SIGTERM future shared by the binary and
 //!   the benchmark.
 //!
 //! [`prepare`] opens storage and bootstraps; [`app`] builds the served stack
-//! as a value (gRPC routes behind trace → authenticate → authorize); [`run`]
+//! as a value (every protocol, each ending in the gRPC routes behind trace →
+//! authenticate → authorize); [`run`]
 //! serves it until shutdown. The binary and the end-to-end tests call the
 //! same functions.
 #![forbid(unsafe_code)]

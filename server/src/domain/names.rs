@@ -37,7 +37,7 @@ fn is_segment(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// [`is_segment`] as a regular expression, for documents that describe
+/// `is_segment` as a regular expression, for documents that describe
 /// names to clients (the OpenAPI path parameters). It sits next to the
 /// function so that the two change together.
 pub fn id_segment_pattern() -> String {

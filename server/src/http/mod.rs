@@ -22,6 +22,16 @@
 //!   rules of what responses contain;
 //! - [`transcode`]: [`transcode::Transcoder`], the entry point: HTTP
 //!   request to protobuf request, protobuf response to JSON, stream lines.
+//!
+//! Serving them:
+//! - [`bridge`]: the in-process gRPC call every protocol ends in;
+//!   [`frames`]: the length-prefixed messages gRPC and Connect share;
+//! - [`gateway`]: HTTP/JSON (unary, NDJSON and WebSocket streams);
+//! - [`connect`]: the Connect protocol; gRPC-Web is tonic-web's;
+//! - [`headers`]: which headers become metadata, per protocol;
+//! - [`error`]: refusals of the HTTP layer and how any status is rendered
+//!   (grpc-gateway's JSON, Connect's);
+//! - [`openapi`]: the OpenAPI 3.1 document; [`cors`]: CORS.
 
 pub mod bridge;
 pub mod connect;
