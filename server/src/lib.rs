@@ -232,19 +232,7 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
         &http::openapi::ApiInfo::default(),
     ))?);
     let gateway = http::gateway::Gateway::new(transcoder, bridge);
-    let routes = axum::Router::new()
-        .route(
-            http::openapi::PATH,
-            axum::routing::get(move || {
-                let doc = openapi.clone();
-                async move { ([(::http::header::CONTENT_TYPE, "application/json")], doc) }
-            }),
-        )
-        .fallback(move |request: axum::extract::Request| {
-            let gateway = gateway.clone();
-            async move { gateway.serve(request).await }
-        });
-    let front = http::Front::new(grpc, connect, routes);
+    let front = http::Front::new(grpc, connect, gateway, openapi);
     let served = match http::cors::layer(&app.config.cors_allow_origin)? {
         Some(cors) => tower::util::Either::Left(tower_layer::Layer::layer(&cors, front)),
         None => tower::util::Either::Right(front),

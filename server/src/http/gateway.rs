@@ -85,7 +85,11 @@ impl Gateway {
     /// Serves one HTTP request.
     pub async fn serve(&self, request: Request<Body>) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
-        let request_id = RequestId::from_headers(&parts.headers).to_string();
+        // Made once, shared by the call's metadata and the response.
+        let request_id = match RequestId::from_headers(&parts.headers) {
+            RequestId::Presented(v) => Some(v),
+            assigned => HeaderValue::from_str(&assigned.to_string()).ok(),
+        };
         let mut body = Some(body);
         let mut response = match self.handle(&mut parts, &mut body, &request_id).await {
             Ok(r) => r,
@@ -97,7 +101,7 @@ impl Gateway {
             // still sending sees its stream reset instead of the answer.
             drain(unread).await;
         }
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if let Some(v) = request_id {
             response.headers_mut().insert(REQUEST_ID, v);
         }
         response
@@ -107,7 +111,7 @@ impl Gateway {
         &self,
         parts: &mut Parts,
         body: &mut Option<Body>,
-        request_id: &str,
+        request_id: &Option<HeaderValue>,
     ) -> Result<Response<Body>, HttpError> {
         let (route, captures) = match self.transcoder.find(&parts.method, parts.uri.path()) {
             Lookup::Found(route, captures) => (route.clone(), captures),
@@ -125,8 +129,8 @@ impl Gateway {
             }
         };
         let mut metadata = gateway_metadata(&parts.headers)?;
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            metadata.insert(REQUEST_ID, v);
+        if let Some(v) = request_id {
+            metadata.insert(REQUEST_ID, v.clone());
         }
         let message = if self
             .grpc

@@ -141,19 +141,26 @@ pub struct Front {
     grpc: axum::Router,
     grpc_web: tonic_web::GrpcWebService<axum::Router>,
     connect: Connect,
-    http: axum::Router,
+    gateway: gateway::Gateway,
+    openapi: Bytes,
 }
 
 impl Front {
-    /// `grpc` is the layered gRPC router; `http` serves what is neither
-    /// gRPC, gRPC-Web nor Connect.
-    pub fn new(grpc: axum::Router, connect: Connect, http: axum::Router) -> Self {
+    /// `grpc` is the layered gRPC router; `gateway` serves HTTP/JSON, and
+    /// `openapi` is the document served at [`openapi::PATH`].
+    pub fn new(
+        grpc: axum::Router,
+        connect: Connect,
+        gateway: gateway::Gateway,
+        openapi: Bytes,
+    ) -> Self {
         use tower_layer::Layer as _;
         Front {
             grpc_web: tonic_web::GrpcWebLayer::new().layer(grpc.clone()),
             grpc,
             connect,
-            http,
+            gateway,
+            openapi,
         }
     }
 }
@@ -224,7 +231,37 @@ where
                     Ok(echo_request_id(response, request_id))
                 }))
             }
-            Protocol::Http => FrontFuture::Routed(self.http.call(request)),
+            // Straight to the gateway: an axum router in between costs a
+            // route clone and a boxed future per call for two routes.
+            Protocol::Http if request.uri().path() == openapi::PATH => {
+                let document = self.openapi.clone();
+                let method = request.method().clone();
+                FrontFuture::Boxed(Box::pin(async move {
+                    Ok(
+                        if method == http::Method::GET || method == http::Method::HEAD {
+                            let mut response = Response::new(Body::from(document));
+                            response.headers_mut().insert(
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static("application/json"),
+                            );
+                            response
+                        } else {
+                            error::HttpError::MethodNotAllowed {
+                                method,
+                                path: openapi::PATH.to_owned(),
+                                allow: vec![http::Method::GET],
+                            }
+                            .into_gateway_response()
+                        },
+                    )
+                }))
+            }
+            Protocol::Http => {
+                let gateway = self.gateway.clone();
+                FrontFuture::Boxed(Box::pin(async move {
+                    Ok(gateway.serve(request.map(Body::new)).await)
+                }))
+            }
         }
     }
 }

@@ -173,38 +173,46 @@ impl PathTemplate {
             }
             None => rest,
         };
-        let parts: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
         let multi = self.segments.last() == Some(&Segment::Multi);
         let fixed = self.segments.len() - usize::from(multi);
-        if parts.len() < fixed || (!multi && parts.len() != fixed) {
-            return None;
-        }
-        for (seg, part) in self.segments.iter().zip(&parts) {
-            match seg {
-                Segment::Literal(l) if l != part => return None,
-                Segment::Single if part.is_empty() => return None,
+        // First the shape, allocating nothing: a request is tried against
+        // many templates and matches one.
+        let mut count = 0;
+        for (i, part) in parts(rest).enumerate() {
+            match self.segments.get(i) {
+                Some(Segment::Literal(l)) if l != part => return None,
+                Some(Segment::Single) if part.is_empty() => return None,
+                None if !multi => return None,
                 _ => {}
             }
+            count += 1;
         }
+        if count < fixed {
+            return None;
+        }
+        // Then each variable's value: its segments as one slice of the path
+        // (the '/' between them kept), decoded.
+        let mut bounds = Vec::with_capacity(count + 1);
+        let mut offset = 0;
+        for part in parts(rest) {
+            bounds.push(offset);
+            offset += part.len() + 1;
+        }
+        bounds.push(offset);
         let mut captures = Vec::with_capacity(self.variables.len());
         for v in &self.variables {
             let end = if v.end == self.segments.len() && multi {
-                parts.len()
+                count
             } else {
                 v.end
             };
-            let mut value = String::new();
-            for (i, part) in parts[v.start..end].iter().enumerate() {
-                if i > 0 {
-                    value.push('/');
-                }
-                value.push_str(&decode(part)?);
-            }
-            captures.push(value);
+            let value = if end > v.start {
+                // `bounds[end]` is one past the '/' after the last segment.
+                &rest[bounds[v.start]..bounds[end] - 1]
+            } else {
+                ""
+            };
+            captures.push(decode(value)?);
         }
         Some(captures)
     }
@@ -279,7 +287,15 @@ fn is_ident(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Percent-decodes one path segment; `None` when the escapes are broken or
+/// The segments of a path after its leading '/': none for an empty one.
+fn parts(rest: &str) -> impl Iterator<Item = &str> {
+    (!rest.is_empty())
+        .then(|| rest.split('/'))
+        .into_iter()
+        .flatten()
+}
+
+/// Percent-decodes one path segment (or several, '/' being kept); `None` when the escapes are broken or
 /// the result is not UTF-8. Escaped RFC 6570 reserved characters stay
 /// escaped (`a%2Fb` is captured as `a%2Fb`, not `a/b`), as grpc-gateway's
 /// default unescaping mode and Envoy's transcoder do: an escaped `/` in a
