@@ -297,25 +297,30 @@ impl Routes {
         self.find_among(verb, path, false)
     }
 
-    fn find_among(&self, verb: &Method, path: &str, custom: bool) -> Lookup<'_> {
+    fn find_among<'a>(&'a self, verb: &Method, path: &str, custom: bool) -> Lookup<'a> {
         // HEAD is served as GET, as every HTTP server does.
         let wanted = if verb == Method::HEAD {
             &Method::GET
         } else {
             verb
         };
+        // The request's own method first: the others are only read to
+        // say which methods a 405 allows.
+        let candidates = |list: &'a [Arc<Route>]| {
+            list.iter()
+                .filter(move |r| r.template.verb.is_some() == custom)
+        };
+        if let Some((_, list)) = self.by_verb.iter().find(|(v, _)| v == wanted) {
+            for route in candidates(list) {
+                if let Some(captures) = route.template.matches(path) {
+                    return Lookup::Found(route, captures);
+                }
+            }
+        }
         let mut allowed = Vec::new();
         for (v, list) in &self.by_verb {
-            for route in list.iter().filter(|r| r.template.verb.is_some() == custom) {
-                if let Some(captures) = route.template.matches(path) {
-                    if v == wanted {
-                        return Lookup::Found(route, captures);
-                    }
-                    if !allowed.contains(v) {
-                        allowed.push(v.clone());
-                    }
-                    break;
-                }
+            if v != wanted && candidates(list).any(|r| r.template.matches(path).is_some()) {
+                allowed.push(v.clone());
             }
         }
         if allowed.is_empty() {
