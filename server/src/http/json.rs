@@ -150,9 +150,11 @@ pub fn encode(msg: &DynamicMessage) -> Result<Vec<u8>, EncodeError> {
 
 /// Appends `msg` as JSON to `out` (for framing without a copy).
 pub fn encode_into(msg: &DynamicMessage, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let mut ser = serde_json::Serializer::new(out);
-    msg.serialize_with_options(&mut ser, &WRITE)
-        .map_err(|e| encode_error(msg, &e))
+    let start = out.len();
+    super::json_writer::write_message(msg, out, &WRITE).map_err(|e| {
+        out.truncate(start);
+        encode_error(msg, &e)
+    })
 }
 
 /// Appends the JSON of one field of `msg` to `out` (`response_body`),

@@ -41,6 +41,7 @@ pub mod frames;
 pub mod gateway;
 pub mod headers;
 pub mod json;
+pub mod json_writer;
 pub mod openapi;
 pub mod query;
 pub mod routes;
