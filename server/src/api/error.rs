@@ -96,6 +96,10 @@ impl From<crate::http::error::HttpError> for Status {
             }
             H::Unsupported(_) => (Code::Unimplemented, "UNSUPPORTED"),
             H::Body(_) => (Code::InvalidArgument, "UNREADABLE_BODY"),
+            H::Busy => {
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (Code::ResourceExhausted, "BODY_BUDGET_EXHAUSTED")
+            }
             H::Render(m) => {
                 tracing::error!(error = %m, "cannot render a response");
                 details.set_error_info("INTERNAL", ERROR_DOMAIN, HashMap::<String, String>::new());

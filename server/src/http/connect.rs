@@ -208,7 +208,7 @@ impl Connect {
                 )
                 .await);
         }
-        let body = read_body(body, self.grpc.max_message()).await?;
+        let (body, _hold) = self.grpc.read_body(body).await?;
         Ok(self
             .call_unary(method, codec, metadata, parts.extensions, body)
             .await)

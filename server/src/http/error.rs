@@ -77,6 +77,9 @@ pub enum HttpError {
     /// framing).
     #[error("reading the request body: {0}")]
     Body(String),
+    /// Too many request bodies are being buffered at once; retry later.
+    #[error("the server is buffering too many request bodies; retry later")]
+    Busy,
     /// The server could not render what the method returned.
     #[error("rendering the response: {0}")]
     Render(String),

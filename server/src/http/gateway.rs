@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 
 use super::{
     bridge::{Call, Grpc},
-    connect::{drain, read_body},
+    connect::drain,
     error::{HttpError, gateway_error},
     frames::Frame,
     headers::{REQUEST_ID, gateway_metadata, gateway_response_headers},
@@ -132,6 +132,8 @@ impl Gateway {
         if let Some(v) = request_id {
             metadata.insert(REQUEST_ID, v.clone());
         }
+        // Room the body holds in the buffering budget until the call ends.
+        let mut _hold = None;
         let message = if self
             .grpc
             .refuses_anonymous(route.grpc_path.path(), &parts.headers)
@@ -147,7 +149,11 @@ impl Gateway {
             } else {
                 is_json(&parts.headers)?;
                 match body.take() {
-                    Some(body) => read_body(body, self.grpc.max_message()).await?,
+                    Some(body) => {
+                        let (bytes, hold) = self.grpc.read_body(body).await?;
+                        _hold = Some(hold);
+                        bytes
+                    }
                     None => Bytes::new(),
                 }
             };
