@@ -41,6 +41,7 @@ pub mod http;
 pub mod layers;
 pub mod listener;
 pub mod policy;
+pub mod services;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
@@ -60,7 +61,6 @@ use tollgate::tollgate::v1::{
     service_account_service_server::ServiceAccountServiceServer,
     user_service_server::UserServiceServer,
 };
-use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
@@ -140,9 +140,13 @@ pub type Layers = Stack<
     Stack<layers::AuthenticateLayer, Stack<layers::TraceLayer, Identity>>,
 >;
 
-/// Every gRPC service Tollgate serves, unlayered, with the health service
-/// `health` publishes to.
-pub fn grpc_routes(app: &App) -> anyhow::Result<(Routes, HealthReporter)> {
+/// Every gRPC service Tollgate serves (and `app.extra`'s), unlayered, with
+/// the health service `health` publishes to.
+pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthReporter)> {
+    use tonic::server::NamedService;
+    fn named<S: NamedService>(_: &S) -> String {
+        S::NAME.to_owned()
+    }
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
@@ -152,14 +156,32 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(Routes, HealthReporter)> {
         .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let mut others = vec![
+        (
+            named(&health_service),
+            services::Services::boxed(health_service),
+        ),
+        (
+            named(&reflection_v1),
+            services::Services::boxed(reflection_v1),
+        ),
+        (
+            named(&reflection_v1alpha),
+            services::Services::boxed(reflection_v1alpha),
+        ),
+    ];
+    if let Some(extra) = &app.extra {
+        for name in &extra.services {
+            others.push((
+                name.clone(),
+                services::Services::boxed(extra.router.clone()),
+            ));
+        }
+    }
     let store = &app.store;
-    let routes = Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(OrganizationServiceServer::new(
-            api::organizations::Organizations::new(store.clone()),
-        ))
-        .add_service(UserServiceServer::new(api::users::Users::new(
+    let services = services::Services::new(
+        OrganizationServiceServer::new(api::organizations::Organizations::new(store.clone())),
+        UserServiceServer::new(api::users::Users::new(
             store.clone(),
             domain::password::Hasher::new(
                 app.config
@@ -167,15 +189,20 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(Routes, HealthReporter)> {
                     .unwrap_or_else(domain::password::Hasher::default_limit),
                 domain::password::PERMIT_WAIT,
             ),
-        )))
-        .add_service(ServiceAccountServiceServer::new(
-            api::service_accounts::ServiceAccounts::new(store.clone()),
-        ))
-        .add_service(ApiKeyServiceServer::new(api::api_keys::ApiKeys::new(
+        )),
+        ServiceAccountServiceServer::new(api::service_accounts::ServiceAccounts::new(
             store.clone(),
-        )));
-    Ok((routes, reporter))
+        )),
+        ApiKeyServiceServer::new(api::api_keys::ApiKeys::new(store.clone())),
+        others,
+    );
+    Ok((services, reporter))
 }
+
+/// The gRPC services behind [`layers`]: what every protocol ends in.
+pub type GrpcService = layers::trace::Trace<
+    layers::authenticate::Authenticate<layers::authorize::Authorize<services::Services>>,
+>;
 
 /// trace → authenticate → authorize, over `app`'s store and policies.
 pub fn layers(app: &App) -> Layers {
@@ -194,8 +221,7 @@ pub fn layers(app: &App) -> Layers {
 /// ([`http::Front`]), each ending in the gRPC routes behind [`layers`].
 /// Also returns the health reporter the health component publishes to.
 pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
-    let (routes, health) = grpc_routes(app)?;
-    let mut grpc = routes.prepare().into_axum_router();
+    let (services, health) = grpc_routes(app)?;
     let mut pool = http::descriptors().clone();
     let mut transcoded: Vec<String> = pool
         .services()
@@ -203,12 +229,11 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
         .map(|s| s.full_name().to_owned())
         .collect();
     if let Some(extra) = &app.extra {
-        grpc = grpc.merge(extra.router.clone());
         pool.decode_file_descriptor_set(extra.file_descriptor_set)
             .context("the extra services' descriptors")?;
         transcoded.extend(extra.services.iter().cloned());
     }
-    let grpc = grpc.layer(layers(app));
+    let grpc: GrpcService = tower_layer::Layer::layer(&layers(app), services);
     let bridge = http::bridge::Grpc::new(
         grpc.clone(),
         app.config.limits.max_body_bytes,

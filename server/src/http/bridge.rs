@@ -21,12 +21,18 @@ use super::{
 /// The layered gRPC routes, as the HTTP protocols call them.
 #[derive(Clone)]
 pub struct Grpc {
-    router: axum::Router,
+    router: crate::GrpcService,
     max_message: usize,
     policies: std::sync::Arc<crate::policy::Policies>,
-    /// KiB of request bodies buffered at once, over every HTTP call (see
-    /// [`Grpc::read_body`]).
-    budget: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Room for request bodies buffered at once (see [`Grpc::read_body`]).
+    budget: BodyBudget,
+}
+
+/// KiB of request bodies buffered at once, over every HTTP call.
+#[derive(Clone)]
+pub struct BodyBudget {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    limit: usize,
 }
 
 /// How many of the largest bodies may be buffered at once: the bound on
@@ -37,6 +43,75 @@ pub const BODY_BUDGET_BODIES: usize = 64;
 /// How long a body waits for room in the budget before its call is
 /// refused with RESOURCE_EXHAUSTED.
 pub const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl BodyBudget {
+    /// Room for [`BODY_BUDGET_BODIES`] bodies of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        let kib = (limit.saturating_mul(BODY_BUDGET_BODIES) / 1024)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        BodyBudget {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(kib)),
+            limit,
+        }
+    }
+
+    /// Reads a whole request body of at most `limit` bytes,
+    /// holding room for it in a budget shared by every HTTP call: bodies
+    /// are buffered before the layers authenticate them (JSON must be
+    /// whole to be transcoded), so a flood of large bodies with a made-up
+    /// key must meet a bound of its own. A body that finds no room within
+    /// [`BODY_BUDGET_WAIT`] is refused with RESOURCE_EXHAUSTED.
+    pub async fn read(&self, mut body: axum::body::Body) -> Result<(Bytes, BodyHold), HttpError> {
+        use http_body_util::BodyExt as _;
+        let limit = self.limit;
+        let mut buf = bytes::BytesMut::new();
+        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut held_kib = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| HttpError::Body(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buf.len() + data.len() > limit {
+                // Read on (and drop) up to another `limit` bytes before
+                // refusing: an HTTP/2 client still uploading when the
+                // answer comes gets its stream reset, and clients such as
+                // curl then report a transport error instead of the 413.
+                drop(held);
+                drop(buf);
+                let mut drained = data.len();
+                while drained <= limit {
+                    match body.frame().await {
+                        Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+                        _ => break,
+                    }
+                }
+                return Err(HttpError::TooLarge { limit });
+            }
+            let need = (buf.len() + data.len()).div_ceil(1024);
+            if need > held_kib {
+                let more = u32::try_from(need - held_kib).map_err(|_| HttpError::Busy)?;
+                let permit = match self.permits.clone().try_acquire_many_owned(more) {
+                    Ok(p) => p,
+                    Err(_) => tokio::time::timeout(
+                        BODY_BUDGET_WAIT,
+                        self.permits.clone().acquire_many_owned(more),
+                    )
+                    .await
+                    .map_err(|_| HttpError::Busy)?
+                    .map_err(|_| HttpError::Busy)?,
+                };
+                match &mut held {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                }
+                held_kib = need;
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok((buf.freeze(), BodyHold(held)))
+    }
+}
 
 /// Room a buffered body holds in the budget until it is dropped.
 #[derive(Debug)]
@@ -110,78 +185,23 @@ impl Grpc {
     /// Wraps the layered gRPC router; messages over `max_message` bytes are
     /// refused.
     pub fn new(
-        router: axum::Router,
+        router: crate::GrpcService,
         max_message: usize,
         policies: std::sync::Arc<crate::policy::Policies>,
     ) -> Self {
-        let kib = (max_message.saturating_mul(BODY_BUDGET_BODIES) / 1024)
-            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Grpc {
             router,
             max_message,
             policies,
-            budget: std::sync::Arc::new(tokio::sync::Semaphore::new(kib)),
+            budget: BodyBudget::new(max_message),
         }
     }
 
     /// Reads a whole request body of at most [`Grpc::max_message`] bytes,
-    /// holding room for it in a budget shared by every HTTP call: bodies
-    /// are buffered before the layers authenticate them (JSON must be
-    /// whole to be transcoded), so a flood of large bodies with a made-up
-    /// key must meet a bound of its own. A body that finds no room within
-    /// [`BODY_BUDGET_WAIT`] is refused with RESOURCE_EXHAUSTED.
-    pub async fn read_body(
-        &self,
-        mut body: axum::body::Body,
-    ) -> Result<(Bytes, BodyHold), HttpError> {
-        use http_body_util::BodyExt as _;
-        let limit = self.max_message;
-        let mut buf = bytes::BytesMut::new();
-        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-        let mut held_kib = 0usize;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| HttpError::Body(e.to_string()))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if buf.len() + data.len() > limit {
-                // Read on (and drop) up to another `limit` bytes before
-                // refusing: an HTTP/2 client still uploading when the
-                // answer comes gets its stream reset, and clients such as
-                // curl then report a transport error instead of the 413.
-                drop(held);
-                drop(buf);
-                let mut drained = data.len();
-                while drained <= limit {
-                    match body.frame().await {
-                        Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
-                        _ => break,
-                    }
-                }
-                return Err(HttpError::TooLarge { limit });
-            }
-            let need = (buf.len() + data.len()).div_ceil(1024);
-            if need > held_kib {
-                let more = u32::try_from(need - held_kib).map_err(|_| HttpError::Busy)?;
-                let permit = match self.budget.clone().try_acquire_many_owned(more) {
-                    Ok(p) => p,
-                    Err(_) => tokio::time::timeout(
-                        BODY_BUDGET_WAIT,
-                        self.budget.clone().acquire_many_owned(more),
-                    )
-                    .await
-                    .map_err(|_| HttpError::Busy)?
-                    .map_err(|_| HttpError::Busy)?,
-                };
-                match &mut held {
-                    Some(h) => h.merge(permit),
-                    None => held = Some(permit),
-                }
-                held_kib = need;
-            }
-            buf.extend_from_slice(&data);
-        }
-        Ok((buf.freeze(), BodyHold(held)))
+    /// holding room for it in the budget every HTTP call shares (see
+    /// [`BodyBudget::read`]).
+    pub async fn read_body(&self, body: axum::body::Body) -> Result<(Bytes, BodyHold), HttpError> {
+        self.budget.read(body).await
     }
 
     /// Whether a call to `path` with these headers carries no credential
@@ -221,6 +241,7 @@ impl Grpc {
             Err(never) => match never {},
         };
         let (parts, body) = response.into_parts();
+        let body = axum::body::Body::new(body);
         if let Some(status) = Status::from_header_map(&parts.headers) {
             // Trailers-only: the call failed before any message.
             if status.code() != Code::Ok {
@@ -297,26 +318,16 @@ impl Grpc {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-
-    fn grpc(max_message: usize) -> Grpc {
-        Grpc::new(
-            axum::Router::new(),
-            max_message,
-            Arc::new(crate::policy::Policies::default()),
-        )
-    }
 
     #[tokio::test]
     async fn buffered_bodies_share_a_bounded_budget() {
         // Budget: 64 bodies of 1 KiB = 64 KiB.
-        let grpc = grpc(1024);
+        let grpc = BodyBudget::new(1024);
         let mut holds = Vec::new();
         for _ in 0..64 {
             let (bytes, hold) = grpc
-                .read_body(axum::body::Body::from(vec![b'x'; 1024]))
+                .read(axum::body::Body::from(vec![b'x'; 1024]))
                 .await
                 .unwrap();
             assert_eq!(bytes.len(), 1024);
@@ -324,22 +335,18 @@ mod tests {
         }
         // Full: the next body waits, then is refused.
         let started = tokio::time::Instant::now();
-        let refused = grpc
-            .read_body(axum::body::Body::from(vec![b'x'; 1024]))
-            .await;
+        let refused = grpc.read(axum::body::Body::from(vec![b'x'; 1024])).await;
         assert!(matches!(refused, Err(HttpError::Busy)), "{refused:?}");
         assert!(started.elapsed() >= BODY_BUDGET_WAIT);
         // Room comes back when a body is dropped.
         holds.pop();
         let (bytes, _hold) = grpc
-            .read_body(axum::body::Body::from(vec![b'x'; 1000]))
+            .read(axum::body::Body::from(vec![b'x'; 1000]))
             .await
             .unwrap();
         assert_eq!(bytes.len(), 1000);
         // Over the message limit: refused, holding nothing.
-        let too_big = grpc
-            .read_body(axum::body::Body::from(vec![b'x'; 1025]))
-            .await;
+        let too_big = grpc.read(axum::body::Body::from(vec![b'x'; 1025])).await;
         assert!(matches!(too_big, Err(HttpError::TooLarge { limit: 1024 })));
     }
 }

@@ -139,18 +139,18 @@ pub type Served = tower::util::Either<tower_http::cors::Cors<Front>, Front>;
 /// The main listener's service: every protocol on one port.
 #[derive(Clone)]
 pub struct Front {
-    grpc: axum::Router,
-    grpc_web: tonic_web::GrpcWebService<axum::Router>,
+    grpc: crate::GrpcService,
+    grpc_web: tonic_web::GrpcWebService<crate::GrpcService>,
     connect: Connect,
     gateway: gateway::Gateway,
     openapi: Bytes,
 }
 
 impl Front {
-    /// `grpc` is the layered gRPC router; `gateway` serves HTTP/JSON, and
-    /// `openapi` is the document served at [`openapi::PATH`].
+    /// `grpc` is the layered gRPC services; `gateway` serves HTTP/JSON,
+    /// and `openapi` is the document served at [`openapi::PATH`].
     pub fn new(
-        grpc: axum::Router,
+        grpc: crate::GrpcService,
         connect: Connect,
         gateway: gateway::Gateway,
         openapi: Bytes,
@@ -168,6 +168,9 @@ impl Front {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
+/// The future of a native gRPC call through the layers.
+type GrpcFuture = <crate::GrpcService as Service<Request<Body>>>::Future;
+
 /// The response future of [`Front`]: native gRPC and HTTP routes are not
 /// boxed.
 #[expect(
@@ -175,8 +178,8 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>>
     reason = "the native gRPC call is the hot path; boxing it would allocate per call to save bytes on the rarer protocols"
 )]
 pub enum FrontFuture {
-    /// An axum router's future.
-    Routed(axum::routing::future::RouteFuture<Infallible>),
+    /// A native gRPC call: the layers' future, not boxed.
+    Grpc(GrpcFuture),
     /// gRPC-Web or Connect.
     Boxed(BoxFuture),
 }
@@ -186,7 +189,9 @@ impl Future for FrontFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            FrontFuture::Routed(future) => Pin::new(future).poll(cx),
+            FrontFuture::Grpc(future) => Pin::new(future)
+                .poll(cx)
+                .map(|r| r.map(|response| response.map(Body::new))),
             FrontFuture::Boxed(future) => future.as_mut().poll(cx),
         }
     }
@@ -208,7 +213,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> FrontFuture {
         match classify(request.headers(), request.uri().path(), &self.connect) {
-            Protocol::Grpc => FrontFuture::Routed(self.grpc.call(request)),
+            Protocol::Grpc => FrontFuture::Grpc(self.grpc.call(request.map(Body::new))),
             Protocol::GrpcWeb => {
                 let web = self.grpc_web.clone();
                 let (request, request_id) = with_request_id(request);
