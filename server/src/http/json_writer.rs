@@ -13,8 +13,6 @@
 //! live in one place. `json.rs`'s tests and the transcoding table hold the
 //! two writers to the same bytes.
 
-use std::io::Write as _;
-
 use base64::Engine as _;
 use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage as _, SerializeOptions, Value};
 
@@ -41,27 +39,41 @@ pub fn write_message(
     }
     out.push(b'{');
     let mut first = true;
-    // In field-number order, as prost-reflect writes them.
-    let mut fields: Vec<_> = desc.fields().collect();
-    if !fields.is_sorted_by_key(prost_reflect::FieldDescriptor::number) {
+    // In field-number order, as prost-reflect writes them; declaration
+    // order almost always is that, and then nothing is collected.
+    if desc.fields().is_sorted_by_key(|f| f.number()) {
+        write_fields(msg, desc.fields(), &mut first, out, options)?;
+    } else {
+        let mut fields: Vec<_> = desc.fields().collect();
         fields.sort_by_key(prost_reflect::FieldDescriptor::number);
+        write_fields(msg, fields.into_iter(), &mut first, out, options)?;
     }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_fields(
+    msg: &DynamicMessage,
+    fields: impl Iterator<Item = prost_reflect::FieldDescriptor>,
+    first: &mut bool,
+    out: &mut Vec<u8>,
+    options: &SerializeOptions,
+) -> Result<(), WriteError> {
     for field in fields {
         // Fields with presence (messages, oneof members, `optional`) only
         // when set; the others always, at their default when unset.
         if field.supports_presence() && !msg.has_field(&field) {
             continue;
         }
-        if !first {
+        if !*first {
             out.push(b',');
         }
-        first = false;
+        *first = false;
         write_str(field.json_name(), out);
         out.push(b':');
         let value = msg.get_field(&field);
         write_value(&value, &field.kind(), out, options)?;
     }
-    out.push(b'}');
     Ok(())
 }
 
@@ -96,16 +108,16 @@ fn write_value(
 ) -> Result<(), WriteError> {
     match value {
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::I32(n) => write_display(n, out),
-        Value::U32(n) => write_display(n, out),
+        Value::I32(n) => write_display(*n, out),
+        Value::U32(n) => write_display(*n, out),
         Value::I64(n) => {
             out.push(b'"');
-            write_display(n, out);
+            write_display(*n, out);
             out.push(b'"');
         }
         Value::U64(n) => {
             out.push(b'"');
-            write_display(n, out);
+            write_display(*n, out);
             out.push(b'"');
         }
         Value::F32(f) => write_float(f64::from(*f), f.is_finite(), out, |o| {
@@ -126,7 +138,7 @@ fn write_value(
         }
         Value::EnumNumber(n) => match kind.as_enum().and_then(|e| e.get_value(*n)) {
             Some(v) => write_str(v.name(), out),
-            None => write_display(n, out),
+            None => write_display(*n, out),
         },
         Value::Message(m) => write_message(m, out, options)?,
         Value::List(items) => {
@@ -157,10 +169,10 @@ fn write_value(
                     MapKey::Bool(b) => {
                         out.extend_from_slice(if *b { b"\"true\"" } else { b"\"false\"" })
                     }
-                    MapKey::I32(n) => write_quoted(n, out),
-                    MapKey::I64(n) => write_quoted(n, out),
-                    MapKey::U32(n) => write_quoted(n, out),
-                    MapKey::U64(n) => write_quoted(n, out),
+                    MapKey::I32(n) => write_quoted(*n, out),
+                    MapKey::I64(n) => write_quoted(*n, out),
+                    MapKey::U32(n) => write_quoted(*n, out),
+                    MapKey::U64(n) => write_quoted(*n, out),
                 }
                 out.push(b':');
                 write_value(value, &value_kind, out, options)?;
@@ -191,13 +203,14 @@ fn write_float(
     }
 }
 
-fn write_display(n: impl std::fmt::Display, out: &mut Vec<u8>) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{n}");
+fn write_display(n: impl itoa::Integer, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-fn write_quoted(n: impl std::fmt::Display, out: &mut Vec<u8>) {
-    let _ = write!(out, "\"{n}\"");
+fn write_quoted(n: impl itoa::Integer, out: &mut Vec<u8>) {
+    out.push(b'"');
+    write_display(n, out);
+    out.push(b'"');
 }
 
 fn write_str(s: &str, out: &mut Vec<u8>) {
@@ -226,24 +239,39 @@ fn write_timestamp(msg: &DynamicMessage, out: &mut Vec<u8>) -> Result<(), WriteE
     let days = seconds.div_euclid(86_400);
     let secs_of_day = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "\"{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60
-    );
+    // Fixed-width digits by hand: `write!` costs more than the rest of
+    // the field.
+    let mut text = *b"\"0000-00-00T00:00:00";
+    put_digits(&mut text[1..5], year);
+    put_digits(&mut text[6..8], i64::from(month));
+    put_digits(&mut text[9..11], i64::from(day));
+    put_digits(&mut text[12..14], secs_of_day / 3600);
+    put_digits(&mut text[15..17], secs_of_day / 60 % 60);
+    put_digits(&mut text[18..20], secs_of_day % 60);
+    out.extend_from_slice(&text);
     if nanos != 0 {
-        if nanos % 1_000_000 == 0 {
-            let _ = write!(out, ".{:03}", nanos / 1_000_000);
+        let (value, width) = if nanos % 1_000_000 == 0 {
+            (nanos / 1_000_000, 3)
         } else if nanos % 1_000 == 0 {
-            let _ = write!(out, ".{:06}", nanos / 1_000);
+            (nanos / 1_000, 6)
         } else {
-            let _ = write!(out, ".{nanos:09}");
-        }
+            (nanos, 9)
+        };
+        let mut fraction = [b'.'; 10];
+        put_digits(&mut fraction[1..=width], i64::from(value));
+        out.extend_from_slice(&fraction[..=width]);
     }
     out.extend_from_slice(b"Z\"");
     Ok(())
+}
+
+/// Writes `n` (not negative) as decimal digits filling `into`, zero-padded.
+fn put_digits(into: &mut [u8], mut n: i64) {
+    for slot in into.iter_mut().rev() {
+        // A digit: always below 10.
+        *slot = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+    }
 }
 
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to a
