@@ -79,13 +79,7 @@ impl BodyBudget {
                 // curl then report a transport error instead of the 413.
                 drop(held);
                 drop(buf);
-                let mut drained = data.len();
-                while drained <= limit {
-                    match body.frame().await {
-                        Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
-                        _ => break,
-                    }
-                }
+                discard(body, limit.saturating_sub(data.len())).await;
                 return Err(HttpError::TooLarge { limit });
             }
             let need = (buf.len() + data.len()).div_ceil(1024);
@@ -110,6 +104,21 @@ impl BodyBudget {
             buf.extend_from_slice(&data);
         }
         Ok((buf.freeze(), BodyHold(held)))
+    }
+}
+
+/// Reads and drops a body until more than `bound` bytes went by or it
+/// ends, keeping none of it: a body refused unread (or over its limit) is
+/// drained a bounded amount so an HTTP/2 client still sending it sees the
+/// answer rather than a reset stream.
+pub async fn discard(mut body: axum::body::Body, bound: usize) {
+    use http_body_util::BodyExt as _;
+    let mut drained = 0;
+    while drained <= bound {
+        match body.frame().await {
+            Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+            _ => break,
+        }
     }
 }
 

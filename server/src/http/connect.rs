@@ -18,7 +18,6 @@ use futures::StreamExt as _;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, uri::PathAndQuery,
 };
-use http_body_util::BodyExt as _;
 use prost_reflect::{DescriptorPool, MessageDescriptor, Value};
 use tonic::{Code, Status};
 
@@ -470,39 +469,11 @@ fn end_stream_only(codec: Codec, status: &Status, headers: &HeaderMap) -> Respon
     response
 }
 
-/// Reads and drops a little of a body refused unread, so an HTTP/2 client
-/// still sending it sees the answer rather than a reset stream.
+/// Reads and drops up to 2 × [`super::bridge::ANONYMOUS_BODY_BYTES`] of a
+/// body refused unread, keeping none of it, so an HTTP/2 client still
+/// sending it sees the answer rather than a reset stream.
 pub async fn drain(body: Body) {
-    let _ = read_body(body, super::bridge::ANONYMOUS_BODY_BYTES).await;
-}
-
-/// Reads a whole body, refusing more than `limit` bytes.
-///
-/// An over-long body is still read (and dropped) up to another `limit`
-/// bytes before the refusal is sent: an HTTP/2 client that is still
-/// uploading when the server answers gets its stream reset, and clients
-/// such as curl then report a transport error instead of the 413. Beyond
-/// that the stream is reset anyway; memory stays bounded by `limit`.
-pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, HttpError> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| HttpError::Body(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if buf.len() + data.len() > limit {
-            let mut drained = data.len();
-            while drained <= limit {
-                match body.frame().await {
-                    Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
-                    _ => break,
-                }
-            }
-            return Err(HttpError::TooLarge { limit });
-        }
-        buf.extend_from_slice(&data);
-    }
-    Ok(buf.freeze())
+    super::bridge::discard(body, 2 * super::bridge::ANONYMOUS_BODY_BYTES).await;
 }
 
 /// JSON ⇄ protobuf for Connect's JSON codec, through the transcoder's

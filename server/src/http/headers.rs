@@ -47,20 +47,43 @@ pub fn gateway_metadata(headers: &HeaderMap) -> Result<HeaderMap, HttpError> {
 }
 
 fn validate_grpc_timeout(value: &HeaderValue) -> Result<(), HttpError> {
-    let bad = || HttpError::Header {
-        header: "grpc-timeout",
-        description: "expected up to 8 digits and a unit (H, M, S, m, u, n), e.g. 500m".into(),
-    };
-    let v = value.to_str().map_err(|_| bad())?;
-    let (digits, unit) = v.split_at(v.len().saturating_sub(1));
-    if digits.is_empty()
-        || digits.len() > 8
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || !matches!(unit, "H" | "M" | "S" | "m" | "u" | "n")
-    {
-        return Err(bad());
+    parse_grpc_timeout(value)
+        .map(|_| ())
+        .ok_or_else(|| HttpError::Header {
+            header: "grpc-timeout",
+            description: "expected up to 8 digits and a unit (H, M, S, m, u, n), e.g. 500m".into(),
+        })
+}
+
+/// A `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`), per the gRPC over HTTP/2 spec. The listener bounds a
+/// call by it; the protocol layers refuse a malformed one.
+pub fn parse_grpc_timeout(value: &HeaderValue) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = value.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    Ok(())
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A `connect-timeout-ms` value: a positive integer of at most 10 digits.
+pub fn parse_connect_timeout(value: &HeaderValue) -> Option<std::time::Duration> {
+    let v = value.to_str().ok()?;
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(std::time::Duration::from_millis(v.parse().ok()?))
 }
 
 fn is_grpc_internal(name: &str) -> bool {
@@ -126,11 +149,7 @@ pub fn connect_metadata(headers: &HeaderMap) -> Result<HeaderMap, HttpError> {
             header: "connect-timeout-ms",
             description: "expected a positive integer of at most 10 digits".into(),
         };
-        let v = ms.to_str().map_err(|_| bad())?;
-        let n: u64 = (!v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| v.parse().ok())
-            .flatten()
-            .ok_or_else(bad)?;
+        let n = parse_connect_timeout(ms).ok_or_else(bad)?.as_millis();
         // gRPC allows at most 8 digits per unit.
         let timeout = if n < 100_000_000 {
             format!("{n}m")

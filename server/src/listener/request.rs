@@ -318,35 +318,15 @@ fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The deadline the client asked for: gRPC's `grpc-timeout` (at most 8
-/// digits and a unit `H`, `M`, `S`, `m`, `u`, `n`, per the gRPC over HTTP/2
-/// spec; HTTP/JSON forwards it from `Grpc-Timeout`) or Connect's
-/// `connect-timeout-ms` (at most 10 digits). A malformed one is ignored
+/// The deadline the client asked for: gRPC's `grpc-timeout` (HTTP/JSON
+/// forwards it from `Grpc-Timeout`) or Connect's `connect-timeout-ms`,
+/// parsed as the protocol layers parse them. A malformed one is ignored
 /// here, as tonic's own server did; the protocol layers refuse it.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers.get("connect-timeout-ms") {
-        let v = ms.to_str().ok()?;
-        if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        return Some(Duration::from_millis(v.parse().ok()?));
+        return crate::http::headers::parse_connect_timeout(ms);
     }
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
-    let unit_at = value.len().checked_sub(1)?;
-    let (digits, unit) = value.split_at(unit_at);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    crate::http::headers::parse_grpc_timeout(headers.get("grpc-timeout")?)
 }
 
 pin_project! {
