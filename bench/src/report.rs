@@ -111,6 +111,21 @@ pub struct Measurements {
     pub tollgate_after_load: Option<Memory>,
 }
 
+/// The machine a run measures on: its CPU count and model name (from
+/// `/proc/cpuinfo`), for every report's header.
+pub fn machine() -> (usize, String) {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    (cpus, model)
+}
+
 /// The median of `values` (mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.to_vec();

@@ -288,15 +288,7 @@ fn print_round(round: usize, target: &Target, r: &RoundResult) -> u64 {
 }
 
 fn print_header(plan: &Plan) {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
+    let (cpus, model) = report::machine();
     println!("# tollgate-bench");
     println!();
     println!("machine: {cpus} CPUs, {model}");
