@@ -114,6 +114,7 @@ fn admin_account() -> NewServiceAccount {
 
 fn mint_admin_key(tx: &mut Tx<'_>, admin_uid: String, display_name: &str) -> Result<SecretKey> {
     let new = NewApiKey {
+        scopes: Vec::new(),
         owner: admin_name(),
         display_name: display_name.into(),
         expire_time: None,
@@ -163,6 +164,7 @@ pub async fn create_key(
     display_name: String,
 ) -> Result<SecretKey> {
     let new = NewApiKey {
+        scopes: Vec::new(),
         owner: owner.clone(),
         display_name,
         expire_time: None,

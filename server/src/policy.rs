@@ -247,11 +247,20 @@ mod tests {
         ] {
             assert!(p.get(path).unwrap().is_public(), "{path}");
         }
-        // No tollgate.v1 method is public today.
-        assert!(
-            p.iter()
-                .filter(|p| p.path.starts_with("/tollgate.v1."))
-                .all(|p| !p.is_public())
+        // The only public tollgate.v1 methods are those where the OAuth
+        // client authenticates in the request.
+        let mut public: Vec<&str> = p
+            .iter()
+            .filter(|p| p.path.starts_with("/tollgate.v1.") && p.is_public())
+            .map(|p| &*p.path)
+            .collect();
+        public.sort_unstable();
+        assert_eq!(
+            public,
+            [
+                "/tollgate.v1.TokenService/IssueToken",
+                "/tollgate.v1.TokenService/RevokeToken"
+            ]
         );
         assert_eq!(
             p.services(),

@@ -12,6 +12,7 @@ use crate::{
         Error, Violations,
         names::{ApiKeyName, PrincipalName},
         now_micros,
+        scope::Scopes,
         validate::{self, MAX_DISPLAY_NAME},
     },
     store::{
@@ -64,12 +65,31 @@ impl ApiKeyService for ApiKeys {
                 Err(e) => return Err(e.into()),
             },
         };
+        let mut scopes = v
+            .take(Scopes::parse_list(
+                "api_key.scopes",
+                key.scopes.iter().map(String::as_str),
+            ))
+            .unwrap_or_default();
         v.into_result()?;
+        // A narrowed caller mints only narrower keys: without scopes, the
+        // key inherits the caller's; with scopes, each must be within them.
+        if let Scopes::Only(held) = &me.scopes {
+            if scopes.is_empty() {
+                scopes = held.clone();
+            } else if let Some(wider) = scopes.iter().find(|s| !me.scopes.permits(s)) {
+                return Err(Error::PermissionDenied(format!(
+                    "the credential cannot grant scope '{wider}' it does not hold"
+                ))
+                .into());
+            }
+        }
         let new = NewApiKey {
             role_cap: me.key_cap_for(&owner),
             owner,
             display_name: key.display_name,
             expire_time: expire,
+            scopes,
         };
         let guard = manage_guard(me, &new.owner.org, "parent");
         let (created, secret) = self

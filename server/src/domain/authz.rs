@@ -7,6 +7,7 @@ use std::fmt;
 use super::{
     Error, FieldViolation, Result,
     names::{PrincipalKind, PrincipalName},
+    scope::Scopes,
 };
 
 /// The organization created at first start; its admins run the platform.
@@ -54,15 +55,30 @@ impl Role {
         }
         match (self, permission.verb) {
             (Role::Admin, _) => true,
-            (Role::Editor | Role::Viewer, Verb::Get | Verb::List) => true,
+            // Reading, and asking about credentials and access, which
+            // reveals no more than reading does.
+            (
+                Role::Editor | Role::Viewer,
+                Verb::Get | Verb::List | Verb::Introspect | Verb::Check,
+            ) => true,
             // An organization's own settings are for its admins.
             (
                 Role::Editor,
-                Verb::Create | Verb::Update | Verb::Delete | Verb::Revoke | Verb::SetPassword,
+                Verb::Create
+                | Verb::Update
+                | Verb::Delete
+                | Verb::Revoke
+                | Verb::SetPassword
+                | Verb::RotateSecret,
             ) => permission.collection.as_ref() != ORGANIZATIONS,
             (
                 Role::Viewer,
-                Verb::Create | Verb::Update | Verb::Delete | Verb::Revoke | Verb::SetPassword,
+                Verb::Create
+                | Verb::Update
+                | Verb::Delete
+                | Verb::Revoke
+                | Verb::SetPassword
+                | Verb::RotateSecret,
             ) => false,
         }
     }
@@ -94,11 +110,17 @@ pub enum Verb {
     Revoke,
     /// Set a user's password.
     SetPassword,
+    /// Give a credential a new secret (OAuth clients).
+    RotateSecret,
+    /// Describe a token (RFC 7662).
+    Introspect,
+    /// Ask whether a principal holds a permission (AuthorizationService).
+    Check,
 }
 
 impl Verb {
     /// Every verb, in the order of the permission strings' documentation.
-    pub const ALL: [Verb; 7] = [
+    pub const ALL: [Verb; 10] = [
         Verb::Get,
         Verb::List,
         Verb::Create,
@@ -106,6 +128,9 @@ impl Verb {
         Verb::Delete,
         Verb::Revoke,
         Verb::SetPassword,
+        Verb::RotateSecret,
+        Verb::Introspect,
+        Verb::Check,
     ];
 
     /// The verb as the proto's permission strings spell it.
@@ -118,6 +143,9 @@ impl Verb {
             Verb::Delete => "delete",
             Verb::Revoke => "revoke",
             Verb::SetPassword => "setPassword",
+            Verb::RotateSecret => "rotateSecret",
+            Verb::Introspect => "introspect",
+            Verb::Check => "check",
         }
     }
 }
@@ -244,6 +272,9 @@ pub struct Principal {
     pub id: String,
     /// What it may do in `org`.
     pub roles: Roles,
+    /// What the credential it presented may be used for: the roles grant
+    /// only what these also cover.
+    pub scopes: Scopes,
     /// The resource name, made once: every call logs it.
     name: Box<str>,
 }
@@ -257,8 +288,15 @@ impl Principal {
             kind,
             id,
             roles,
+            scopes: Scopes::Unrestricted,
             name,
         }
+    }
+
+    /// The same principal, its credential narrowed to `scopes`.
+    pub fn with_scopes(mut self, scopes: Scopes) -> Self {
+        self.scopes = scopes;
+        self
     }
 
     /// `organizations/{org}/serviceAccounts/{id}` or `…/users/{id}`.
@@ -274,13 +312,36 @@ impl Principal {
     /// The coarse check the authorize layer makes before the handler knows
     /// the target organization: could any organization let this caller
     /// use `permission`?
-    pub fn may(&self, permission: &Permission) -> bool {
-        self.is_platform_admin() || self.roles.grants(permission)
+    pub fn may(&self, permission: &Permission) -> Result<()> {
+        self.check_scope(permission)?;
+        if self.is_platform_admin() || self.roles.grants(permission) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "{} lacks permission {permission}",
+                self.name()
+            )))
+        }
+    }
+
+    /// Refuses a permission the credential's scopes do not cover, naming
+    /// the scope it would need.
+    fn check_scope(&self, permission: &Permission) -> Result<()> {
+        if self.scopes.covers(permission) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "the credential lacks scope '{permission}' (or '{}.*')",
+                permission.collection
+            )))
+        }
     }
 
     /// The full check: may this caller use `permission` on resources of
     /// organization `org`? Callers outside `org` learn nothing about it.
     pub fn authorize(&self, permission: &Permission, org: &str) -> Result<()> {
+        // Scopes first: they narrow platform admins too.
+        self.check_scope(permission)?;
         if self.is_platform_admin() {
             return Ok(());
         }
@@ -381,7 +442,10 @@ mod tests {
             assert!(Role::Editor.grants(&p), "{p}");
             assert_eq!(
                 Role::Viewer.grants(&p),
-                matches!(verb, Verb::Get | Verb::List),
+                matches!(
+                    verb,
+                    Verb::Get | Verb::List | Verb::Introspect | Verb::Check
+                ),
                 "{p}"
             );
         }
@@ -430,8 +494,8 @@ mod tests {
         assert!(!principal(ROOT_ORG, &[Role::Editor]).is_platform_admin());
 
         let viewer = principal("acme", &[Role::Viewer]);
-        assert!(viewer.may(&perm("users.list")));
-        assert!(!viewer.may(&perm("users.delete")));
+        assert!(viewer.may(&perm("users.list")).is_ok());
+        assert!(viewer.may(&perm("users.delete")).is_err());
     }
 
     #[test]

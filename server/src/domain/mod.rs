@@ -9,6 +9,7 @@ pub mod mask;
 pub mod names;
 pub mod page;
 pub mod password;
+pub mod scope;
 pub mod validate;
 
 use std::fmt;

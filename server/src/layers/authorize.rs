@@ -150,14 +150,10 @@ fn decide(
     };
     // The coarse check: could any organization let this caller do it? The
     // handler narrows it to the target organization.
-    if let Some(permission) = policy.permission.as_ref().filter(|p| !principal.may(p)) {
-        return Decision::Refuse(
-            Error::PermissionDenied(format!(
-                "{} lacks permission {permission}",
-                principal.name()
-            ))
-            .into(),
-        );
+    if let Some(permission) = &policy.permission {
+        if let Err(e) = principal.may(permission) {
+            return Decision::Refuse(e.into());
+        }
     }
     Decision::Permit(Caller::new(principal, policy.clone(), request_id()))
 }

@@ -23,6 +23,7 @@ use crate::{
         names::{ApiKeyName, PrincipalKind, PrincipalName},
         now_micros,
         page::PageRequest,
+        scope::{Scope, Scopes},
         timestamp,
     },
     events::{After, EventKind, WriteContext},
@@ -78,6 +79,8 @@ pub struct ApiKeyRow {
     pub revoke_time: Option<i64>,
     /// Bumped by every change.
     pub revision: i64,
+    /// Space-separated scopes; empty: not narrowed.
+    pub scopes: String,
 }
 
 impl ApiKeyRow {
@@ -129,6 +132,12 @@ impl ApiKeyRow {
             secret: String::new(),
             etag: Versioned::etag(self),
             creator: self.creator.clone(),
+            scopes: self
+                .scopes
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -180,6 +189,8 @@ pub struct NewApiKey {
     pub expire_time: Option<i64>,
     /// The highest role it may exercise (see `ApiKey.creator`).
     pub role_cap: Option<Role>,
+    /// What it may be used for; empty: not narrowed.
+    pub scopes: Vec<Scope>,
 }
 
 /// Mints and inserts a key for an owner whose uid the caller read in this
@@ -205,6 +216,7 @@ pub(crate) fn insert(
         create_time: now_micros(),
         revoke_time: None,
         revision: 1,
+        scopes: Scopes::join(&new.scopes),
     };
     let name = row.name()?.to_string();
     // 80 random bits collided: astronomically unlikely, but never silently
@@ -400,21 +412,23 @@ impl Store {
         }
         // A key minted by someone else grants at most what its minter had.
         let owner = &record.principal;
-        let principal = match row.cap() {
-            None => owner.clone(),
-            Some(cap) => {
-                let roles = capped(&owner.roles, cap);
-                if roles == owner.roles {
-                    owner.clone()
-                } else {
-                    Arc::new(Principal::new(
-                        owner.org.clone(),
-                        owner.kind,
-                        owner.id.clone(),
-                        roles,
-                    ))
-                }
-            }
+        let scopes = Scopes::from_stored_key(&row.scopes);
+        let roles = match row.cap() {
+            None => None,
+            Some(cap) => Some(capped(&owner.roles, cap)).filter(|r| *r != owner.roles),
+        };
+        let principal = if roles.is_none() && scopes == Scopes::Unrestricted {
+            owner.clone()
+        } else {
+            Arc::new(
+                Principal::new(
+                    owner.org.clone(),
+                    owner.kind,
+                    owner.id.clone(),
+                    roles.unwrap_or_else(|| owner.roles.clone()),
+                )
+                .with_scopes(scopes),
+            )
         };
         self.caches.resolved.insert(
             key.key_id.clone(),

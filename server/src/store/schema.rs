@@ -65,6 +65,7 @@ diesel::table! {
         create_time -> BigInt,
         revoke_time -> Nullable<BigInt>,
         revision -> BigInt,
+        scopes -> Text,
     }
 }
 
@@ -82,10 +83,101 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    oauth_clients (org_id, client_id) {
+        org_id -> Text,
+        client_id -> Text,
+        uid -> Text,
+        display_name -> Text,
+        description -> Text,
+        client_type -> SmallInt,
+        state -> SmallInt,
+        redirect_uris -> Text,
+        grant_types -> Text,
+        scopes -> Text,
+        audiences -> Text,
+        access_token_ttl -> BigInt,
+        refresh_token_ttl -> BigInt,
+        service_account -> Nullable<Text>,
+        signing_algorithm -> Text,
+        secret_digest -> Nullable<Text>,
+        previous_secret_digest -> Nullable<Text>,
+        previous_secret_expire_time -> Nullable<BigInt>,
+        create_time -> BigInt,
+        update_time -> BigInt,
+        revision -> BigInt,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        algorithm -> Text,
+        public_jwk -> Text,
+        private_key -> Text,
+        kek_id -> Text,
+        create_time -> BigInt,
+        activate_time -> BigInt,
+        deactivate_time -> Nullable<BigInt>,
+        retire_time -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    authorization_codes (digest) {
+        digest -> Text,
+        org_id -> Text,
+        client_id -> Text,
+        user_id -> Text,
+        redirect_uri -> Text,
+        scope -> Text,
+        audience -> Text,
+        nonce -> Nullable<Text>,
+        code_challenge -> Nullable<Text>,
+        auth_time -> BigInt,
+        create_time -> BigInt,
+        expire_time -> BigInt,
+        used_time -> Nullable<BigInt>,
+        family_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (digest) {
+        digest -> Text,
+        family_id -> Text,
+        org_id -> Text,
+        client_id -> Text,
+        subject_kind -> SmallInt,
+        subject_id -> Text,
+        scope -> Text,
+        audience -> Text,
+        nonce -> Nullable<Text>,
+        auth_time -> BigInt,
+        create_time -> BigInt,
+        expire_time -> BigInt,
+        used_time -> Nullable<BigInt>,
+        revoke_time -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        expire_time -> BigInt,
+        revoke_time -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
     service_accounts,
     api_keys,
-    outbox
+    outbox,
+    oauth_clients,
+    signing_keys,
+    authorization_codes,
+    refresh_tokens,
+    revoked_tokens
 );
