@@ -266,8 +266,11 @@ mod tests {
             p.services(),
             [
                 "tollgate.v1.ApiKeyService",
+                "tollgate.v1.AuthorizationService",
+                "tollgate.v1.OAuthClientService",
                 "tollgate.v1.OrganizationService",
                 "tollgate.v1.ServiceAccountService",
+                "tollgate.v1.TokenService",
                 "tollgate.v1.UserService"
             ]
         );
