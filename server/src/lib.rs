@@ -40,6 +40,7 @@ pub mod health;
 pub mod http;
 pub mod layers;
 pub mod listener;
+pub mod oauth;
 pub mod policy;
 pub mod services;
 pub mod shutdown;

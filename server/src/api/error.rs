@@ -111,6 +111,44 @@ impl From<crate::http::error::HttpError> for Status {
     }
 }
 
+impl From<crate::oauth::error::OAuthError> for Status {
+    /// The gRPC face of an OAuth refusal: the RFC code is the ErrorInfo
+    /// reason, so a gRPC client can branch on `invalid_grant` as an HTTP
+    /// client branches on the JSON `error`.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place gRPC statuses are built"
+    )]
+    fn from(e: crate::oauth::error::OAuthError) -> Status {
+        use crate::oauth::error::ErrorCode as C;
+        let mut details = ErrorDetails::new();
+        let code = match e.code {
+            C::InvalidClient | C::LoginRequired => Code::Unauthenticated,
+            C::AccessDenied | C::ConsentRequired => Code::PermissionDenied,
+            C::SlowDown => {
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                Code::ResourceExhausted
+            }
+            C::ServerError => Code::Internal,
+            C::TemporarilyUnavailable => Code::Unavailable,
+            C::UnsupportedGrantType | C::UnsupportedResponseType | C::UnsupportedTokenType => {
+                Code::InvalidArgument
+            }
+            C::InvalidRequest
+            | C::InvalidGrant
+            | C::UnauthorizedClient
+            | C::InvalidScope
+            | C::InvalidTarget => Code::InvalidArgument,
+        };
+        details.set_error_info(
+            e.code.as_str(),
+            ERROR_DOMAIN,
+            HashMap::<String, String>::new(),
+        );
+        Status::with_error_details(code, e.to_string(), details)
+    }
+}
+
 /// The HTTP status of a gRPC code, as grpc-gateway and Envoy's
 /// transcoder map them (`runtime.HTTPStatusFromCode`), so every HTTP
 /// surface (JSON transcoding, OAuth2 endpoints, rate-limit refusals)

@@ -10,6 +10,7 @@ pub mod names;
 pub mod page;
 pub mod password;
 pub mod scope;
+pub mod secret;
 pub mod validate;
 
 use std::fmt;

@@ -1,0 +1,4 @@
+//! Tollgate as an OAuth 2.1 / OpenID Connect provider.
+//!
+//! - [`error`]: the RFC error codes, rendered as RFC JSON or as statuses.
+pub mod error;
