@@ -14,8 +14,11 @@ use crate::{
     transport::{CallPolicy, TollgateChannel},
     v1::{
         api_key_service_client::ApiKeyServiceClient,
+        authorization_service_client::AuthorizationServiceClient,
+        o_auth_client_service_client::OAuthClientServiceClient,
         organization_service_client::OrganizationServiceClient,
         service_account_service_client::ServiceAccountServiceClient,
+        token_service_client::TokenServiceClient,
         user_service_client::UserServiceClient,
     },
 };
@@ -116,6 +119,22 @@ impl Client {
     /// `tollgate.v1.ApiKeyService`.
     pub fn api_keys(&self) -> ApiKeyServiceClient<TollgateChannel> {
         ApiKeyServiceClient::new(self.channel())
+    }
+
+    /// `tollgate.v1.OAuthClientService`.
+    pub fn oauth_clients(&self) -> OAuthClientServiceClient<TollgateChannel> {
+        OAuthClientServiceClient::new(self.channel())
+    }
+
+    /// `tollgate.v1.TokenService`: the OAuth token endpoints over gRPC.
+    pub fn tokens(&self) -> TokenServiceClient<TollgateChannel> {
+        TokenServiceClient::new(self.channel())
+    }
+
+    /// `tollgate.v1.AuthorizationService`: ask whether a principal may do
+    /// something.
+    pub fn authorization(&self) -> AuthorizationServiceClient<TollgateChannel> {
+        AuthorizationServiceClient::new(self.channel())
     }
 
     /// `grpc.health.v1.Health`: `check` with an empty service name asks

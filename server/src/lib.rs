@@ -58,6 +58,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tollgate::tollgate::v1::{
     api_key_service_server::ApiKeyServiceServer,
+    authorization_service_server::AuthorizationServiceServer,
     organization_service_server::OrganizationServiceServer,
     service_account_service_server::ServiceAccountServiceServer,
     user_service_server::UserServiceServer,
@@ -180,6 +181,13 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         }
     }
     let store = &app.store;
+    let authorization = AuthorizationServiceServer::new(api::authorization::Authorization::new(
+        layers::authenticate::Credentials::new(store.clone()),
+    ));
+    others.push((
+        named(&authorization),
+        services::Services::boxed(authorization),
+    ));
     let services = services::Services::new(
         OrganizationServiceServer::new(api::organizations::Organizations::new(store.clone())),
         UserServiceServer::new(api::users::Users::new(
@@ -213,7 +221,9 @@ pub fn layers(app: &App) -> Layers {
     let metrics = Arc::new(layers::RpcMetrics::new(app.policies.paths()));
     tower::ServiceBuilder::new()
         .layer(layers::TraceLayer::new(metrics))
-        .layer(layers::AuthenticateLayer::new(app.store.clone()))
+        .layer(layers::AuthenticateLayer::new(
+            layers::authenticate::Credentials::new(app.store.clone()),
+        ))
         .layer(layers::AuthorizeLayer::new(app.policies.clone()))
         .into_inner()
 }

@@ -4,6 +4,7 @@
 //! the caller's write context, and converts the row.
 
 pub mod api_keys;
+pub mod authorization;
 pub mod error;
 pub mod organizations;
 pub mod service_accounts;

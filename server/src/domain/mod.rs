@@ -88,7 +88,7 @@ impl fmt::Display for Violations {
 
 /// Everything that can go wrong in a request, in the caller's terms. The
 /// gRPC code of each variant is chosen once, in `api::error`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The request is malformed; each violation names its field.
     #[error("invalid argument: {0}")]

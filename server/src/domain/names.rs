@@ -120,6 +120,24 @@ impl OrgName {
     }
 }
 
+impl OrgName {
+    /// The organization of any resource under it:
+    /// `organizations/{org}` or `organizations/{org}/…`.
+    pub fn of_resource(field: &str, name: &str) -> Result<Self, FieldViolation> {
+        let org = name
+            .strip_prefix("organizations/")
+            .map(|rest| rest.split('/').next().unwrap_or(""))
+            .filter(|org| is_segment(org))
+            .ok_or_else(|| {
+                FieldViolation::new(
+                    field,
+                    "must be an organization or a resource in one: organizations/{organization}[/…]",
+                )
+            })?;
+        Ok(Self { org: org.into() })
+    }
+}
+
 impl std::fmt::Display for OrgName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "organizations/{}", self.org)

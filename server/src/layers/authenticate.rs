@@ -16,13 +16,12 @@ use std::{
 
 use http::Request;
 use pin_project_lite::pin_project;
-use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{BoxFuture, call::Call};
 use crate::{
-    domain::{Error, api_key::PresentedKey, authz::Principal},
+    domain::{Error, api_key::PresentedKey, authz::Principal, names::PrincipalName},
     store::Store,
 };
 
@@ -34,20 +33,76 @@ pub enum Authentication {
     Anonymous,
     /// A valid credential of this principal.
     Principal(Arc<Principal>),
-    /// A credential was presented and refused; the status says why.
-    Refused(Status),
+    /// A credential was presented and refused; the error says why.
+    Refused(Error),
+}
+
+/// Resolves presented credentials (API keys, and Tollgate's access
+/// tokens) to principals: for the authenticate layer, and for the
+/// services that take a credential as data (AuthorizationService.Check,
+/// introspection). Cheap to clone.
+#[derive(Clone)]
+pub struct Credentials {
+    store: Store,
+}
+
+impl Credentials {
+    /// Resolves against `store`'s keys and principals.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The store credentials resolve against.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Resolves a bearer credential to its (capped, scoped) principal;
+    /// UNAUTHENTICATED when it is not a valid one.
+    pub async fn resolve(&self, token: &str) -> Result<Arc<Principal>, Error> {
+        match first_step(&self.store, token) {
+            Step::Known(Authentication::Principal(p)) => Ok(p),
+            Step::Known(Authentication::Refused(e)) => Err(e),
+            Step::Known(Authentication::Anonymous) => {
+                Err(Error::Unauthenticated(CREDENTIALS_REQUIRED.into()))
+            }
+            Step::Lookup(key) => self.store.authenticate_key(&key).await,
+        }
+    }
+
+    /// The principal named `name` with its roles, when it can act now:
+    /// `Ok(Err(reason))` when it does not exist, is disabled or its
+    /// organization is suspended.
+    pub async fn principal(
+        &self,
+        name: PrincipalName,
+    ) -> Result<Result<Arc<Principal>, String>, Error> {
+        let shown = name.to_string();
+        let Some(record) = self.store.principal_record(name.clone()).await? else {
+            return Ok(Err(format!("{shown} does not exist")));
+        };
+        if !record.active {
+            return Ok(Err(format!("{shown} is disabled")));
+        }
+        match self.store.get_organization(&name.org).await {
+            Ok(org) if org.row.is_active() => Ok(Ok(record.principal.clone())),
+            Ok(_) => Ok(Err(format!("organizations/{} is suspended", name.org))),
+            Err(Error::NotFound { .. }) => Ok(Err(format!("{shown} does not exist"))),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Builds [`Authenticate`] services.
 #[derive(Clone)]
 pub struct AuthenticateLayer {
-    store: Store,
+    credentials: Credentials,
 }
 
 impl AuthenticateLayer {
-    /// Resolves credentials against `store`'s keys and principals.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// Resolves credentials with `credentials`.
+    pub fn new(credentials: Credentials) -> Self {
+        Self { credentials }
     }
 }
 
@@ -57,7 +112,7 @@ impl<S> Layer<S> for AuthenticateLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Authenticate {
             inner,
-            store: self.store.clone(),
+            credentials: self.credentials.clone(),
         }
     }
 }
@@ -66,7 +121,7 @@ impl<S> Layer<S> for AuthenticateLayer {
 #[derive(Clone)]
 pub struct Authenticate<S> {
     inner: S,
-    store: Store,
+    credentials: Credentials,
 }
 
 // === impl Authenticate ===
@@ -117,7 +172,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match first_step(&self.store, req.headers()) {
+        let step = match credential(req.headers()) {
+            Ok(Some(token)) => first_step(&self.credentials.store, token),
+            Ok(None) => Step::Known(Authentication::Anonymous),
+            Err(e) => Step::Known(Authentication::Refused(e)),
+        };
+        match step {
             // Called at once, the inner service is the one `poll_ready`
             // readied: no clone (cloning the router's route allocates).
             Step::Known(authentication) => {
@@ -132,13 +192,13 @@ where
                 // clone (tower's clone-and-swap).
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                let store = self.store.clone();
+                let store = self.credentials.store.clone();
                 AuthenticateFuture {
                     inner: None,
                     lookup: Some(Box::pin(async move {
                         let authentication = match store.authenticate_key(&key).await {
                             Ok(principal) => Authentication::Principal(principal),
-                            Err(e) => Authentication::Refused(e.into()),
+                            Err(e) => Authentication::Refused(e),
                         };
                         note(&mut req, authentication);
                         inner.call(req).await
@@ -168,24 +228,16 @@ enum Step {
     Lookup(PresentedKey),
 }
 
-/// Reads the credential and answers from the caches when they can.
-fn first_step(store: &Store, headers: &http::HeaderMap) -> Step {
-    let token = match credential(headers) {
-        Ok(Some(token)) => token,
-        Ok(None) => return Step::Known(Authentication::Anonymous),
-        Err(e) => return Step::Known(Authentication::Refused(e.into())),
-    };
+/// Answers from the caches when they can.
+fn first_step(store: &Store, token: &str) -> Step {
     let Some(key) = PresentedKey::parse(token) else {
-        return Step::Known(Authentication::Refused(
-            Error::Unauthenticated(
-                "unsupported credential: expected a Tollgate API key (tg_…)".into(),
-            )
-            .into(),
-        ));
+        return Step::Known(Authentication::Refused(Error::Unauthenticated(
+            "unsupported credential: expected a Tollgate API key (tg_…)".into(),
+        )));
     };
     match store.resolved_key(&key) {
         Some(Ok(principal)) => Step::Known(Authentication::Principal(principal)),
-        Some(Err(e)) => Step::Known(Authentication::Refused(e.into())),
+        Some(Err(e)) => Step::Known(Authentication::Refused(e)),
         None => Step::Lookup(key),
     }
 }

@@ -142,7 +142,7 @@ fn decide(
         Authentication::Anonymous => {
             return Decision::Refuse(Error::Unauthenticated(CREDENTIALS_REQUIRED.into()).into());
         }
-        Authentication::Refused(status) => return Decision::Refuse(status),
+        Authentication::Refused(e) => return Decision::Refuse(e.clone().into()),
         Authentication::Principal(p) => p,
     };
     let Some(policy) = policy else {
@@ -283,7 +283,7 @@ mod tests {
             decide(health, Authentication::Anonymous, RequestId::assign),
             Decision::Pass
         ));
-        let bad = Authentication::Refused(Status::unauthenticated("x"));
+        let bad = Authentication::Refused(Error::Unauthenticated("x".into()));
         assert!(matches!(
             decide(health, bad, RequestId::assign),
             Decision::Pass
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(
             refused(decide(
                 create,
-                Authentication::Refused(Status::unauthenticated("invalid API key")),
+                Authentication::Refused(Error::Unauthenticated("invalid API key".into())),
                 RequestId::assign
             )),
             Code::Unauthenticated
