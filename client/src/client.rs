@@ -18,8 +18,7 @@ use crate::{
         o_auth_client_service_client::OAuthClientServiceClient,
         organization_service_client::OrganizationServiceClient,
         service_account_service_client::ServiceAccountServiceClient,
-        token_service_client::TokenServiceClient,
-        user_service_client::UserServiceClient,
+        token_service_client::TokenServiceClient, user_service_client::UserServiceClient,
     },
 };
 use tonic_health::pb::health_client::HealthClient;

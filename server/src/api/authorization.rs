@@ -37,7 +37,12 @@ impl Authorization {
 
     /// One check; `prefix` is the field path of the check in the request
     /// (`""` or `checks[3].`), so a violation names the right field.
-    async fn check(&self, caller: &Caller, req: &CheckRequest, prefix: &str) -> Result<CheckResponse> {
+    async fn check(
+        &self,
+        caller: &Caller,
+        req: &CheckRequest,
+        prefix: &str,
+    ) -> Result<CheckResponse> {
         let field = |f: &str| format!("{prefix}{f}");
         let permission = Permission::parse(&req.permission).ok_or_else(|| {
             Error::from(FieldViolation::new(
@@ -51,11 +56,9 @@ impl Authorization {
         caller.authorize(&org.org)?;
         let principal: Arc<Principal> = match &req.subject {
             None => {
-                return Err(FieldViolation::new(
-                    field("principal"),
-                    "set principal or token",
-                )
-                .into());
+                return Err(
+                    FieldViolation::new(field("principal"), "set principal or token").into(),
+                );
             }
             Some(Subject::Principal(name)) => {
                 let name = PrincipalName::parse_any(&field("principal"), name)?;
@@ -130,7 +133,8 @@ impl AuthorizationService for Authorization {
         }
         let mut results = Vec::with_capacity(checks.len());
         for (i, check) in checks.iter().enumerate() {
-            results.push(Authorization::check(self, &caller, check, &format!("checks[{i}].")).await?);
+            results
+                .push(Authorization::check(self, &caller, check, &format!("checks[{i}].")).await?);
         }
         Ok(Response::new(BatchCheckResponse { results }))
     }

@@ -30,7 +30,9 @@ use crate::domain::{
 pub const CODE_TTL_MICROS: i64 = 60 * 1_000_000;
 
 /// A stored authorization code.
-#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable,
+)]
 #[diesel(table_name = authorization_codes)]
 pub struct CodeRow {
     /// Hex SHA-256 of the code.
@@ -88,7 +90,9 @@ pub struct NewCode {
 }
 
 /// A stored refresh token.
-#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable,
+)]
 #[diesel(table_name = refresh_tokens)]
 pub struct RefreshRow {
     /// Hex SHA-256 of the token.
@@ -288,7 +292,11 @@ impl Store {
     /// Starts a refresh family and issues its first token; when it comes
     /// from a code, records the family on the code so a reuse of the code
     /// revokes it.
-    pub async fn start_family(&self, new: NewFamily, code_digest: Option<String>) -> Result<Secret> {
+    pub async fn start_family(
+        &self,
+        new: NewFamily,
+        code_digest: Option<String>,
+    ) -> Result<Secret> {
         let token = Secret::mint(REFRESH_PREFIX);
         let family = family_id();
         let row = RefreshRow {
