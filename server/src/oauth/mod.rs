@@ -1,4 +1,8 @@
 //! Tollgate as an OAuth 2.1 / OpenID Connect provider.
 //!
-//! - [`error`]: the RFC error codes, rendered as RFC JSON or as statuses.
+//! - [`error`]: the RFC error codes, rendered as RFC JSON or as statuses;
+//! - [`claims`]: what access and ID tokens say.
 pub mod error;
+pub mod claims;
+
+pub mod throttle;

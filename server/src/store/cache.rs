@@ -54,6 +54,8 @@ pub struct Caches {
     /// principal, organization); every event that could change the answer
     /// evicts the entries it touches.
     pub resolved: Cache<String, Arc<ResolvedKey>>,
+    /// See [`Caches::epoch`].
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A key that authenticated, with what it authenticated as.
@@ -88,6 +90,7 @@ impl Caches {
                 .time_to_live(c.ttl)
                 .support_invalidation_closures()
                 .build(),
+            epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -95,6 +98,9 @@ impl Caches {
     /// (a newer replica's) flushes everything: stale data is worse than a
     /// cold cache.
     pub fn apply(&self, event: &Event) {
+        // Verified access tokens remember the epoch they were resolved in;
+        // any change makes them resolve their principal again.
+        self.bump();
         let Some(kind) = EventKind::parse(&event.r#type) else {
             tracing::warn!(r#type = %event.r#type, "unknown event type; flushing caches");
             self.flush();
@@ -136,8 +142,23 @@ impl Caches {
         }
     }
 
+    /// Marks everything resolved before now as possibly stale (see
+    /// [`Caches::epoch`]).
+    pub fn bump(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A counter that grows with every change applied: what was resolved
+    /// under an older epoch must be resolved again. Cheaper than finding
+    /// the entries a change touches, for caches keyed by something the
+    /// change does not name (whole access tokens).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Forgets everything.
     pub fn flush(&self) {
+        self.bump();
         self.orgs.invalidate_all();
         self.principals.invalidate_all();
         self.keys.invalidate_all();
