@@ -22,6 +22,10 @@ use tower_service::Service;
 use super::{BoxFuture, call::Call};
 use crate::{
     domain::{Error, api_key::PresentedKey, authz::Principal, names::PrincipalName},
+    oauth::{
+        claims::AccessClaims,
+        verifier::{AccessTokens, VerifiedAccess, looks_like_jwt},
+    },
     store::Store,
 };
 
@@ -44,12 +48,119 @@ pub enum Authentication {
 #[derive(Clone)]
 pub struct Credentials {
     store: Store,
+    tokens: Option<Arc<AccessTokens>>,
 }
 
 impl Credentials {
-    /// Resolves against `store`'s keys and principals.
+    /// Resolves API keys against `store`'s keys and principals; access
+    /// tokens are refused until [`Credentials::with_access_tokens`].
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            tokens: None,
+        }
+    }
+
+    /// Accepts Tollgate's access tokens too.
+    pub fn with_access_tokens(mut self, tokens: Arc<AccessTokens>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Verifies an access token for use at Tollgate (Tollgate's audience),
+    /// resolving its principal as it is now; the answer is cached until a
+    /// change is applied or the token expires.
+    async fn resolve_jwt(&self, token: &str) -> Result<Arc<Principal>, Error> {
+        let tokens = self.access_tokens()?;
+        // Read before resolving: a change applied meanwhile makes this
+        // entry stale rather than letting it outlive the change.
+        let epoch = self.store.caches.epoch();
+        let claims = tokens.verify_claims(token, true)?;
+        let principal = Arc::new(self.principal_of(&claims).await?);
+        Ok(tokens.remember(token, claims, principal, epoch).principal.clone())
+    }
+
+    /// Verifies an access token for any audience (a token exchange's
+    /// subject token, introspection), with its principal as it is now.
+    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedAccess, Error> {
+        let tokens = self.access_tokens()?;
+        let claims = tokens.verify_claims(token, false)?;
+        let principal = Arc::new(self.principal_of(&claims).await?);
+        Ok(VerifiedAccess::unremembered(claims, principal))
+    }
+
+    /// Revokes the access token `jti` (expiring at `exp`, seconds) on
+    /// this replica at once; others learn it from the database within
+    /// [`REVOCATION_POLL`].
+    pub async fn revoke_access_token(&self, jti: &str, exp: i64) -> Result<(), Error> {
+        self.store
+            .revoke_jti(jti, exp.saturating_mul(1_000_000))
+            .await?;
+        if let Some(tokens) = &self.tokens {
+            tokens.note_revoked(jti.to_owned(), exp);
+        }
+        self.store.caches.bump();
+        Ok(())
+    }
+
+    /// Loads the revocations other replicas recorded, until `shutdown`.
+    pub async fn poll_revocations(self, shutdown: tokio_util::sync::CancellationToken) {
+        let Some(tokens) = self.tokens.clone() else {
+            return;
+        };
+        let mut since = 0;
+        loop {
+            match self.store.revoked_jtis_since(since).await {
+                Ok(rows) => {
+                    let fresh = !rows.is_empty();
+                    for (jti, exp, revoked) in rows {
+                        since = since.max(revoked);
+                        tokens.note_revoked(jti, exp.div_euclid(1_000_000));
+                    }
+                    if fresh {
+                        self.store.caches.bump();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "loading token revocations"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(REVOCATION_POLL) => {}
+            }
+        }
+    }
+
+    fn access_tokens(&self) -> Result<&AccessTokens, Error> {
+        self.tokens
+            .as_deref()
+            .ok_or_else(|| Error::Unauthenticated("access tokens are not accepted here".into()))
+    }
+
+    /// The principal an access token acts as now: it must still exist
+    /// (same uid), be active, in an active organization.
+    async fn principal_of(&self, claims: &AccessClaims) -> Result<Principal, Error> {
+        let gone = || Error::Unauthenticated("the token's principal no longer exists".into());
+        let name = AccessTokens::subject(claims)?;
+        let record = self
+            .store
+            .principal_record(name.clone())
+            .await?
+            .ok_or_else(gone)?;
+        if !record.active {
+            return Err(Error::Unauthenticated(format!("{name} is disabled")));
+        }
+        match self.store.get_organization(&name.org).await {
+            Ok(org) if org.row.is_active() => {}
+            Ok(_) => {
+                return Err(Error::PermissionDenied(format!(
+                    "organizations/{} is suspended",
+                    name.org
+                )));
+            }
+            Err(Error::NotFound { .. }) => return Err(gone()),
+            Err(e) => return Err(e),
+        }
+        AccessTokens::principal_of(claims, &record.principal, &record.uid)
     }
 
     /// The store credentials resolve against.
@@ -60,13 +171,46 @@ impl Credentials {
     /// Resolves a bearer credential to its (capped, scoped) principal;
     /// UNAUTHENTICATED when it is not a valid one.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Principal>, Error> {
-        match first_step(&self.store, token) {
+        match self.first_step(token) {
             Step::Known(Authentication::Principal(p)) => Ok(p),
             Step::Known(Authentication::Refused(e)) => Err(e),
             Step::Known(Authentication::Anonymous) => {
                 Err(Error::Unauthenticated(CREDENTIALS_REQUIRED.into()))
             }
-            Step::Lookup(key) => self.store.authenticate_key(&key).await,
+            Step::Lookup(lookup) => self.lookup(lookup).await,
+        }
+    }
+
+    async fn lookup(&self, lookup: Lookup) -> Result<Arc<Principal>, Error> {
+        match lookup {
+            Lookup::Key(key) => self.store.authenticate_key(&key).await,
+            Lookup::Jwt(token) => self.resolve_jwt(&token).await,
+        }
+    }
+
+    /// Answers from the caches when they can.
+    fn first_step(&self, token: &str) -> Step {
+        if looks_like_jwt(token) {
+            let Some(tokens) = &self.tokens else {
+                return Step::Known(Authentication::Refused(Error::Unauthenticated(
+                    "access tokens are not accepted here".into(),
+                )));
+            };
+            return match tokens.cached(token, self.store.caches.epoch()) {
+                Some(p) => Step::Known(Authentication::Principal(p)),
+                None => Step::Lookup(Lookup::Jwt(token.to_owned())),
+            };
+        }
+        let Some(key) = PresentedKey::parse(token) else {
+            return Step::Known(Authentication::Refused(Error::Unauthenticated(
+                "unsupported credential: expected an access token (JWT) or a Tollgate API key (tg_…)"
+                    .into(),
+            )));
+        };
+        match self.store.resolved_key(&key) {
+            Some(Ok(principal)) => Step::Known(Authentication::Principal(principal)),
+            Some(Err(e)) => Step::Known(Authentication::Refused(e)),
+            None => Step::Lookup(Lookup::Key(key)),
         }
     }
 
@@ -173,7 +317,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let step = match credential(req.headers()) {
-            Ok(Some(token)) => first_step(&self.credentials.store, token),
+            Ok(Some(token)) => self.credentials.first_step(token),
             Ok(None) => Step::Known(Authentication::Anonymous),
             Err(e) => Step::Known(Authentication::Refused(e)),
         };
@@ -187,16 +331,16 @@ where
                     lookup: None,
                 }
             }
-            Step::Lookup(key) => {
+            Step::Lookup(lookup) => {
                 // Called later: take the ready service along and leave a
                 // clone (tower's clone-and-swap).
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                let store = self.credentials.store.clone();
+                let credentials = self.credentials.clone();
                 AuthenticateFuture {
                     inner: None,
                     lookup: Some(Box::pin(async move {
-                        let authentication = match store.authenticate_key(&key).await {
+                        let authentication = match credentials.lookup(lookup).await {
                             Ok(principal) => Authentication::Principal(principal),
                             Err(e) => Authentication::Refused(e),
                         };
@@ -224,27 +368,23 @@ fn note<B>(req: &mut Request<B>, authentication: Authentication) {
 enum Step {
     /// Decided.
     Known(Authentication),
-    /// A well-formed key the caches do not know yet.
-    Lookup(PresentedKey),
+    /// A well-formed credential the caches do not know yet.
+    Lookup(Lookup),
 }
 
-/// Answers from the caches when they can.
-fn first_step(store: &Store, token: &str) -> Step {
-    let Some(key) = PresentedKey::parse(token) else {
-        return Step::Known(Authentication::Refused(Error::Unauthenticated(
-            "unsupported credential: expected a Tollgate API key (tg_…)".into(),
-        )));
-    };
-    match store.resolved_key(&key) {
-        Some(Ok(principal)) => Step::Known(Authentication::Principal(principal)),
-        Some(Err(e)) => Step::Known(Authentication::Refused(e)),
-        None => Step::Lookup(key),
-    }
+/// What must be looked up.
+enum Lookup {
+    /// An API key.
+    Key(PresentedKey),
+    /// An access token to verify.
+    Jwt(String),
 }
+
+/// How soon a revocation on another replica takes effect here.
+pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The message for a call that needs credentials and has none.
-pub const CREDENTIALS_REQUIRED: &str =
-    "credentials required: send 'authorization: Bearer <API key>' or 'x-api-key: <API key>'";
+pub const CREDENTIALS_REQUIRED: &str = "credentials required: send 'authorization: Bearer <access token or API key>' or 'x-api-key: <API key>'";
 
 /// The presented credential, `None` when there is none: `authorization:
 /// Bearer …` wins over `x-api-key`. A malformed header is refused rather

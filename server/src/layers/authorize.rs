@@ -69,6 +69,13 @@ impl Caller {
         Ok(&self.principal)
     }
 
+    /// The org-scoped check against the caller's own organization, for
+    /// methods whose target is the caller's own business (introspecting a
+    /// token it holds).
+    pub fn authorize_own(&self) -> domain::Result<&Arc<Principal>> {
+        self.authorize(&self.principal.org)
+    }
+
     /// For collections that span organizations (ListOrganizations): a
     /// platform admin sees all (`None`), anyone else only their own
     /// organization, and only if the permission holds there.

@@ -1,0 +1,198 @@
+//! Access tokens as credentials: verified once, then served from a cache
+//! keyed by the whole token, so the hot path pays one hash lookup instead
+//! of a signature check per call.
+//!
+//! A cached answer is trusted while three things hold: the token has not
+//! expired (checked on every hit), no change was applied to the caches
+//! since it was resolved (the [`Caches::epoch`] it was resolved in; a
+//! principal disabled, demoted or deleted changes the epoch), and its
+//! `jti` was not revoked (a revocation changes the epoch too, and the
+//! revoked set is consulted when the token is resolved again).
+//!
+//! [`Caches::epoch`]: crate::store::Caches::epoch
+
+use std::{sync::Arc, time::Duration};
+
+use moka::sync::Cache;
+
+use super::{
+    claims::{ACCESS_TOKEN_TYP, AccessClaims},
+    keys::{Expect, KeyRing, LEEWAY},
+};
+use crate::domain::{
+    Error, Result,
+    authz::Principal,
+    names::PrincipalName,
+    now_micros,
+    scope::Scopes,
+};
+
+/// A verified access token and the principal it acts as.
+#[derive(Debug)]
+pub struct VerifiedAccess {
+    /// Its claims.
+    pub claims: AccessClaims,
+    /// The principal, with its current roles, narrowed to the token's
+    /// scopes.
+    pub principal: Arc<Principal>,
+    /// The cache epoch it was resolved in.
+    epoch: u64,
+}
+
+impl VerifiedAccess {
+    /// A verified token not kept in the cache (subject tokens of a token
+    /// exchange, introspection).
+    pub fn unremembered(claims: AccessClaims, principal: Arc<Principal>) -> Self {
+        Self {
+            claims,
+            principal,
+            epoch: 0,
+        }
+    }
+}
+
+/// How many verified tokens to remember.
+const CAPACITY: u64 = 50_000;
+/// An upper bound on any entry's life; expiry is checked on every hit.
+const MAX_LIFE: Duration = Duration::from_secs(10 * 60);
+
+/// Verifies Tollgate's access tokens for calls to Tollgate.
+pub struct AccessTokens {
+    keys: KeyRing,
+    issuer: String,
+    verified: Cache<Arc<str>, Arc<VerifiedAccess>>,
+    /// Revoked jtis until their token's expiry (seconds).
+    revoked: Cache<String, i64>,
+}
+
+impl AccessTokens {
+    /// Verifies tokens signed by `keys` and issued by `issuer`.
+    pub fn new(keys: KeyRing, issuer: String) -> Self {
+        Self {
+            keys,
+            issuer,
+            verified: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(MAX_LIFE)
+                .build(),
+            revoked: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(super::keys::MAX_TOKEN_TTL + LEEWAY)
+                .build(),
+        }
+    }
+
+    /// The issuer tokens must name.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The cached answer for `token` when still good in `epoch`; `None`
+    /// when it must be verified.
+    pub fn cached(&self, token: &str, epoch: u64) -> Option<Arc<Principal>> {
+        let hit = self.verified.get(token)?;
+        if hit.epoch != epoch || hit.claims.exp <= now_micros() / 1_000_000 {
+            return None;
+        }
+        Some(hit.principal.clone())
+    }
+
+    /// Checks the signature and claims of `token` (Tollgate's audience
+    /// when `for_tollgate`, any audience otherwise) and that it is not
+    /// revoked.
+    pub fn verify_claims(&self, token: &str, for_tollgate: bool) -> Result<AccessClaims> {
+        let claims: AccessClaims = self.keys.verify(
+            token,
+            &Expect {
+                typ: ACCESS_TOKEN_TYP,
+                issuer: &self.issuer,
+                audience: for_tollgate.then_some(self.issuer.as_str()),
+                leeway_secs: LEEWAY.as_secs(),
+            },
+        )?;
+        if self.revoked.contains_key(&claims.jti) {
+            return Err(Error::Unauthenticated("token revoked".into()));
+        }
+        Ok(claims)
+    }
+
+    /// The principal `claims` name, scoped, given what the principal is
+    /// now (`record`: its current roles and uid).
+    pub fn principal_of(
+        claims: &AccessClaims,
+        current: &Principal,
+        current_uid: &str,
+    ) -> Result<Principal> {
+        if claims.uid != current_uid {
+            // Deleted and re-created under the same name.
+            return Err(Error::Unauthenticated(
+                "the token's principal no longer exists".into(),
+            ));
+        }
+        let scopes = Scopes::parse("scope", &claims.scope)
+            .map_err(|_| Error::Unauthenticated("token with unreadable scopes".into()))?;
+        Ok(Principal::new(
+            current.org.clone(),
+            current.kind,
+            current.id.clone(),
+            current.roles.clone(),
+        )
+        .with_scopes(Scopes::Only(scopes)))
+    }
+
+    /// The subject of `claims`, parsed.
+    pub fn subject(claims: &AccessClaims) -> Result<PrincipalName> {
+        PrincipalName::parse_any("sub", &claims.sub)
+            .map_err(|_| Error::Unauthenticated("token with an unreadable subject".into()))
+    }
+
+    /// Remembers a verified token for calls in `epoch`.
+    pub fn remember(
+        &self,
+        token: &str,
+        claims: AccessClaims,
+        principal: Arc<Principal>,
+        epoch: u64,
+    ) -> Arc<VerifiedAccess> {
+        let entry = Arc::new(VerifiedAccess {
+            claims,
+            principal,
+            epoch,
+        });
+        self.verified.insert(Arc::from(token), entry.clone());
+        entry
+    }
+
+    /// Records a revoked jti (until `exp`, seconds).
+    pub fn note_revoked(&self, jti: String, exp: i64) {
+        self.revoked.insert(jti, exp);
+    }
+}
+
+/// Whether `token` is shaped like a JWT (three base64url parts), so API
+/// keys and garbage never reach the JSON parser.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut dots = 0;
+    for b in token.bytes() {
+        match b {
+            b'.' => dots += 1,
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            _ => return false,
+        }
+    }
+    dots == 2 && token.len() <= 8 * 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt("eyJh.eyJz.c2ln"));
+        assert!(!looks_like_jwt("tg_abc_def"));
+        assert!(!looks_like_jwt("a.b"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt("a.b=.c"));
+    }
+}
