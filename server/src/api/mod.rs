@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod error;
 pub mod organizations;
 pub mod service_accounts;
+pub mod signing_keys;
 pub mod users;
 
 use tollgate::tollgate::v1::user;
