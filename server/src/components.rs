@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin,
     listener::{Limits, Listener, Stats},
+    oauth::keys::KeyRing,
+    store::Store,
 };
 
 /// Serves `router` on the main listener, bounded by `limits`, over TLS
@@ -49,4 +51,15 @@ pub async fn admin(
     token: CancellationToken,
 ) -> anyhow::Result<()> {
     settings.serve(admin::router(ready), listener, token).await
+}
+
+/// Keeps `keys` current until `token` is cancelled: reloads them every
+/// 30 s and rotates every `rotate_every` (see [`crate::oauth::refresher`]).
+pub async fn signing_keys(
+    keys: KeyRing,
+    store: Store,
+    rotate_every: Option<Duration>,
+    token: CancellationToken,
+) {
+    crate::oauth::refresher::run(keys, store, rotate_every, token).await
 }

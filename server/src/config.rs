@@ -199,6 +199,21 @@ pub struct Settings {
     /// its body (a shorter grpc-timeout wins); 0 for no limit.
     #[arg(long, env = "TOLLGATE_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: Option<u64>,
+    /// The public base URL of this server as OAuth clients reach it: the
+    /// `iss` of every token and the base of discovery. Default
+    /// `http://<listen address>` (`https://` with TLS).
+    #[arg(long, env = "TOLLGATE_ISSUER")]
+    pub issuer: Option<String>,
+    /// A file holding the key-encryption key (32 random bytes, base64)
+    /// that encrypts the signing keys in the database. Default with
+    /// SQLite: `kek` beside the database file, created at first start;
+    /// required with PostgreSQL.
+    #[arg(long, env = "TOLLGATE_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// Days between scheduled signing key rotations; 0 rotates only on
+    /// demand (RotateSigningKey).
+    #[arg(long, env = "TOLLGATE_SIGNING_KEY_ROTATION_DAYS")]
+    pub signing_key_rotation_days: Option<u64>,
 }
 
 impl Settings {
@@ -250,6 +265,13 @@ impl Settings {
                 .http2_keepalive_timeout_secs
                 .or(file.http2_keepalive_timeout_secs),
             request_timeout_secs: self.request_timeout_secs.or(file.request_timeout_secs),
+            issuer: self.issuer.or(file.issuer),
+            key_encryption_key_file: self
+                .key_encryption_key_file
+                .or(file.key_encryption_key_file),
+            signing_key_rotation_days: self
+                .signing_key_rotation_days
+                .or(file.signing_key_rotation_days),
         }
     }
 
@@ -303,8 +325,15 @@ impl Settings {
             request_timeout: or_off(self.request_timeout_secs, dl.request_timeout),
             max_body_bytes: self.max_body_bytes.unwrap_or(dl.max_body_bytes),
         };
+        let listen = self.listen.unwrap_or(d.listen);
+        let tls = self.tls_cert.is_some() && self.tls_key.is_some();
+        let issuer = self
+            .issuer
+            .unwrap_or_else(|| default_issuer(listen, tls))
+            .trim_end_matches('/')
+            .to_owned();
         Config {
-            listen: self.listen.unwrap_or(d.listen),
+            listen,
             admin_listen: self.admin_listen.unwrap_or(d.admin_listen),
             database_url: self.database_url.unwrap_or(d.database_url),
             db_pool_size: self.db_pool_size.unwrap_or(d.db_pool_size),
@@ -334,6 +363,13 @@ impl Settings {
             tls_key: self.tls_key,
             admin_tls: self.admin_tls.unwrap_or(d.admin_tls),
             limits,
+            issuer,
+            key_encryption_key_file: self.key_encryption_key_file,
+            signing_key_rotation: match self.signing_key_rotation_days {
+                Some(0) => None,
+                Some(days) => Some(Duration::from_secs(days.saturating_mul(DAY_SECS))),
+                None => d.signing_key_rotation,
+            },
         }
     }
 }
@@ -387,6 +423,33 @@ pub struct Config {
     /// The bounds on clients of both listeners: connections, streams,
     /// header and body sizes, timeouts (see [`Limits`] for each default).
     pub limits: Limits,
+    /// The OAuth issuer: `iss` of every token, base of discovery; an
+    /// absolute http(s) URL without a trailing slash. Default
+    /// `http://<listen>` (`--issuer`, `TOLLGATE_ISSUER`).
+    pub issuer: String,
+    /// The key-encryption key file as set (`--key-encryption-key-file`);
+    /// see [`Config::key_encryption_key_file`] for the default.
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// Time between scheduled signing key rotations; `None`: on demand
+    /// only. Default 30 days (`--signing-key-rotation-days`, 0 for never).
+    pub signing_key_rotation: Option<Duration>,
+}
+
+const DAY_SECS: u64 = 24 * 60 * 60;
+
+/// `http://<listen>`, or `https://` when the listener serves TLS.
+fn default_issuer(listen: SocketAddr, tls: bool) -> String {
+    format!("{}://{listen}", if tls { "https" } else { "http" })
+}
+
+/// Where the key-encryption key is read from, and whether Tollgate may
+/// create it there when it is missing (the embedded default only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Whether this is the SQLite default, created at first start.
+    pub create_if_missing: bool,
 }
 
 impl Config {
@@ -395,7 +458,30 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
         self.tls_files()?;
+        check_issuer(&self.issuer)?;
         Ok(())
+    }
+
+    /// The key-encryption key file: the one set, or with SQLite `kek`
+    /// beside the database file (created when missing); `None` with
+    /// PostgreSQL and nothing set.
+    pub fn key_encryption_key_file(&self) -> Option<KekFile> {
+        if let Some(path) = &self.key_encryption_key_file {
+            return Some(KekFile {
+                path: path.clone(),
+                create_if_missing: false,
+            });
+        }
+        match crate::store::Target::parse(&self.database_url) {
+            Ok(crate::store::Target::Sqlite(db)) => Some(KekFile {
+                path: db
+                    .parent()
+                    .map(|d| d.join("kek"))
+                    .unwrap_or_else(|| PathBuf::from("kek")),
+                create_if_missing: true,
+            }),
+            _ => None,
+        }
     }
 
     /// The certificate and key paths when TLS is on; an error when only
@@ -414,6 +500,29 @@ impl Config {
                 "--tls-key is set but --tls-cert is not: TLS needs both (plaintext neither)"
             )),
         }
+    }
+}
+
+/// An issuer is an absolute `http` or `https` URL with a host and no
+/// query or fragment (RFC 8414 section 2).
+fn check_issuer(issuer: &str) -> anyhow::Result<()> {
+    let rest = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"));
+    let ok = rest.is_some_and(|rest| {
+        let host = rest.split('/').next().unwrap_or_default();
+        !host.is_empty()
+            && !host.contains('@')
+            && !rest.contains(['?', '#'])
+            && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "--issuer '{issuer}' must be an absolute http:// or https:// URL with a host \
+             and without query or fragment, e.g. https://auth.example.com"
+        ))
     }
 }
 
@@ -436,6 +545,9 @@ impl Default for Config {
             tls_key: None,
             admin_tls: false,
             limits: Limits::default(),
+            issuer: default_issuer(SocketAddr::from(([127, 0, 0, 1], 8080)), false),
+            key_encryption_key_file: None,
+            signing_key_rotation: Some(Duration::from_secs(30 * DAY_SECS)),
         }
     }
 }
@@ -525,6 +637,73 @@ mod tests {
         ] {
             let e = config.validate().unwrap_err().to_string();
             assert!(e.contains(flag), "{e}");
+        }
+    }
+
+    #[test]
+    fn oauth_settings_resolve_with_defaults() {
+        let c = Cli::try_parse_from(["tollgate", "--listen", "127.0.0.1:7003"])
+            .unwrap()
+            .serve
+            .resolve();
+        assert_eq!(c.issuer, "http://127.0.0.1:7003");
+        assert_eq!(
+            c.signing_key_rotation,
+            Some(Duration::from_secs(30 * DAY_SECS))
+        );
+        assert_eq!(
+            c.key_encryption_key_file(),
+            Some(KekFile {
+                path: PathBuf::from("data/kek"),
+                create_if_missing: true
+            })
+        );
+        let file: Settings = toml::from_str(
+            "issuer = \"https://auth.example.com/\"\nsigning_key_rotation_days = 0\n\
+             database_url = \"postgres://db/x\"",
+        )
+        .unwrap();
+        let c = Settings::default().or(file).resolve();
+        assert_eq!(
+            c.issuer, "https://auth.example.com",
+            "trailing slash stripped"
+        );
+        assert_eq!(c.signing_key_rotation, None, "0: never on schedule");
+        assert_eq!(
+            c.key_encryption_key_file(),
+            None,
+            "no default with PostgreSQL"
+        );
+        let c = Cli::try_parse_from(["tollgate", "--key-encryption-key-file", "/k"])
+            .unwrap()
+            .serve
+            .resolve();
+        assert_eq!(
+            c.key_encryption_key_file().map(|k| k.create_if_missing),
+            Some(false),
+            "a file that is set is never created"
+        );
+    }
+
+    #[test]
+    fn the_issuer_must_be_an_absolute_http_url() {
+        let with = |issuer: &str| Config {
+            issuer: issuer.into(),
+            ..Config::default()
+        };
+        for good in ["http://127.0.0.1:8080", "https://auth.example.com/tenant"] {
+            assert!(with(good).validate().is_ok(), "{good}");
+        }
+        for bad in [
+            "auth.example.com",
+            "ftp://auth.example.com",
+            "https://",
+            "https://a.example.com/?x=1",
+            "https://a.example.com/#f",
+            "https://user@a.example.com",
+        ] {
+            let e = with(bad).validate().unwrap_err().to_string();
+            assert!(e.contains("--issuer"), "{bad}: {e}");
         }
     }
 

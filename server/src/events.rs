@@ -55,11 +55,16 @@ pub enum EventKind {
     ApiKeyCreated,
     /// An API key was revoked.
     ApiKeyRevoked,
+    /// A signing key was created (first start or rotation).
+    SigningKeyCreated,
+    /// A newer signing key takes over from this one: its deactivate and
+    /// retire times were set.
+    SigningKeyReplaced,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::OrganizationCreated,
         EventKind::OrganizationUpdated,
         EventKind::OrganizationDeleted,
@@ -72,6 +77,8 @@ impl EventKind {
         EventKind::ServiceAccountDeleted,
         EventKind::ApiKeyCreated,
         EventKind::ApiKeyRevoked,
+        EventKind::SigningKeyCreated,
+        EventKind::SigningKeyReplaced,
     ];
 
     /// The name in `Event.type` and in NATS subjects.
@@ -89,6 +96,8 @@ impl EventKind {
             EventKind::ServiceAccountDeleted => "serviceAccount.deleted",
             EventKind::ApiKeyCreated => "apiKey.created",
             EventKind::ApiKeyRevoked => "apiKey.revoked",
+            EventKind::SigningKeyCreated => "signingKey.created",
+            EventKind::SigningKeyReplaced => "signingKey.replaced",
         }
     }
 

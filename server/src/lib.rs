@@ -89,6 +89,8 @@ pub struct App {
     /// The main listener's live counts (connections, requests in flight),
     /// which tests read to see the bounds work.
     pub listener_stats: Arc<listener::Stats>,
+    /// The signing keys of the tokens Tollgate issues and verifies.
+    pub keys: oauth::keys::KeyRing,
 }
 
 /// Checks the configuration, loads the TLS certificate, reads policies,
@@ -112,6 +114,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
         bootstrap::announce(key, config.bootstrap_key_file.as_deref())
             .context("writing the bootstrap key file")?;
     }
+    let keys = oauth::keys::KeyRing::open(&store, &config)
+        .await
+        .context("loading the signing keys")?;
     Ok(App {
         config,
         store,
@@ -120,6 +125,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
         extra: None,
         tls,
         listener_stats: Arc::default(),
+        keys,
     })
 }
 
@@ -300,6 +306,7 @@ pub async fn run(
         policies,
         tls,
         listener_stats,
+        keys,
         ..
     } = app;
     let reload_task = tls
@@ -333,6 +340,12 @@ pub async fn run(
         token.clone(),
     ));
     let upkeep_task = tokio::spawn(admin::upkeep(admin::prometheus(), token.clone()));
+    let keys_task = tokio::spawn(components::signing_keys(
+        keys,
+        store.clone(),
+        config.signing_key_rotation,
+        token.clone(),
+    ));
 
     let grpc_addr = listener.local_addr()?;
     tracing::info!(
@@ -356,6 +369,7 @@ pub async fn run(
     token.cancel();
     let _ = health_task.await;
     let _ = upkeep_task.await;
+    let _ = keys_task.await;
     if let Some(task) = reload_task {
         let _ = task.await;
     }

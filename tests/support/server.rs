@@ -89,8 +89,13 @@ where
 
 /// Where a server's data lives; removed when dropped.
 enum Storage {
-    Sqlite { dir: TempDir, url: String },
-    Postgres(PgSchema),
+    Sqlite {
+        dir: TempDir,
+        url: String,
+    },
+    /// The schema, and a directory with the key-encryption key, which
+    /// PostgreSQL has no default for.
+    Postgres(PgSchema, TempDir),
 }
 
 impl Storage {
@@ -104,11 +109,19 @@ impl Storage {
                 let url = format!("sqlite://{}", dir.path().join(SQLITE_FILE).display());
                 Ok(Storage::Sqlite { dir, url })
             }
-            Backend::Postgres { url } => Ok(Storage::Postgres(
-                PgSchema::create(url)
-                    .await
-                    .context("creating a PostgreSQL test schema")?,
-            )),
+            Backend::Postgres { url } => {
+                let dir = tempfile::Builder::new()
+                    .prefix("tollgate-e2e-kek-")
+                    .tempdir()
+                    .context("creating a temporary directory")?;
+                tollgate_server::oauth::keys::Kek::create_file(&dir.path().join("kek"))?;
+                Ok(Storage::Postgres(
+                    PgSchema::create(url)
+                        .await
+                        .context("creating a PostgreSQL test schema")?,
+                    dir,
+                ))
+            }
         }
     }
 
@@ -167,7 +180,7 @@ impl Storage {
     fn url(&self) -> &str {
         match self {
             Storage::Sqlite { url, .. } => url,
-            Storage::Postgres(schema) => schema.url(),
+            Storage::Postgres(schema, _) => schema.url(),
         }
     }
 }
@@ -303,6 +316,9 @@ impl TestServer {
             db_pool_size: 8,
             ..Default::default()
         };
+        if let Storage::Postgres(_, kek) = &self.storage {
+            config.key_encryption_key_file = Some(kek.path().join("kek"));
+        }
         if let Some(configure) = &self.configure {
             configure(&mut config);
         }
@@ -449,7 +465,7 @@ impl TestServer {
     /// The PostgreSQL schema of this server, if it runs on PostgreSQL.
     pub fn pg_schema(&self) -> Option<&PgSchema> {
         match &self.storage {
-            Storage::Postgres(schema) => Some(schema),
+            Storage::Postgres(schema, _) => Some(schema),
             Storage::Sqlite { .. } => None,
         }
     }

@@ -8,6 +8,7 @@ pub mod authorization;
 pub mod error;
 pub mod organizations;
 pub mod service_accounts;
+pub mod signing_keys;
 pub mod users;
 
 use tollgate::tollgate::v1::user;

@@ -1,8 +1,27 @@
 //! Tollgate as an OAuth 2.1 / OpenID Connect provider.
 //!
-//! - [`error`]: the RFC error codes, rendered as RFC JSON or as statuses;
+//! - [`keys`]: the signing keys ([`keys::KeyRing`]): creation at first
+//!   start, rotation, the JWKS document, and signing and verifying JWTs;
+//!   [`kek`]: the key-encryption key that encrypts the keys' private parts
+//!   in the database; [`jwk`]: key material: generation, signatures,
+//!   public JWKs; [`refresher`]: the background task that reloads and
+//!   rotates the keys.
 //! - [`claims`]: what access and ID tokens say.
-pub mod error;
-pub mod claims;
+//! - [`provider`]: the grants, introspection and revocation, shared by the
+//!   HTTP endpoints and `TokenService`; [`endpoints`]: the HTTP endpoints
+//!   (discovery, JWKS, token, introspect, revoke, userinfo).
+//! - [`verifier`]: access tokens as credentials, verified once and cached.
+//! - [`throttle`]: the brute-force lockout of sign-ins and client
+//!   authentication.
+//! - [`error`]: the RFC error codes, rendered as RFC JSON or as statuses.
 
+pub mod claims;
+pub mod endpoints;
+pub mod error;
+pub mod jwk;
+pub mod kek;
+pub mod keys;
+pub mod provider;
+pub mod refresher;
 pub mod throttle;
+pub mod verifier;

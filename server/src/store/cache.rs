@@ -135,6 +135,8 @@ impl Caches {
                     self.resolved.invalidate(&n.key);
                 })
             }
+            // Not cached here: the key ring reloads them itself.
+            EventKind::SigningKeyCreated | EventKind::SigningKeyReplaced => Ok(()),
         };
         if let Err(v) = parsed {
             tracing::warn!(%resource, error = %v.description, "unreadable event resource; flushing caches");

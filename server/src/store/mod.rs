@@ -20,6 +20,7 @@ pub mod organizations;
 pub mod outbox;
 pub mod principals;
 pub mod schema;
+pub mod signing_keys;
 pub mod tokens;
 pub mod versioned;
 
