@@ -55,11 +55,19 @@ pub enum EventKind {
     ApiKeyCreated,
     /// An API key was revoked.
     ApiKeyRevoked,
+    /// An OAuth client was created.
+    OAuthClientCreated,
+    /// An OAuth client's settings or state changed.
+    OAuthClientUpdated,
+    /// An OAuth client was deleted, with its codes and refresh tokens.
+    OAuthClientDeleted,
+    /// An OAuth client got a new secret.
+    OAuthClientSecretRotated,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::OrganizationCreated,
         EventKind::OrganizationUpdated,
         EventKind::OrganizationDeleted,
@@ -72,6 +80,10 @@ impl EventKind {
         EventKind::ServiceAccountDeleted,
         EventKind::ApiKeyCreated,
         EventKind::ApiKeyRevoked,
+        EventKind::OAuthClientCreated,
+        EventKind::OAuthClientUpdated,
+        EventKind::OAuthClientDeleted,
+        EventKind::OAuthClientSecretRotated,
     ];
 
     /// The name in `Event.type` and in NATS subjects.
@@ -89,6 +101,10 @@ impl EventKind {
             EventKind::ServiceAccountDeleted => "serviceAccount.deleted",
             EventKind::ApiKeyCreated => "apiKey.created",
             EventKind::ApiKeyRevoked => "apiKey.revoked",
+            EventKind::OAuthClientCreated => "oauthClient.created",
+            EventKind::OAuthClientUpdated => "oauthClient.updated",
+            EventKind::OAuthClientDeleted => "oauthClient.deleted",
+            EventKind::OAuthClientSecretRotated => "oauthClient.secretRotated",
         }
     }
 
