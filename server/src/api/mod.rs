@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod error;
+pub mod oauth_clients;
 pub mod organizations;
 pub mod service_accounts;
 pub mod users;
