@@ -434,10 +434,10 @@ fn guard_bound(
     cur: &OAuthClientRow,
     guard: &dyn Fn(&Roles) -> Result<()>,
 ) -> Result<()> {
-    if let Some(sa) = cur.service_account() {
-        if let Some((roles, _, _)) = load_any(conn, &sa, Lock::None)? {
-            guard(&roles)?;
-        }
+    if let Some(sa) = cur.service_account()
+        && let Some((roles, _, _)) = load_any(conn, &sa, Lock::None)?
+    {
+        guard(&roles)?;
     }
     Ok(())
 }
