@@ -60,11 +60,19 @@ pub enum EventKind {
     /// A newer signing key takes over from this one: its deactivate and
     /// retire times were set.
     SigningKeyReplaced,
+    /// An OAuth client was created.
+    OAuthClientCreated,
+    /// An OAuth client's settings or state changed.
+    OAuthClientUpdated,
+    /// An OAuth client was deleted, with its codes and refresh tokens.
+    OAuthClientDeleted,
+    /// An OAuth client got a new secret.
+    OAuthClientSecretRotated,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::OrganizationCreated,
         EventKind::OrganizationUpdated,
         EventKind::OrganizationDeleted,
@@ -79,6 +87,10 @@ impl EventKind {
         EventKind::ApiKeyRevoked,
         EventKind::SigningKeyCreated,
         EventKind::SigningKeyReplaced,
+        EventKind::OAuthClientCreated,
+        EventKind::OAuthClientUpdated,
+        EventKind::OAuthClientDeleted,
+        EventKind::OAuthClientSecretRotated,
     ];
 
     /// The name in `Event.type` and in NATS subjects.
@@ -98,6 +110,10 @@ impl EventKind {
             EventKind::ApiKeyRevoked => "apiKey.revoked",
             EventKind::SigningKeyCreated => "signingKey.created",
             EventKind::SigningKeyReplaced => "signingKey.replaced",
+            EventKind::OAuthClientCreated => "oauthClient.created",
+            EventKind::OAuthClientUpdated => "oauthClient.updated",
+            EventKind::OAuthClientDeleted => "oauthClient.deleted",
+            EventKind::OAuthClientSecretRotated => "oauthClient.secretRotated",
         }
     }
 

@@ -178,6 +178,14 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
             services::Services::boxed(reflection_v1alpha),
         ),
     ];
+    let oauth_clients =
+        tollgate::tollgate::v1::o_auth_client_service_server::OAuthClientServiceServer::new(
+            api::oauth_clients::OAuthClients::new(app.store.clone()),
+        );
+    others.push((
+        named(&oauth_clients),
+        services::Services::boxed(oauth_clients),
+    ));
     if let Some(extra) = &app.extra {
         for name in &extra.services {
             others.push((

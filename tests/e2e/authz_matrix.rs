@@ -8,15 +8,21 @@ use std::collections::BTreeSet;
 use tollgate_client::tonic::Status;
 use tollgate_e2e::{
     Client, Code, TestServer, each_backend,
-    fixtures::{create_key, create_org, create_sa, create_user, mask, org_name, roles},
+    fixtures::{
+        create_key, create_oauth_client, create_org, create_sa, create_user, mask, oauth_clients,
+        org_name, roles,
+    },
     rpc::assert_error_info,
     v1::{
-        ApiKey, CreateApiKeyRequest, CreateOrganizationRequest, CreateServiceAccountRequest,
-        CreateUserRequest, DeleteOrganizationRequest, DeleteServiceAccountRequest,
-        DeleteUserRequest, GetApiKeyRequest, GetOrganizationRequest, GetServiceAccountRequest,
-        GetUserRequest, ListApiKeysRequest, ListOrganizationsRequest, ListServiceAccountsRequest,
-        ListUsersRequest, Organization, RevokeApiKeyRequest, ServiceAccount, SetPasswordRequest,
-        UpdateOrganizationRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
+        ApiKey, CreateApiKeyRequest, CreateOAuthClientRequest, CreateOrganizationRequest,
+        CreateServiceAccountRequest, CreateUserRequest, DeleteOAuthClientRequest,
+        DeleteOrganizationRequest, DeleteServiceAccountRequest, DeleteUserRequest,
+        GetApiKeyRequest, GetOAuthClientRequest, GetOrganizationRequest, GetServiceAccountRequest,
+        GetUserRequest, ListApiKeysRequest, ListOAuthClientsRequest, ListOrganizationsRequest,
+        ListServiceAccountsRequest, ListUsersRequest, OAuthClient, Organization,
+        RevokeApiKeyRequest, RotateOAuthClientSecretRequest, ServiceAccount, SetPasswordRequest,
+        UpdateOAuthClientRequest, UpdateOrganizationRequest, UpdateServiceAccountRequest,
+        UpdateUserRequest, User, o_auth_client::ClientType,
     },
 };
 
@@ -97,6 +103,12 @@ const ROWS: &[Row] = &[
     row("ApiKeyService/GetApiKey", Min::Viewer),
     row("ApiKeyService/ListApiKeys", Min::Viewer),
     row("ApiKeyService/RevokeApiKey", Min::Editor),
+    row("OAuthClientService/CreateOAuthClient", Min::Editor),
+    row("OAuthClientService/GetOAuthClient", Min::Viewer),
+    row("OAuthClientService/ListOAuthClients", Min::Viewer),
+    row("OAuthClientService/UpdateOAuthClient", Min::Editor),
+    row("OAuthClientService/DeleteOAuthClient", Min::Editor),
+    row("OAuthClientService/RotateOAuthClientSecret", Min::Editor),
 ];
 
 impl Row {
@@ -147,6 +159,8 @@ struct World {
     worker_key: String,
     /// A viewer service account for the non-destructive calls.
     bot: String,
+    /// A confidential OAuth client acting as `bot`.
+    app: String,
 }
 
 impl World {
@@ -181,12 +195,16 @@ impl World {
             .name;
         let worker_key = create_key(&platform, &worker, "worker").await.name;
         let bot = create_sa(&platform, "acme", "bot", &["viewer"]).await.name;
+        let app = create_oauth_client(&platform, "acme", "app", false, Some(&bot))
+            .await
+            .name;
         Self {
             platform,
             callers,
             worker,
             worker_key,
             bot,
+            app,
         }
     }
 
@@ -404,6 +422,64 @@ impl World {
                     .await
                     .map(drop)
             }
+            "OAuthClientService/CreateOAuthClient" => oauth_clients(client)
+                .create_o_auth_client(CreateOAuthClientRequest {
+                    parent: acme,
+                    oauth_client_id: format!("hire{n}"),
+                    oauth_client: Some(OAuthClient {
+                        display_name: "Hire".into(),
+                        client_type: ClientType::Confidential as i32,
+                        grant_types: vec!["client_credentials".into()],
+                        service_account: self.bot.clone(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+            "OAuthClientService/GetOAuthClient" => oauth_clients(client)
+                .get_o_auth_client(GetOAuthClientRequest {
+                    name: self.app.clone(),
+                })
+                .await
+                .map(drop),
+            "OAuthClientService/ListOAuthClients" => oauth_clients(client)
+                .list_o_auth_clients(ListOAuthClientsRequest {
+                    parent: acme,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "OAuthClientService/UpdateOAuthClient" => oauth_clients(client)
+                .update_o_auth_client(UpdateOAuthClientRequest {
+                    oauth_client: Some(OAuthClient {
+                        name: self.app.clone(),
+                        display_name: format!("App {n}"),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                })
+                .await
+                .map(drop),
+            "OAuthClientService/DeleteOAuthClient" => {
+                let doomed =
+                    create_oauth_client(&self.platform, "acme", &format!("doomed{n}"), true, None)
+                        .await
+                        .name;
+                oauth_clients(client)
+                    .delete_o_auth_client(DeleteOAuthClientRequest {
+                        name: doomed,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            "OAuthClientService/RotateOAuthClientSecret" => oauth_clients(client)
+                .rotate_o_auth_client_secret(RotateOAuthClientSecretRequest {
+                    name: self.app.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
             other => panic!("no call written for {other}: add it beside its row"),
         }
     }

@@ -12,15 +12,18 @@ use tollgate_client::tonic::Status;
 use tollgate_e2e::{
     Client, Code, TestServer, each_backend,
     fixtures::{
-        create_key, create_org, create_sa, create_user, mask, org_name, roles, with_header,
+        create_key, create_oauth_client, create_org, create_sa, create_user, mask, oauth_clients,
+        org_name, roles, with_header,
     },
     outbox,
     rpc::RpcResult as _,
     v1::{
-        ApiKey, CreateApiKeyRequest, CreateOrganizationRequest, CreateServiceAccountRequest,
-        CreateUserRequest, DeleteOrganizationRequest, DeleteServiceAccountRequest,
-        DeleteUserRequest, Organization, RevokeApiKeyRequest, ServiceAccount, SetPasswordRequest,
-        UpdateOrganizationRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
+        ApiKey, CreateApiKeyRequest, CreateOAuthClientRequest, CreateOrganizationRequest,
+        CreateServiceAccountRequest, CreateUserRequest, DeleteOAuthClientRequest,
+        DeleteOrganizationRequest, DeleteServiceAccountRequest, DeleteUserRequest, OAuthClient,
+        Organization, RevokeApiKeyRequest, RotateOAuthClientSecretRequest, ServiceAccount,
+        SetPasswordRequest, UpdateOAuthClientRequest, UpdateOrganizationRequest,
+        UpdateServiceAccountRequest, UpdateUserRequest, User, o_auth_client::ClientType,
     },
 };
 
@@ -63,6 +66,22 @@ const ROWS: &[(&str, &str)] = &[
     ),
     ("ApiKeyService/CreateApiKey", "apiKey.created"),
     ("ApiKeyService/RevokeApiKey", "apiKey.revoked"),
+    (
+        "OAuthClientService/CreateOAuthClient",
+        "oauthClient.created",
+    ),
+    (
+        "OAuthClientService/UpdateOAuthClient",
+        "oauthClient.updated",
+    ),
+    (
+        "OAuthClientService/DeleteOAuthClient",
+        "oauthClient.deleted",
+    ),
+    (
+        "OAuthClientService/RotateOAuthClientSecret",
+        "oauthClient.secretRotated",
+    ),
 ];
 
 #[test]
@@ -88,6 +107,7 @@ async fn write(
     let parent = org_name(org);
     let user = format!("{parent}/users/u");
     let sa = format!("{parent}/serviceAccounts/s");
+    let oauth_client = format!("{parent}/clients/c");
     // Fixtures first: they append events of their own.
     match method {
         "OrganizationService/CreateOrganization" => {}
@@ -110,6 +130,17 @@ async fn write(
         "ApiKeyService/RevokeApiKey" => {
             create_org(admin, org, "Org").await;
             create_sa(admin, org, "s", &["viewer"]).await;
+        }
+        "OAuthClientService/CreateOAuthClient" => {
+            create_org(admin, org, "Org").await;
+            create_sa(admin, org, "s", &["viewer"]).await;
+        }
+        "OAuthClientService/UpdateOAuthClient"
+        | "OAuthClientService/DeleteOAuthClient"
+        | "OAuthClientService/RotateOAuthClientSecret" => {
+            create_org(admin, org, "Org").await;
+            let sa = create_sa(admin, org, "s", &["viewer"]).await;
+            create_oauth_client(admin, org, "c", false, Some(&sa.name)).await;
         }
         other => panic!("no write written for {other}"),
     }
@@ -287,6 +318,57 @@ async fn write(
                 .await
                 .map(drop),
         ),
+        "OAuthClientService/CreateOAuthClient" => (
+            oauth_client.clone(),
+            oauth_clients(admin)
+                .create_o_auth_client(h!(CreateOAuthClientRequest {
+                    parent: parent.clone(),
+                    oauth_client_id: "c".into(),
+                    oauth_client: Some(OAuthClient {
+                        display_name: "C".into(),
+                        client_type: ClientType::Confidential as i32,
+                        grant_types: vec!["client_credentials".into()],
+                        service_account: sa.clone(),
+                        ..Default::default()
+                    }),
+                }))
+                .await
+                .map(drop),
+        ),
+        "OAuthClientService/UpdateOAuthClient" => (
+            oauth_client.clone(),
+            oauth_clients(admin)
+                .update_o_auth_client(h!(UpdateOAuthClientRequest {
+                    oauth_client: Some(OAuthClient {
+                        name: oauth_client.clone(),
+                        display_name: "Renamed".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                }))
+                .await
+                .map(drop),
+        ),
+        "OAuthClientService/DeleteOAuthClient" => (
+            oauth_client.clone(),
+            oauth_clients(admin)
+                .delete_o_auth_client(h!(DeleteOAuthClientRequest {
+                    name: oauth_client.clone(),
+                    etag: String::new(),
+                }))
+                .await
+                .map(drop),
+        ),
+        "OAuthClientService/RotateOAuthClientSecret" => (
+            oauth_client.clone(),
+            oauth_clients(admin)
+                .rotate_o_auth_client_secret(h!(RotateOAuthClientSecretRequest {
+                    name: oauth_client.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .map(drop),
+        ),
         other => panic!("no write written for {other}"),
     };
     (before, resource, result)
@@ -325,6 +407,11 @@ async fn every_write_appends_exactly_one_typed_event() {
                     assert!(k.secret.is_empty(), "an event must never carry a secret");
                     &k.name
                 }
+                After::OauthClient(c) => {
+                    assert!(c.secret.is_empty(), "an event must never carry a secret");
+                    &c.name
+                }
+                After::SigningKey(k) => &k.name,
             };
             assert_eq!(after_name, &resource, "{method}");
             if let (After::User(u), "user.updated") = (e.after.as_ref().unwrap(), *kind) {

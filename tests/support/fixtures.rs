@@ -3,12 +3,13 @@
 //! when the create fails, since nothing after it would make sense.
 
 use tollgate_client::{
-    Client,
+    Client, TollgateChannel,
     prost_types::{FieldMask, Timestamp},
     tonic::{self, Code},
     v1::{
-        ApiKey, CreateApiKeyRequest, CreateOrganizationRequest, CreateServiceAccountRequest,
-        CreateUserRequest, Organization, ServiceAccount, User,
+        ApiKey, CreateApiKeyRequest, CreateOAuthClientRequest, CreateOrganizationRequest,
+        CreateServiceAccountRequest, CreateUserRequest, OAuthClient, Organization, ServiceAccount,
+        User, o_auth_client::ClientType, o_auth_client_service_client::OAuthClientServiceClient,
     },
 };
 
@@ -159,4 +160,46 @@ pub fn with_header<T>(message: T, name: &'static str, value: &str) -> tonic::Req
     req.metadata_mut()
         .insert(name, value.parse().expect("an ASCII metadata value"));
     req
+}
+
+/// `tollgate.v1.OAuthClientService` over `client`'s channel (the client
+/// crate has no accessor for it).
+pub fn oauth_clients(client: &Client) -> OAuthClientServiceClient<TollgateChannel> {
+    OAuthClientServiceClient::new(client.channel())
+}
+
+/// A client of `org` with id `id`: a public one using the code grant, or
+/// a confidential one that also acts as `service_account` (a name) when
+/// given. The result carries the secret of a confidential client.
+pub async fn create_oauth_client(
+    client: &Client,
+    org: &str,
+    id: &str,
+    public: bool,
+    service_account: Option<&str>,
+) -> OAuthClient {
+    let mut grants = vec!["authorization_code".to_owned(), "refresh_token".to_owned()];
+    if service_account.is_some() {
+        grants.push("client_credentials".to_owned());
+    }
+    oauth_clients(client)
+        .create_o_auth_client(CreateOAuthClientRequest {
+            parent: org_name(org),
+            oauth_client_id: id.into(),
+            oauth_client: Some(OAuthClient {
+                display_name: format!("Client {id}"),
+                client_type: if public {
+                    ClientType::Public
+                } else {
+                    ClientType::Confidential
+                } as i32,
+                redirect_uris: vec!["https://app.example/cb".into()],
+                grant_types: grants,
+                scopes: vec!["openid".into(), "users.get".into()],
+                service_account: service_account.unwrap_or_default().into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_ok()
 }

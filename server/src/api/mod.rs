@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod authorization;
 pub mod error;
+pub mod oauth_clients;
 pub mod organizations;
 pub mod service_accounts;
 pub mod signing_keys;

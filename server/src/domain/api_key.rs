@@ -114,7 +114,8 @@ impl PresentedKey {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex, the stored form of digests.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -124,7 +125,8 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn unhex(s: &str, out: &mut [u8; 32]) -> bool {
+/// Reads a stored hex SHA-256 digest into `out`; false when malformed.
+pub(crate) fn unhex(s: &str, out: &mut [u8; 32]) -> bool {
     let b = s.as_bytes();
     if b.len() != 64 {
         return false;

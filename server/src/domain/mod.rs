@@ -7,6 +7,7 @@ pub mod authz;
 pub mod filter;
 pub mod mask;
 pub mod names;
+pub mod oauth_client;
 pub mod page;
 pub mod password;
 pub mod scope;

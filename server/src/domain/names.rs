@@ -279,6 +279,39 @@ impl std::fmt::Display for ApiKeyName {
     }
 }
 
+/// `organizations/{org}/clients/{client}`: an OAuth client, whose name is
+/// also its OAuth `client_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientName {
+    /// The organization the client belongs to.
+    pub org: String,
+    /// The client's id within its organization.
+    pub client: String,
+}
+
+impl ClientName {
+    /// Parses `name`; a violation of `field` when it is not a client's
+    /// name.
+    pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
+        let [org, client] = parse(
+            field,
+            name,
+            ["organizations", "clients"],
+            "organizations/{organization}/clients/{client}",
+        )?;
+        Ok(Self {
+            org: org.into(),
+            client: client.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for ClientName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "organizations/{}/clients/{}", self.org, self.client)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +390,21 @@ mod tests {
             ApiKeyName::parse("name", "organizations/acme/serviceAccounts/ci/apiKeys/").is_err()
         );
         assert!(ApiKeyName::parse("name", "organizations/acme/apiKeys/k1").is_err());
+    }
+
+    #[test]
+    fn client_names() {
+        let c = ClientName::parse("name", "organizations/acme/clients/web").unwrap();
+        assert_eq!((c.org.as_str(), c.client.as_str()), ("acme", "web"));
+        assert_eq!(c.to_string(), "organizations/acme/clients/web");
+        for bad in [
+            "web",
+            "organizations/acme/clients/",
+            "organizations/acme/clients/Web",
+            "organizations/acme/serviceAccounts/web",
+            "organizations/acme/clients/web/x",
+        ] {
+            assert!(ClientName::parse("name", bad).is_err(), "{bad}");
+        }
     }
 }

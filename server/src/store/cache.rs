@@ -1,5 +1,6 @@
 //! Bounded, TTL-limited caches for the reads on every authenticated call:
-//! API key by id, principal by name, organization by id. Invalidation is
+//! API key by id, principal by name, organization by id; and OAuth client
+//! by `client_id`, for the token and authorize endpoints. Invalidation is
 //! one function, [`Caches::apply`], fed the events of each committed write:
 //! the writing replica calls it after commit, and the event bus will call
 //! it on every other replica. The TTL bounds staleness where no event
@@ -9,11 +10,14 @@ use std::{sync::Arc, time::Duration};
 
 use moka::sync::Cache;
 
-use super::{api_keys::ApiKeyRow, organizations::CachedOrganization, principals::PrincipalRecord};
+use super::{
+    api_keys::ApiKeyRow, oauth_clients::OAuthClientRow, organizations::CachedOrganization,
+    principals::PrincipalRecord,
+};
 use crate::{
     domain::{
         authz::Principal,
-        names::{ApiKeyName, OrgName, PrincipalKind, PrincipalName},
+        names::{ApiKeyName, ClientName, OrgName, PrincipalKind, PrincipalName},
     },
     events::{Event, EventKind},
 };
@@ -56,6 +60,11 @@ pub struct Caches {
     pub resolved: Cache<String, Arc<ResolvedKey>>,
     /// See [`Caches::epoch`].
     epoch: std::sync::atomic::AtomicU64,
+    /// OAuth clients by `client_id` (their resource name); `None`
+    /// remembers an unknown client, as for keys. Only the row: the
+    /// organization's state comes from `orgs`, and secrets are checked
+    /// against the row's digests on every call.
+    pub clients: Cache<String, Option<Arc<OAuthClientRow>>>,
 }
 
 /// A key that authenticated, with what it authenticated as.
@@ -91,6 +100,11 @@ impl Caches {
                 .support_invalidation_closures()
                 .build(),
             epoch: std::sync::atomic::AtomicU64::new(0),
+            clients: Cache::builder()
+                .max_capacity(c.capacity)
+                .time_to_live(c.ttl)
+                .support_invalidation_closures()
+                .build(),
         }
     }
 
@@ -137,6 +151,11 @@ impl Caches {
             }
             // Not cached here: the key ring reloads them itself.
             EventKind::SigningKeyCreated | EventKind::SigningKeyReplaced => Ok(()),
+            EventKind::OAuthClientCreated
+            | EventKind::OAuthClientUpdated
+            | EventKind::OAuthClientDeleted
+            | EventKind::OAuthClientSecretRotated => ClientName::parse("resource", resource)
+                .map(|n| self.clients.invalidate(&n.to_string())),
         };
         if let Err(v) = parsed {
             tracing::warn!(%resource, error = %v.description, "unreadable event resource; flushing caches");
@@ -165,6 +184,7 @@ impl Caches {
         self.principals.invalidate_all();
         self.keys.invalidate_all();
         self.resolved.invalidate_all();
+        self.clients.invalidate_all();
     }
 
     fn forget_resolved_of(&self, name: &PrincipalName) {
@@ -201,5 +221,10 @@ impl Caches {
         let _ = self
             .keys
             .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|k| k.org_id == o));
+        // By key, so remembered unknown clients of the organization go too.
+        let prefix = format!("organizations/{org}/clients/");
+        let _ = self
+            .clients
+            .invalidate_entries_if(move |k, _| k.starts_with(&prefix));
     }
 }

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod db;
 pub mod error;
 mod filter;
+pub mod oauth_clients;
 pub mod organizations;
 pub mod outbox;
 pub mod principals;
