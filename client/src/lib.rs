@@ -76,13 +76,23 @@
 
 mod client;
 mod credential;
+mod discovery;
 mod error;
+mod http;
 mod retry;
+#[cfg(test)]
+mod testing;
+mod token_source;
 mod transport;
 
 pub use client::{Client, ClientBuilder, Settings};
 pub use credential::{Credential, Token, TokenSource};
 pub use error::Error;
+pub use http::{HttpClient, HttpError};
+pub use token_source::{
+    AccessToken, ClientAuthMethod, ClientCredentials, ClientCredentialsBuilder, OAuthError,
+    TokenError,
+};
 pub use transport::{BoxError, ResponseFuture, TollgateChannel};
 
 /// Messages and typed clients of `tollgate.v1` (and the `*_server` modules,
