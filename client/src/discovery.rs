@@ -11,6 +11,10 @@ use crate::http::{HttpClient, HttpError};
 pub(crate) struct ProviderMetadata {
     pub(crate) issuer: String,
     pub(crate) token_endpoint: Option<String>,
+    #[cfg_attr(
+        not(feature = "verify"),
+        expect(dead_code, reason = "read by the verify layer")
+    )]
     pub(crate) jwks_uri: Option<String>,
 }
 

@@ -8,7 +8,9 @@
 //! `https://` goes through rustls with the ring provider and the Mozilla
 //! roots, exactly as the gRPC channel does, and needs the `tls` feature.
 
-use std::{fmt, sync::Arc, time::Duration};
+#[cfg(feature = "tls")]
+use std::sync::Arc;
+use std::{fmt, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri, header};

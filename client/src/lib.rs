@@ -84,6 +84,8 @@ mod retry;
 mod testing;
 mod token_source;
 mod transport;
+#[cfg(feature = "verify")]
+mod verify;
 
 pub use client::{Client, ClientBuilder, Settings};
 pub use credential::{Credential, Token, TokenSource};
@@ -94,6 +96,11 @@ pub use token_source::{
     TokenError,
 };
 pub use transport::{BoxError, ResponseFuture, TollgateChannel};
+#[cfg(feature = "verify")]
+pub use verify::{
+    Actor, VerifiedClaims, Verifier, VerifierBuilder, Verify, VerifyError, VerifyFuture,
+    VerifyLayer,
+};
 
 /// Messages and typed clients of `tollgate.v1` (and the `*_server` modules,
 /// handy for test doubles).

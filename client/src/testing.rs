@@ -117,6 +117,10 @@ impl Issuer {
         self.state.token_requests.load(Ordering::SeqCst)
     }
 
+    #[cfg_attr(
+        not(feature = "verify"),
+        expect(dead_code, reason = "used by the verify tests")
+    )]
     pub(crate) fn jwks_requests(&self) -> usize {
         self.state.jwks_requests.load(Ordering::SeqCst)
     }
