@@ -1406,6 +1406,73 @@ mod tests {
         assert_eq!(claims.sub, SUB);
     }
 
+    #[tokio::test]
+    async fn a_tonic_server_behind_the_layer_serves_a_client_with_a_token_source() {
+        use tokio_stream::wrappers::TcpListenerStream;
+        use tonic::service::interceptor::InterceptedService;
+
+        use crate::{Client, health::HealthCheckRequest};
+
+        let issuer = Issuer::start().await;
+        let key = Arc::new(TestKey::ed25519("ed"));
+        publish(&issuer, &[&key]);
+        let url = issuer.url.clone();
+        let signer = key.clone();
+        *issuer.state.signer.lock().unwrap() = Some(Box::new(move |_| signer.sign(&claims(&url))));
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let verifier = verifier(&issuer).build().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(verifier.layer())
+                .add_service(InterceptedService::new(
+                    health,
+                    move |request: tonic::Request<()>| {
+                        let claims = request.extensions().get::<VerifiedClaims>().cloned();
+                        log.lock().unwrap().push(claims.map(|c| c.sub));
+                        Ok(request)
+                    },
+                ))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+
+        let tokens = ClientCredentials::builder("organizations/acme/clients/billing", "secret")
+            .issuer(&issuer.url)
+            .build()
+            .unwrap();
+        let client = Client::builder(format!("http://{address}"))
+            .token_source(Arc::new(tokens))
+            .connect()
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            client
+                .health()
+                .check(HealthCheckRequest::default())
+                .await
+                .unwrap();
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![Some(SUB.to_owned()); 3]);
+        assert_eq!(issuer.token_requests(), 1);
+
+        let anonymous = Client::builder(format!("http://{address}"))
+            .connect()
+            .await
+            .unwrap();
+        let status = anonymous
+            .health()
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status.message(), "missing bearer token");
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
     #[test]
     fn grpc_messages_are_percent_encoded() {
         assert_eq!(percent_encode("100% bad\n"), "100%25 bad%0A");
