@@ -323,3 +323,76 @@ where
         .await
         .map_err(|e| format!("request failed: {e}"))
 }
+
+#[cfg(test)]
+#[cfg(feature = "tls")]
+mod tests {
+    use super::*;
+
+    /// An HTTPS server with a self-signed certificate for `localhost`,
+    /// answering every request with `hello`. Returns its port and the
+    /// certificate's PEM.
+    async fn https_server() -> (u16, String) {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"hello"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (port, certified.cert.pem())
+    }
+
+    #[tokio::test]
+    async fn https_goes_through_rustls_and_checks_the_certificate() {
+        let (port, ca) = https_server().await;
+        let url = format!("https://localhost:{port}/jwks");
+
+        let trusting = HttpClient::new().ca_certificate(&ca).unwrap();
+        let response = trusting.get_json(&url).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(response.body().as_ref(), b"hello");
+
+        // The public roots do not vouch for a self-signed certificate.
+        let error = HttpClient::new().get_json(&url).await.unwrap_err();
+        assert!(
+            matches!(&error, HttpError::Transport { reason, .. } if reason.contains("TLS")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_ca_certificate_must_be_pem() {
+        let error = HttpClient::new().ca_certificate("not a certificate").err();
+        assert!(matches!(error, Some(HttpError::InvalidTls(_))), "{error:?}");
+    }
+}
