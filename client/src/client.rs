@@ -520,7 +520,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// Whether a URL with `scheme` needs TLS, or why it cannot be used by a
 /// build with (`tls_built_in`) or without the `tls` feature. A plain
 /// function of the flag, so both answers are tested in every build.
-fn uses_tls(scheme: Option<&str>, tls_built_in: bool) -> Result<bool, &'static str> {
+pub(crate) fn uses_tls(scheme: Option<&str>, tls_built_in: bool) -> Result<bool, &'static str> {
     match scheme {
         Some("http") => Ok(false),
         Some("https") if tls_built_in => Ok(true),

@@ -47,6 +47,21 @@
 //! are refreshed. Secrets are marked sensitive in HTTP/2, redacted in
 //! `Debug`, and never part of an error.
 //!
+//! [`ClientCredentials`] is the token source for services: it gets access
+//! tokens from Tollgate's token endpoint with the OAuth `client_credentials`
+//! grant, caches them, refreshes them before they expire (one request in
+//! flight however many calls wait), and retries an issuer that is briefly
+//! down. Hand it to [`ClientBuilder::token_source`] in an `Arc`.
+//!
+//! # Accepting Tollgate tokens in your own services
+//!
+//! With the `verify` feature (on by default), [`VerifyLayer`] is a tower
+//! layer for your own tonic or axum server: it verifies the
+//! `authorization: Bearer` JWT of each request locally, against the
+//! issuer's published keys, and inserts the [`VerifiedClaims`] into the
+//! request's extensions. `examples/protected_service.rs` puts both halves
+//! together.
+//!
 //! # What is retried
 //!
 //! The protos decide: a method is retried only if its definition declares
@@ -71,19 +86,43 @@
 //! - `retry`: which methods are idempotent (from the protos), what counts
 //!   as retryable, the backoff.
 //! - `error`: [`Error`], for building a client.
+//! - `token_source`: [`ClientCredentials`], the `client_credentials` token
+//!   source, and its [`TokenError`].
+//! - `verify` (feature `verify`): [`Verifier`], [`VerifyLayer`] and
+//!   [`VerifiedClaims`].
+//! - `http`: [`HttpClient`], the small HTTP/1.1 client for the token
+//!   endpoint, discovery and the key set (HTTPS with the `tls` feature).
+//! - `discovery`: the OpenID Connect discovery document.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;
 mod credential;
+mod discovery;
 mod error;
+mod http;
 mod retry;
+#[cfg(test)]
+mod testing;
+mod token_source;
 mod transport;
+#[cfg(feature = "verify")]
+mod verify;
 
 pub use client::{Client, ClientBuilder, Settings};
 pub use credential::{Credential, Token, TokenSource};
 pub use error::Error;
+pub use http::{HttpClient, HttpError};
+pub use token_source::{
+    AccessToken, ClientAuthMethod, ClientCredentials, ClientCredentialsBuilder, OAuthError,
+    TokenError,
+};
 pub use transport::{BoxError, ResponseFuture, TollgateChannel};
+#[cfg(feature = "verify")]
+pub use verify::{
+    Actor, VerifiedClaims, Verifier, VerifierBuilder, Verify, VerifyError, VerifyFuture,
+    VerifyLayer,
+};
 
 /// Messages and typed clients of `tollgate.v1` (and the `*_server` modules,
 /// handy for test doubles).
