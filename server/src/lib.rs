@@ -91,6 +91,12 @@ pub struct App {
     pub listener_stats: Arc<listener::Stats>,
     /// The signing keys of the tokens Tollgate issues and verifies.
     pub keys: oauth::keys::KeyRing,
+    /// Resolves API keys and access tokens, for the authenticate layer and
+    /// the services that take a credential as data; one per server, so its
+    /// verified-token cache is shared.
+    pub credentials: layers::authenticate::Credentials,
+    /// The OAuth provider: grants, introspection, revocation.
+    pub provider: oauth::provider::Provider,
 }
 
 /// Checks the configuration, loads the TLS certificate, reads policies,
@@ -117,7 +123,19 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
     let keys = oauth::keys::KeyRing::open(&store, &config)
         .await
         .context("loading the signing keys")?;
+    let credentials =
+        layers::authenticate::Credentials::new(store.clone()).with_access_tokens(Arc::new(
+            oauth::verifier::AccessTokens::new(keys.clone(), config.issuer.clone()),
+        ));
+    let provider = oauth::provider::Provider::new(
+        store.clone(),
+        keys.clone(),
+        config.issuer.clone(),
+        credentials.clone(),
+    );
     Ok(App {
+        credentials,
+        provider,
         config,
         store,
         policies,
@@ -196,12 +214,19 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
     }
     let store = &app.store;
     let authorization = AuthorizationServiceServer::new(api::authorization::Authorization::new(
-        layers::authenticate::Credentials::new(store.clone()),
+        app.credentials.clone(),
     ));
     others.push((
         named(&authorization),
         services::Services::boxed(authorization),
     ));
+    let tokens = tollgate::tollgate::v1::token_service_server::TokenServiceServer::new(
+        api::tokens::Tokens::new(
+            app.provider.clone(),
+            api::signing_keys::SigningKeys::new(store.clone(), app.keys.clone()),
+        ),
+    );
+    others.push((named(&tokens), services::Services::boxed(tokens)));
     let services = services::Services::new(
         OrganizationServiceServer::new(api::organizations::Organizations::new(store.clone())),
         UserServiceServer::new(api::users::Users::new(
@@ -235,9 +260,7 @@ pub fn layers(app: &App) -> Layers {
     let metrics = Arc::new(layers::RpcMetrics::new(app.policies.paths()));
     tower::ServiceBuilder::new()
         .layer(layers::TraceLayer::new(metrics))
-        .layer(layers::AuthenticateLayer::new(
-            layers::authenticate::Credentials::new(app.store.clone()),
-        ))
+        .layer(layers::AuthenticateLayer::new(app.credentials.clone()))
         .layer(layers::AuthorizeLayer::new(app.policies.clone()))
         .into_inner()
 }
@@ -282,7 +305,12 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
         &http::openapi::ApiInfo::default(),
     ))?);
     let gateway = http::gateway::Gateway::new(transcoder, bridge);
-    let front = http::Front::new(grpc, connect, gateway, openapi);
+    let oauth = oauth::endpoints::router(
+        app.provider.clone(),
+        app.credentials.clone(),
+        axum::Router::new(),
+    );
+    let front = http::Front::new(grpc, connect, gateway, openapi, oauth);
     let served = match http::cors::layer(&app.config.cors_allow_origin)? {
         Some(cors) => tower::util::Either::Left(tower_layer::Layer::layer(&cors, front)),
         None => tower::util::Either::Right(front),
@@ -315,8 +343,10 @@ pub async fn run(
         tls,
         listener_stats,
         keys,
+        credentials,
         ..
     } = app;
+    let revocations_task = tokio::spawn(credentials.poll_revocations(token.clone()));
     let reload_task = tls
         .clone()
         .map(|tls| tokio::spawn(tls.watch(listener::tls::RELOAD_INTERVAL, token.clone())));
@@ -378,6 +408,7 @@ pub async fn run(
     let _ = health_task.await;
     let _ = upkeep_task.await;
     let _ = keys_task.await;
+    let _ = revocations_task.await;
     if let Some(task) = reload_task {
         let _ = task.await;
     }

@@ -261,6 +261,7 @@ async fn deletes_and_guards_leave_nothing_when_refused() {
                     display_name: "k".into(),
                     expire_time: None,
                     role_cap: None,
+                    scopes: Vec::new(),
                 },
                 |_| Ok(()),
             )

@@ -309,6 +309,8 @@ impl TestServer {
     ) -> anyhow::Result<Option<String>> {
         let mut config = tollgate_server::Config {
             database_url: self.storage.url().to_owned(),
+            // Tokens name the address the tests reach the server at.
+            issuer: format!("http://{}", grpc.local_addr()?),
             health_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
             // Enough for the concurrency tests, few enough that parallel

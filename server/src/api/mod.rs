@@ -10,6 +10,7 @@ pub mod oauth_clients;
 pub mod organizations;
 pub mod service_accounts;
 pub mod signing_keys;
+pub mod tokens;
 pub mod users;
 
 use tollgate::tollgate::v1::user;

@@ -144,16 +144,19 @@ pub struct Front {
     connect: Connect,
     gateway: gateway::Gateway,
     openapi: Bytes,
+    oauth: axum::Router,
 }
 
 impl Front {
     /// `grpc` is the layered gRPC services; `gateway` serves HTTP/JSON,
-    /// and `openapi` is the document served at [`openapi::PATH`].
+    /// `openapi` is the document served at [`openapi::PATH`], and `oauth`
+    /// the OAuth 2.1 / OIDC endpoints (`/oauth2/…`, `/.well-known/…`).
     pub fn new(
         grpc: crate::GrpcService,
         connect: Connect,
         gateway: gateway::Gateway,
         openapi: Bytes,
+        oauth: axum::Router,
     ) -> Self {
         use tower_layer::Layer as _;
         Front {
@@ -162,6 +165,7 @@ impl Front {
             connect,
             gateway,
             openapi,
+            oauth,
         }
     }
 }
@@ -260,6 +264,12 @@ where
                             .into_gateway_response()
                         },
                     )
+                }))
+            }
+            Protocol::Http if crate::oauth::endpoints::serves(request.uri().path()) => {
+                let oauth = self.oauth.clone();
+                FrontFuture::Boxed(Box::pin(async move {
+                    oauth.oneshot(request.map(Body::new)).await
                 }))
             }
             Protocol::Http => {

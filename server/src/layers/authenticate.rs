@@ -77,7 +77,10 @@ impl Credentials {
         let epoch = self.store.caches.epoch();
         let claims = tokens.verify_claims(token, true)?;
         let principal = Arc::new(self.principal_of(&claims).await?);
-        Ok(tokens.remember(token, claims, principal, epoch).principal.clone())
+        Ok(tokens
+            .remember(token, claims, principal, epoch)
+            .principal
+            .clone())
     }
 
     /// Verifies an access token for any audience (a token exchange's

@@ -64,9 +64,7 @@ struct Ctx {
 /// The endpoints as an axum router; `authorize` is the sign-in flow's
 /// router (`/oauth2/authorize`), merged in.
 pub fn router(provider: Provider, credentials: Credentials, authorize: Router) -> Router {
-    let discovery = Bytes::from(
-        serde_json::to_vec(&discovery(&provider)).unwrap_or_default(),
-    );
+    let discovery = Bytes::from(serde_json::to_vec(&discovery(&provider)).unwrap_or_default());
     let ctx = Ctx {
         provider,
         credentials,
@@ -82,14 +80,24 @@ pub fn router(provider: Provider, credentials: Credentials, authorize: Router) -
         .route(paths::USERINFO, get(userinfo).post(userinfo))
         .with_state(ctx)
         .merge(authorize)
-        .fallback(|| async { oauth_error(&OAuthError::invalid_request("no such endpoint"), StatusCode::NOT_FOUND) })
+        .fallback(|| async {
+            oauth_error(
+                &OAuthError::invalid_request("no such endpoint"),
+                StatusCode::NOT_FOUND,
+            )
+        })
 }
 
 /// The discovery document (OIDC Discovery 1.0 section 3, RFC 8414
 /// section 2).
 pub fn discovery(provider: &Provider) -> serde_json::Value {
     let iss = provider.issuer();
-    let algs: Vec<&str> = provider.keys().algorithms().iter().map(|a| a.as_str()).collect();
+    let algs: Vec<&str> = provider
+        .keys()
+        .algorithms()
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
     serde_json::json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}{}", paths::AUTHORIZE),
@@ -145,7 +153,10 @@ fn json_response(status: StatusCode, body: Bytes, cache: Option<HeaderValue>) ->
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     match cache {
         Some(v) => {
             h.insert(header::CACHE_CONTROL, v);
@@ -160,11 +171,7 @@ fn json_response(status: StatusCode, body: Bytes, cache: Option<HeaderValue>) ->
 
 /// An RFC 6749 error response.
 fn oauth_error(e: &OAuthError, status: StatusCode) -> Response {
-    let mut r = json_response(
-        status,
-        Bytes::from(e.to_json().to_string()),
-        None,
-    );
+    let mut r = json_response(status, Bytes::from(e.to_json().to_string()), None);
     if e.code == ErrorCode::InvalidClient {
         // RFC 6749 5.2: a 401 names the scheme the client may use.
         r.headers_mut().insert(
@@ -207,7 +214,11 @@ impl Form {
         }
         let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
             .await
-            .map_err(|_| OAuthError::invalid_request(format!("the body is unreadable or over {MAX_FORM_BYTES} bytes")))?;
+            .map_err(|_| {
+                OAuthError::invalid_request(format!(
+                    "the body is unreadable or over {MAX_FORM_BYTES} bytes"
+                ))
+            })?;
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (k, v) in form_urlencoded::parse(&bytes) {
             if pairs.iter().any(|(n, _)| *n == k) {
@@ -282,7 +293,9 @@ fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
         .decode(b64)
         .map_err(|_| OAuthError::invalid_client())?;
     let text = String::from_utf8(raw).map_err(|_| OAuthError::invalid_client())?;
-    let (id, secret) = text.split_once(':').ok_or_else(OAuthError::invalid_client)?;
+    let (id, secret) = text
+        .split_once(':')
+        .ok_or_else(OAuthError::invalid_client)?;
     let decode = |s: &str| -> String {
         form_urlencoded::parse(format!("x={s}").as_bytes())
             .next()
@@ -299,7 +312,12 @@ async fn token(State(ctx): State<Ctx>, request: Request) -> Response {
     };
     let (client_id, client_secret) = match client_credentials(&headers, &form) {
         Ok(Some(c)) => c,
-        Ok(None) => return refuse(OAuthError::new(ErrorCode::InvalidClient, "client_id is required")),
+        Ok(None) => {
+            return refuse(OAuthError::new(
+                ErrorCode::InvalidClient,
+                "client_id is required",
+            ));
+        }
         Err(e) => return refuse(e),
     };
     let mut audiences: Vec<String> = Vec::new();
@@ -358,7 +376,9 @@ async fn introspect(State(ctx): State<Ctx>, request: Request) -> Response {
                     };
                     match ctx.credentials.principal(sa).await {
                         Ok(Ok(p)) => p,
-                        Ok(Err(reason)) => return refuse(OAuthError::new(ErrorCode::InvalidClient, reason)),
+                        Ok(Err(reason)) => {
+                            return refuse(OAuthError::new(ErrorCode::InvalidClient, reason));
+                        }
                         Err(e) => return refuse(e.into()),
                     }
                 }
@@ -383,7 +403,9 @@ async fn introspect(State(ctx): State<Ctx>, request: Request) -> Response {
 }
 
 /// RFC 7662's JSON: inactive tokens say only `{"active": false}`.
-pub fn introspection_json(a: &tollgate::tollgate::v1::IntrospectTokenResponse) -> serde_json::Value {
+pub fn introspection_json(
+    a: &tollgate::tollgate::v1::IntrospectTokenResponse,
+) -> serde_json::Value {
     if !a.active {
         return serde_json::json!({"active": false});
     }
@@ -451,9 +473,12 @@ fn unauthorized_bearer() -> Response {
     let mut r = json_response(
         StatusCode::UNAUTHORIZED,
         Bytes::from(
-            OAuthError::new(ErrorCode::InvalidClient, "authenticate as a client or with a bearer credential")
-                .to_json()
-                .to_string(),
+            OAuthError::new(
+                ErrorCode::InvalidClient,
+                "authenticate as a client or with a bearer credential",
+            )
+            .to_json()
+            .to_string(),
         ),
         None,
     );
@@ -474,7 +499,12 @@ async fn revoke(State(ctx): State<Ctx>, request: Request) -> Response {
     };
     let (id, secret) = match client_credentials(&headers, &form) {
         Ok(Some(c)) => c,
-        Ok(None) => return refuse(OAuthError::new(ErrorCode::InvalidClient, "client_id is required")),
+        Ok(None) => {
+            return refuse(OAuthError::new(
+                ErrorCode::InvalidClient,
+                "client_id is required",
+            ));
+        }
         Err(e) => return refuse(e),
     };
     let client = match ctx
@@ -519,7 +549,9 @@ async fn userinfo(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     let mut out = serde_json::Map::new();
     out.insert("sub".into(), verified.claims.sub.clone().into());
     let principal = &verified.principal;
-    if principal.kind == crate::domain::names::PrincipalKind::User && (has("profile") || has("email")) {
+    if principal.kind == crate::domain::names::PrincipalKind::User
+        && (has("profile") || has("email"))
+    {
         let name = crate::domain::names::PrincipalName {
             org: principal.org.clone(),
             kind: principal.kind,

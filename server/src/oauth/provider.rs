@@ -205,7 +205,12 @@ impl Provider {
                 "too many failed client authentications; try again later",
             ));
         }
-        match self.inner.store.authenticate_client(client_id, secret).await {
+        match self
+            .inner
+            .store
+            .authenticate_client(client_id, secret)
+            .await
+        {
             Ok(client) => Ok(client),
             Err(ClientAuthError::InvalidClient) => {
                 for k in keys.iter().filter(|k| !k.is_empty()) {
@@ -231,7 +236,10 @@ impl Provider {
         source: Option<IpAddr>,
     ) -> Result<TokenResponse, OAuthError> {
         if req.client_id.is_empty() {
-            return Err(OAuthError::new(ErrorCode::InvalidClient, "client_id is required"));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidClient,
+                "client_id is required",
+            ));
         }
         let known = [
             grant::AUTHORIZATION_CODE,
@@ -284,8 +292,9 @@ impl Provider {
                 Some(Scopes::Only(held)) => held.clone(),
                 _ => client.allowed_scopes(),
             },
-            Some(s) => Scopes::parse("scope", s)
-                .map_err(|v| OAuthError::invalid_scope(v.description))?,
+            Some(s) => {
+                Scopes::parse("scope", s).map_err(|v| OAuthError::invalid_scope(v.description))?
+            }
         };
         for s in &scopes {
             if !allowed.permits(s) {
@@ -516,7 +525,9 @@ impl Provider {
         match (&row.code_challenge, &req.code_verifier) {
             (Some(challenge), Some(verifier)) => {
                 if !pkce_matches(challenge, verifier) {
-                    return Err(OAuthError::invalid_grant("the PKCE code_verifier does not match"));
+                    return Err(OAuthError::invalid_grant(
+                        "the PKCE code_verifier does not match",
+                    ));
                 }
             }
             (Some(_), None) => {
@@ -558,8 +569,15 @@ impl Provider {
         )?;
         let id_token = if scopes.contains(&Scope::Oidc("openid")) {
             Some(
-                self.mint_id(client, &user, &scopes, &access_token, row.auth_time, row.nonce.clone())
-                    .await?,
+                self.mint_id(
+                    client,
+                    &user,
+                    &scopes,
+                    &access_token,
+                    row.auth_time,
+                    row.nonce.clone(),
+                )
+                .await?,
             )
         } else {
             None
@@ -644,7 +662,12 @@ impl Provider {
         let (row, next) = match self
             .inner
             .store
-            .rotate_refresh_token(token, &client.org_id, &client.client_id, Scopes::join(&scopes))
+            .rotate_refresh_token(
+                token,
+                &client.org_id,
+                &client.client_id,
+                Scopes::join(&scopes),
+            )
             .await?
         {
             Ok(pair) => pair,
@@ -682,8 +705,15 @@ impl Provider {
         // auth_time and no nonce.
         let id_token = if scopes.contains(&Scope::Oidc("openid")) && kind == PrincipalKind::User {
             Some(
-                self.mint_id(client, &subject, &scopes, &access_token, row.auth_time, None)
-                    .await?,
+                self.mint_id(
+                    client,
+                    &subject,
+                    &scopes,
+                    &access_token,
+                    row.auth_time,
+                    None,
+                )
+                .await?,
             )
         } else {
             None
@@ -875,11 +905,7 @@ impl Provider {
 
     /// RFC 7009: revokes `token` for the client that holds it. Unknown
     /// tokens succeed; another client's token is `unauthorized_client`.
-    pub async fn revoke(
-        &self,
-        client: &OAuthClientRow,
-        token: &str,
-    ) -> Result<(), OAuthError> {
+    pub async fn revoke(&self, client: &OAuthClientRow, token: &str) -> Result<(), OAuthError> {
         if token.starts_with(crate::domain::secret::REFRESH_PREFIX) {
             return match self
                 .inner

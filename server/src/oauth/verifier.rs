@@ -20,11 +20,7 @@ use super::{
     keys::{Expect, KeyRing, LEEWAY},
 };
 use crate::domain::{
-    Error, Result,
-    authz::Principal,
-    names::PrincipalName,
-    now_micros,
-    scope::Scopes,
+    Error, Result, authz::Principal, names::PrincipalName, now_micros, scope::Scopes,
 };
 
 /// A verified access token and the principal it acts as.

@@ -166,7 +166,8 @@ impl Caches {
     /// Marks everything resolved before now as possibly stale (see
     /// [`Caches::epoch`]).
     pub fn bump(&self) {
-        self.epoch.fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// A counter that grows with every change applied: what was resolved
