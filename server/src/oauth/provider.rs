@@ -1006,7 +1006,7 @@ mod tests {
     #[test]
     fn pkce_s256_per_rfc_7636_appendix_b() {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuJGSstw-cM";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert!(pkce_matches(challenge, verifier));
         assert!(!pkce_matches(challenge, &verifier.replace('d', "e")));
         assert!(!pkce_matches(challenge, "short"));
