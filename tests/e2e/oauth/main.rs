@@ -3,3 +3,4 @@
 
 mod authorization;
 mod scopes;
+mod tokens;
