@@ -797,6 +797,7 @@ async fn discovery_jwks_and_rotation() {
                 .clone())
         };
         let old = issue().await?;
+        let before = tollgate_e2e::outbox::last_id(server.database_url()).await;
         let rotated = server
             .admin()
             .tokens()
@@ -807,6 +808,20 @@ async fn discovery_jwks_and_rotation() {
             .await
             .expect_ok();
         let new_kid = rotated.name.trim_start_matches("signingKeys/").to_owned();
+        // Two events, by the platform admin who rotated: the new key, and
+        // the one it replaces.
+        let events = tollgate_e2e::outbox::rows_after(server.database_url(), before).await;
+        let types: Vec<&str> = events.iter().map(|r| r.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            ["signingKey.created", "signingKey.replaced"],
+            "{events:#?}"
+        );
+        assert_eq!(events[0].event.resource, rotated.name);
+        for e in &events {
+            assert_eq!(e.actor, "organizations/root/serviceAccounts/admin");
+            assert_eq!(e.event.organization, "organizations/root");
+        }
         assert!(!kids_before.contains(&new_kid));
         let jwks = curl::request(curl::Version::Http1, &jwks_url, &[])
             .await?
