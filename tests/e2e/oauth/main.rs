@@ -2,5 +2,6 @@
 //! the OAuth 2.1 / OIDC provider driven by independent clients.
 
 mod authorization;
+mod pyjwt;
 mod scopes;
 mod tokens;
