@@ -80,15 +80,25 @@ pub struct Body {
 impl Body {
     /// Writes the gRPC frame of `GetOrganizationRequest { name: ORG_NAME }`.
     pub fn write() -> Result<Self> {
+        Self::get_organization(ORG_NAME)
+    }
+
+    /// Writes the gRPC frame of `GetOrganizationRequest { name }`.
+    pub fn get_organization(name: &str) -> Result<Self> {
         let message = GetOrganizationRequest {
-            name: ORG_NAME.to_owned(),
+            name: name.to_owned(),
         }
         .encode_to_vec();
+        Self::of_bytes(&grpc_frame(&message)?)
+    }
+
+    /// Writes `bytes` as they are (e.g. a form body).
+    pub fn of_bytes(bytes: &[u8]) -> Result<Self> {
         let mut file = tempfile::Builder::new()
             .prefix("tollgate-bench-body-")
             .tempfile()
             .context("cannot create the h2load body file")?;
-        file.write_all(&grpc_frame(&message)?)
+        file.write_all(bytes)
             .context("cannot write the h2load body file")?;
         file.flush().context("cannot write the h2load body file")?;
         Ok(Self { file })
@@ -246,10 +256,20 @@ async fn run_h2load(target: &Target, settings: &H2loadSettings, body: &Body) -> 
 
 /// The headers of a gRPC call with an API key, as h2load `-H` values.
 pub fn grpc_headers(api_key: &str) -> Vec<String> {
+    grpc_headers_with(format!("x-api-key: {api_key}"))
+}
+
+/// The headers of a gRPC call with `authorization: Bearer <credential>`
+/// (an access token or an API key), as h2load `-H` values.
+pub fn grpc_bearer_headers(credential: &str) -> Vec<String> {
+    grpc_headers_with(format!("authorization: Bearer {credential}"))
+}
+
+fn grpc_headers_with(credential_header: String) -> Vec<String> {
     vec![
         "content-type: application/grpc".to_owned(),
         "te: trailers".to_owned(),
-        format!("x-api-key: {api_key}"),
+        credential_header,
     ]
 }
 
@@ -384,36 +404,52 @@ pub struct Http1Answer {
 /// (a metrics scrape, a one-off check of a route), so it carries no HTTP
 /// client.
 pub async fn http1_get(addr: SocketAddr, path: &str, headers: &[String]) -> Result<Http1Answer> {
+    http1_request(addr, "GET", path, headers, None).await
+}
+
+/// Like [`http1_get`], with any method and an optional body (sent with its
+/// `Content-Length`), e.g. a one-off check of a form POST.
+pub async fn http1_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: Option<&[u8]>,
+) -> Result<Http1Answer> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for header in headers {
         request.push_str(header);
         request.push_str("\r\n");
     }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    let what = format!("{method} {path}");
     stream
-        .write_all(request.as_bytes())
+        .write_all(&bytes)
         .await
-        .with_context(|| format!("cannot send GET {path}"))?;
+        .with_context(|| format!("cannot send {what}"))?;
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)
         .await
-        .with_context(|| format!("cannot read the answer to GET {path}"))?;
+        .with_context(|| format!("cannot read the answer to {what}"))?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .with_context(|| format!("malformed answer to GET {path}"))?;
+        .with_context(|| format!("malformed answer to {what}"))?;
     let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
     let status = status_line
         .strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok())
-        .with_context(|| {
-            format!("malformed status line in the answer to GET {path}: {status_line}")
-        })?;
+        .with_context(|| format!("malformed status line in the answer to {what}: {status_line}"))?;
     Ok(Http1Answer {
         status,
         status_line: status_line.to_owned(),

@@ -16,12 +16,15 @@
 //! - `transcoding`: the `transcoding` subcommand, one server's native gRPC
 //!   against its HTTP/JSON transcoding over HTTP/1.1 and h2c (issue 7).
 //! - `wrk`: the HTTP/1.1 load generator of that subcommand.
+//! - `oauth`: the `oauth` subcommand, token issue, introspection, and a
+//!   JWT-authenticated call against the same call with an API key (issue 8).
 #![forbid(unsafe_code)]
 
 mod child;
 mod echo;
 mod h2load;
 mod load;
+mod oauth;
 mod report;
 mod servers;
 mod suite;
@@ -80,6 +83,13 @@ enum Command {
     /// or route that does not answer, any error answer under load).
     // Boxed: the options dwarf the other variant (clippy::large_enum_variant).
     Transcoding(Box<TranscodingOptions>),
+    /// OAuth benchmark (issue 8), on one Tollgate server side by side in
+    /// ABBA rounds: `client_credentials` token issue per second (target ≥
+    /// 10,000/s), introspection per second (≥ 50,000/s), and GetOrganization
+    /// with an access token against the same call with an API key of the
+    /// same service account (server CPU per call ≤ 1.05×), all under h2load.
+    /// Exits 0 on a miss, non-zero on errors.
+    Oauth(Box<oauth::Options>),
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +311,9 @@ fn main() -> ExitCode {
         }) => echo::serve(listen, tcp_nodelay),
         Some(Command::Transcoding(options)) => {
             transcoding_plan(*options).and_then(|plan| block_on(transcoding::run(&plan)))
+        }
+        Some(Command::Oauth(options)) => {
+            options.plan().and_then(|plan| block_on(oauth::run(&plan)))
         }
         None => plan(cli.options).and_then(|plan| block_on(suite::run(&plan))),
     };
