@@ -152,15 +152,22 @@ fn jti() -> String {
 }
 
 impl Provider {
-    /// A provider issuing as `issuer` with `keys`.
-    pub fn new(store: Store, keys: KeyRing, issuer: String, credentials: Credentials) -> Self {
+    /// A provider issuing as `issuer` with `keys`, locking out failed
+    /// sign-ins and client authentications with `throttle`.
+    pub fn new(
+        store: Store,
+        keys: KeyRing,
+        issuer: String,
+        credentials: Credentials,
+        throttle: Throttle,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 keys,
                 issuer,
                 credentials,
-                throttle: Throttle::default(),
+                throttle,
             }),
         }
     }
