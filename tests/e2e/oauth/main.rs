@@ -3,3 +3,5 @@
 
 mod authorization;
 mod scopes;
+mod signin;
+mod web;
