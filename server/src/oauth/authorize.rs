@@ -56,6 +56,28 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 const CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
 
+/// The CSP of a page whose form may end in a 303 to `redirect_uri`:
+/// browsers apply `form-action` to every redirect after the submission
+/// too (Chromium refuses the 303 to the client otherwise), so the
+/// client's origin, and only it, is added.
+fn csp_for(redirect_uri: &str) -> String {
+    let origin = redirect_uri.parse::<http::Uri>().ok().and_then(|u| {
+        let (scheme, authority) = (u.scheme_str()?, u.authority()?);
+        let ok = authority
+            .as_str()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        ok.then(|| format!("{scheme}://{authority}"))
+    });
+    match origin {
+        Some(o) => format!(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {o}; \
+             frame-ancestors 'none'"
+        ),
+        None => CSP.to_owned(),
+    }
+}
+
 #[derive(Clone)]
 struct Ctx {
     provider: Provider,
@@ -453,8 +475,8 @@ impl Ctx {
         cookies: &[String],
     ) -> Response {
         let csrf = self.keys.csrf_token(csrf_cookie, pending);
-        html(
-            StatusCode::OK,
+        form_page(
+            req,
             pages::sign_in(&pages::SignIn {
                 client: &req.client.display_name,
                 org: &req.client.org_id,
@@ -483,8 +505,8 @@ impl Ctx {
             .filter(|a| a.as_str() != own)
             .cloned()
             .collect();
-        html(
-            StatusCode::OK,
+        form_page(
+            req,
             pages::consent(&pages::Consent {
                 client: &req.client.display_name,
                 user: &user.display_name,
@@ -863,6 +885,16 @@ fn html(status: StatusCode, body: String, cookies: &[String]) -> Response {
     r
 }
 
+/// A page with a form of the flow for `req`: its CSP lets the form's
+/// 303 reach the client.
+fn form_page(req: &AuthRequest, body: String, cookies: &[String]) -> Response {
+    let mut r = html(StatusCode::OK, body, cookies);
+    if let Ok(v) = HeaderValue::from_str(&csp_for(&req.redirect_uri)) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r
+}
+
 /// A 303 to `redirect_uri` with `pairs` added to its query.
 fn redirect(redirect_uri: &str, pairs: &[(&str, String)], cookies: &[String]) -> Response {
     let mut query = form_urlencoded::Serializer::new(String::new());
@@ -892,6 +924,17 @@ fn redirect(redirect_uri: &str, pairs: &[(&str, String)], cookies: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_may_end_at_the_clients_origin_only() {
+        let csp = csp_for("https://app.example:8443/cb?x=1");
+        assert!(
+            csp.contains("form-action 'self' https://app.example:8443;"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert_eq!(csp_for("not a uri"), CSP);
+    }
 
     #[test]
     fn redirects_keep_the_registered_query() {

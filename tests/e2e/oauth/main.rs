@@ -2,6 +2,7 @@
 //! the OAuth 2.1 / OIDC provider driven by independent clients.
 
 mod authorization;
+mod browser;
 mod scopes;
 mod signin;
 mod web;

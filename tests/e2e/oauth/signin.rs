@@ -172,6 +172,9 @@ fn authorize_url(issuer: &str, params: &[(&str, &str)]) -> String {
     format!("{issuer}/oauth2/authorize?{}", q.finish())
 }
 
+/// A parameter to set (`Some`) or drop (`None`) in a hand-made request.
+type Change = (&'static str, Option<&'static str>);
+
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 #[tokio::test]
@@ -214,6 +217,14 @@ async fn code_flow_with_an_independent_relying_party() {
             "{session}"
         );
         assert!(session.contains("Path=/oauth2/") && session.contains("Max-Age=28800"));
+        // Browsers apply form-action to the 303 after Allow: the client's
+        // origin, and no other, is allowed.
+        assert!(
+            consent
+                .header("content-security-policy")
+                .contains("form-action 'self' https://app.example;"),
+            "{consent:?}"
+        );
         assert!(
             consent.body.contains("organizations.get"),
             "{}",
@@ -395,7 +406,7 @@ async fn refusals_carry_the_rfc_errors() {
             ("code_challenge", CHALLENGE),
             ("code_challenge_method", "S256"),
         ];
-        let with = |changes: &[(&'static str, Option<&'static str>)]| {
+        let with = |changes: &[Change]| {
             let mut params: Vec<(&str, &str)> = base.to_vec();
             for (k, v) in changes {
                 params.retain(|(n, _)| n != k);
@@ -426,7 +437,7 @@ async fn refusals_carry_the_rfc_errors() {
         assert_eq!(page.status, 200, "{page:?}");
 
         // Everything else: back to the client with the RFC's code.
-        let cases: [(&[(&'static str, Option<&'static str>)], &str); 7] = [
+        let cases: [(&[Change], &str); 7] = [
             (
                 &[("code_challenge", None), ("code_challenge_method", None)],
                 "invalid_request",
