@@ -126,10 +126,14 @@ async fn health_is_not_serving_while_postgres_is_unreachable() {
         base.replacen(&hostport, &proxy.addr.to_string(), 1)
     );
 
+    // PostgreSQL deployments bring their own key-encryption key.
+    let kek = tempfile::tempdir().unwrap();
+    tollgate_server::oauth::kek::Kek::create_file(&kek.path().join("kek")).unwrap();
     let config = tollgate_server::Config {
         database_url: url,
         health_interval: Duration::from_millis(100),
         db_pool_size: 4,
+        key_encryption_key_file: Some(kek.path().join("kek")),
         ..Default::default()
     };
     let app = tollgate_server::prepare(config).await.unwrap();

@@ -14,15 +14,17 @@ use tollgate_e2e::{
     },
     rpc::assert_error_info,
     v1::{
-        ApiKey, CreateApiKeyRequest, CreateOAuthClientRequest, CreateOrganizationRequest,
-        CreateServiceAccountRequest, CreateUserRequest, DeleteOAuthClientRequest,
-        DeleteOrganizationRequest, DeleteServiceAccountRequest, DeleteUserRequest,
-        GetApiKeyRequest, GetOAuthClientRequest, GetOrganizationRequest, GetServiceAccountRequest,
-        GetUserRequest, ListApiKeysRequest, ListOAuthClientsRequest, ListOrganizationsRequest,
-        ListServiceAccountsRequest, ListUsersRequest, OAuthClient, Organization,
-        RevokeApiKeyRequest, RotateOAuthClientSecretRequest, ServiceAccount, SetPasswordRequest,
-        UpdateOAuthClientRequest, UpdateOrganizationRequest, UpdateServiceAccountRequest,
-        UpdateUserRequest, User, o_auth_client::ClientType,
+        ApiKey, BatchCheckRequest, CheckRequest, CreateApiKeyRequest, CreateOAuthClientRequest,
+        CreateOrganizationRequest, CreateServiceAccountRequest, CreateUserRequest,
+        DeleteOAuthClientRequest, DeleteOrganizationRequest, DeleteServiceAccountRequest,
+        DeleteUserRequest, GetApiKeyRequest, GetOAuthClientRequest, GetOrganizationRequest,
+        GetServiceAccountRequest, GetUserRequest, IntrospectTokenRequest, IssueTokenRequest,
+        ListApiKeysRequest, ListOAuthClientsRequest, ListOrganizationsRequest,
+        ListServiceAccountsRequest, ListSigningKeysRequest, ListUsersRequest, OAuthClient,
+        Organization, RevokeApiKeyRequest, RevokeTokenRequest, RotateOAuthClientSecretRequest,
+        RotateSigningKeyRequest, ServiceAccount, SetPasswordRequest, UpdateOAuthClientRequest,
+        UpdateOrganizationRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
+        check_request, o_auth_client::ClientType,
     },
 };
 
@@ -68,6 +70,9 @@ struct Row {
     method: &'static str,
     min: Min,
     spans_orgs: bool,
+    /// A public method: every caller, credentials or not, gets the
+    /// method's own answer to the request the matrix sends.
+    public: Option<Code>,
 }
 
 const fn row(method: &'static str, min: Min) -> Row {
@@ -75,6 +80,17 @@ const fn row(method: &'static str, min: Min) -> Row {
         method,
         min,
         spans_orgs: false,
+        public: None,
+    }
+}
+
+/// A public method whose matrix request is answered `code` for everyone.
+const fn public(method: &'static str, code: Code) -> Row {
+    Row {
+        method,
+        min: Min::Viewer,
+        spans_orgs: true,
+        public: Some(code),
     }
 }
 
@@ -85,6 +101,7 @@ const ROWS: &[Row] = &[
         method: "OrganizationService/ListOrganizations",
         min: Min::Viewer,
         spans_orgs: true,
+        public: None,
     },
     row("OrganizationService/UpdateOrganization", Min::Admin),
     row("OrganizationService/DeleteOrganization", Min::Platform),
@@ -109,11 +126,30 @@ const ROWS: &[Row] = &[
     row("OAuthClientService/UpdateOAuthClient", Min::Editor),
     row("OAuthClientService/DeleteOAuthClient", Min::Editor),
     row("OAuthClientService/RotateOAuthClientSecret", Min::Editor),
+    row("AuthorizationService/Check", Min::Viewer),
+    row("AuthorizationService/BatchCheck", Min::Viewer),
+    // The client authenticates in the request (here: an unsupported grant
+    // and a missing token, refused before any client lookup).
+    public("TokenService/IssueToken", Code::InvalidArgument),
+    public("TokenService/RevokeToken", Code::InvalidArgument),
+    // Anyone may ask about a token; outside its organization the answer
+    // is only `active: false`.
+    Row {
+        method: "TokenService/IntrospectToken",
+        min: Min::Viewer,
+        spans_orgs: true,
+        public: None,
+    },
+    row("TokenService/ListSigningKeys", Min::Platform),
+    row("TokenService/RotateSigningKey", Min::Platform),
 ];
 
 impl Row {
     /// The code `who` must get.
     fn expected(&self, who: Who) -> Code {
+        if let Some(code) = self.public {
+            return code;
+        }
         let passes = match who {
             Who::Anonymous | Who::BadCredential => return Code::Unauthenticated,
             Who::Platform => true,
@@ -477,6 +513,64 @@ impl World {
                 .rotate_o_auth_client_secret(RotateOAuthClientSecretRequest {
                     name: self.app.clone(),
                     ..Default::default()
+                })
+                .await
+                .map(drop),
+            "AuthorizationService/Check" => client
+                .authorization()
+                .check(CheckRequest {
+                    subject: Some(check_request::Subject::Principal(self.bot.clone())),
+                    permission: "users.get".into(),
+                    resource: acme.clone(),
+                })
+                .await
+                .map(drop),
+            "AuthorizationService/BatchCheck" => client
+                .authorization()
+                .batch_check(BatchCheckRequest {
+                    checks: vec![CheckRequest {
+                        subject: Some(check_request::Subject::Principal(self.bot.clone())),
+                        permission: "users.get".into(),
+                        resource: acme.clone(),
+                    }],
+                })
+                .await
+                .map(drop),
+            "TokenService/IssueToken" => client
+                .tokens()
+                .issue_token(IssueTokenRequest {
+                    grant_type: "password".into(),
+                    client_id: self.app.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "TokenService/RevokeToken" => client
+                .tokens()
+                .revoke_token(RevokeTokenRequest {
+                    client_id: self.app.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "TokenService/IntrospectToken" => client
+                .tokens()
+                .introspect_token(IntrospectTokenRequest {
+                    token: "tg_notatoken".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "TokenService/ListSigningKeys" => client
+                .tokens()
+                .list_signing_keys(ListSigningKeysRequest::default())
+                .await
+                .map(drop),
+            "TokenService/RotateSigningKey" => client
+                .tokens()
+                .rotate_signing_key(RotateSigningKeyRequest {
+                    algorithm: "ES256".into(),
+                    immediate: false,
                 })
                 .await
                 .map(drop),

@@ -550,6 +550,84 @@ fn ours() -> Vec<Row> {
                 etag: String::new(),
             }),
         ),
+        // --- TokenService and AuthorizationService: body "*" on custom
+        // verbs of collections without a parent, a oneof by member name.
+        row(
+            "POST",
+            "/v1/tokens:issue",
+            r#"{"grantType":"client_credentials","clientId":"organizations/acme/clients/svc","scope":"users.*"}"#,
+            "TokenService/IssueToken",
+            req(v1::IssueTokenRequest {
+                grant_type: s("client_credentials"),
+                client_id: s("organizations/acme/clients/svc"),
+                scope: s("users.*"),
+                ..Default::default()
+            }),
+        ),
+        row(
+            "POST",
+            "/v1/tokens:introspect",
+            r#"{"token":"t","tokenTypeHint":"access_token"}"#,
+            "TokenService/IntrospectToken",
+            req(v1::IntrospectTokenRequest {
+                token: s("t"),
+                token_type_hint: s("access_token"),
+            }),
+        ),
+        row(
+            "POST",
+            "/v1/tokens:revoke",
+            r#"{"token":"t","clientId":"c"}"#,
+            "TokenService/RevokeToken",
+            req(v1::RevokeTokenRequest {
+                token: s("t"),
+                client_id: s("c"),
+                ..Default::default()
+            }),
+        ),
+        row(
+            "GET",
+            "/v1/signingKeys?showRetired=true",
+            "",
+            "TokenService/ListSigningKeys",
+            req(v1::ListSigningKeysRequest { show_retired: true }),
+        ),
+        row(
+            "POST",
+            "/v1/signingKeys:rotate",
+            r#"{"algorithm":"ES256","immediate":true}"#,
+            "TokenService/RotateSigningKey",
+            req(v1::RotateSigningKeyRequest {
+                algorithm: s("ES256"),
+                immediate: true,
+            }),
+        ),
+        row(
+            "POST",
+            "/v1/authorization:check",
+            r#"{"principal":"organizations/acme/users/bob","permission":"users.get","resource":"organizations/acme"}"#,
+            "AuthorizationService/Check",
+            req(v1::CheckRequest {
+                subject: Some(v1::check_request::Subject::Principal(s(
+                    "organizations/acme/users/bob",
+                ))),
+                permission: s("users.get"),
+                resource: s("organizations/acme"),
+            }),
+        ),
+        row(
+            "POST",
+            "/v1/authorization:batchCheck",
+            r#"{"checks":[{"token":"tg_x","permission":"users.get","resource":"organizations/acme"}]}"#,
+            "AuthorizationService/BatchCheck",
+            req(v1::BatchCheckRequest {
+                checks: vec![v1::CheckRequest {
+                    subject: Some(v1::check_request::Subject::Token(s("tg_x"))),
+                    permission: s("users.get"),
+                    resource: s("organizations/acme"),
+                }],
+            }),
+        ),
     ]
 }
 

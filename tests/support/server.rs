@@ -218,6 +218,9 @@ pub struct TestServer {
     testing: bool,
     /// The main listener's live counts, of the current start.
     listener_stats: Arc<Stats>,
+    /// The signing keys of the current start, to mint tokens with claims
+    /// the token endpoint would never issue (expired, wrong audience).
+    keys: Option<tollgate_server::oauth::keys::KeyRing>,
     // Last, so it is dropped after the server was told to stop.
     storage: Storage,
 }
@@ -257,6 +260,7 @@ impl TestServer {
             configure: None,
             testing: true,
             listener_stats: Arc::default(),
+            keys: None,
             storage,
         };
         let key = server.launch(grpc, admin).await?;
@@ -293,6 +297,7 @@ impl TestServer {
             configure,
             testing: false,
             listener_stats: Arc::default(),
+            keys: None,
             storage,
         };
         let key = server.launch(grpc, admin).await?;
@@ -346,6 +351,7 @@ impl TestServer {
         }
         let key = app.bootstrap_key.as_ref().map(|k| k.expose().to_owned());
         self.listener_stats = app.listener_stats.clone();
+        self.keys = Some(app.keys.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tollgate_server::run(app, grpc, admin, async move {
             let _ = rx.await;
@@ -440,6 +446,11 @@ impl TestServer {
     /// The admin listener's address (for [`http::get`]).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The server's signing keys (of the current start).
+    pub fn keys(&self) -> &tollgate_server::oauth::keys::KeyRing {
+        self.keys.as_ref().expect("a started server has keys")
     }
 
     /// The main listener's live counts: connections open, requests in

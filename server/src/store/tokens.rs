@@ -286,7 +286,6 @@ impl Store {
                 }))
             })
             .await
-            .map_err(Into::into)
     }
 
     /// Starts a refresh family and issues its first token; when it comes
@@ -455,7 +454,6 @@ impl Store {
                 Ok(Ok(true))
             })
             .await
-            .map_err(Into::into)
     }
 
     /// Records that the access token `jti` is revoked until `expire_time`
@@ -502,6 +500,5 @@ impl Store {
                     .load(conn)?)
             })
             .await
-            .map_err(Into::into)
     }
 }

@@ -3,6 +3,9 @@
 
 mod authorization;
 mod browser;
+mod client_crate;
+mod pyjwt;
 mod scopes;
 mod signin;
+mod tokens;
 mod web;
