@@ -86,7 +86,6 @@ pub const SECRET_PREFIX: &str = "tgcs_";
 /// 43 of `[A-Za-z0-9]`: about 256 bits.
 pub const SECRET_LEN: usize = 43;
 
-
 /// RFC 6749 section 2.1, as stored (`OAuthClient.ClientType` numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientType {
