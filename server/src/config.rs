@@ -370,6 +370,8 @@ impl Settings {
                 Some(days) => Some(Duration::from_secs(days.saturating_mul(DAY_SECS))),
                 None => d.signing_key_rotation,
             },
+            throttle_max_failures: d.throttle_max_failures,
+            throttle_window: d.throttle_window,
         }
     }
 }
@@ -433,6 +435,13 @@ pub struct Config {
     /// Time between scheduled signing key rotations; `None`: on demand
     /// only. Default 30 days (`--signing-key-rotation-days`, 0 for never).
     pub signing_key_rotation: Option<Duration>,
+    /// Failed sign-ins or client authentications allowed per account,
+    /// client or source address within `throttle_window`; default 5. No
+    /// flag: tests lower it.
+    pub throttle_max_failures: u32,
+    /// How long failures count, from the first; default 5 minutes. No
+    /// flag: tests shorten it.
+    pub throttle_window: Duration,
 }
 
 const DAY_SECS: u64 = 24 * 60 * 60;
@@ -548,6 +557,8 @@ impl Default for Config {
             issuer: default_issuer(SocketAddr::from(([127, 0, 0, 1], 8080)), false),
             key_encryption_key_file: None,
             signing_key_rotation: Some(Duration::from_secs(30 * DAY_SECS)),
+            throttle_max_failures: crate::oauth::throttle::MAX_FAILURES,
+            throttle_window: crate::oauth::throttle::WINDOW,
         }
     }
 }

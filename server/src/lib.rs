@@ -97,6 +97,9 @@ pub struct App {
     pub credentials: layers::authenticate::Credentials,
     /// The OAuth provider: grants, introspection, revocation.
     pub provider: oauth::provider::Provider,
+    /// Runs password hashes and verifications (SetPassword, the sign-in
+    /// page) under one limit, so together they cannot exhaust memory.
+    pub hasher: domain::password::Hasher,
 }
 
 /// Checks the configuration, loads the TLS certificate, reads policies,
@@ -132,6 +135,13 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
         keys.clone(),
         config.issuer.clone(),
         credentials.clone(),
+        oauth::throttle::Throttle::new(config.throttle_max_failures, config.throttle_window),
+    );
+    let hasher = domain::password::Hasher::new(
+        config
+            .max_concurrent_password_hashes
+            .unwrap_or_else(domain::password::Hasher::default_limit),
+        domain::password::PERMIT_WAIT,
     );
     Ok(App {
         credentials,
@@ -144,6 +154,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
         tls,
         listener_stats: Arc::default(),
         keys,
+        hasher,
     })
 }
 
@@ -229,15 +240,7 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
     others.push((named(&tokens), services::Services::boxed(tokens)));
     let services = services::Services::new(
         OrganizationServiceServer::new(api::organizations::Organizations::new(store.clone())),
-        UserServiceServer::new(api::users::Users::new(
-            store.clone(),
-            domain::password::Hasher::new(
-                app.config
-                    .max_concurrent_password_hashes
-                    .unwrap_or_else(domain::password::Hasher::default_limit),
-                domain::password::PERMIT_WAIT,
-            ),
-        )),
+        UserServiceServer::new(api::users::Users::new(store.clone(), app.hasher.clone())),
         ServiceAccountServiceServer::new(api::service_accounts::ServiceAccounts::new(
             store.clone(),
         )),
@@ -308,7 +311,7 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
     let oauth = oauth::endpoints::router(
         app.provider.clone(),
         app.credentials.clone(),
-        axum::Router::new(),
+        oauth::authorize::router(app.provider.clone(), app.hasher.clone()),
     );
     let front = http::Front::new(grpc, connect, gateway, openapi, oauth);
     let served = match http::cors::layer(&app.config.cors_allow_origin)? {

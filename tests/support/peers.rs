@@ -164,6 +164,33 @@ fn venv_grpcurl(root: &Path) -> Option<PathBuf> {
     candidates.pop()
 }
 
+/// Headless Chromium and its WebDriver for the sign-in page tests:
+/// `$CHROMIUM` / `$CHROMEDRIVER`, else `chromium` and `chromedriver` on
+/// `PATH` (Debian's `chromium` and `chromium-driver` packages). `None`
+/// (after [`skip`]) when either is missing.
+pub fn chromium() -> Option<(PathBuf, PathBuf)> {
+    let find = |env: &str, name: &str| {
+        std::env::var_os(env)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| on_path(name))
+    };
+    match (
+        find("CHROMIUM", "chromium"),
+        find("CHROMEDRIVER", "chromedriver"),
+    ) {
+        (Some(browser), Some(driver)) => Some((browser, driver)),
+        _ => {
+            skip(
+                "browser tests",
+                "chromium or chromedriver is missing (apt-get install chromium chromium-driver, \
+                 or set CHROMIUM and CHROMEDRIVER)",
+            );
+            None
+        }
+    }
+}
+
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -23,13 +23,12 @@
 
 use std::{fmt, time::Duration};
 
-use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
     FieldViolation, Violations,
-    api_key::{hex, unhex},
+    api_key::unhex,
     scope::{Scope, Scopes},
 };
 
@@ -86,8 +85,6 @@ pub const MAX_SECRET_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const SECRET_PREFIX: &str = "tgcs_";
 /// 43 of `[A-Za-z0-9]`: about 256 bits.
 pub const SECRET_LEN: usize = 43;
-
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// RFC 6749 section 2.1, as stored (`OAuthClient.ClientType` numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,22 +393,9 @@ pub fn check_combination(v: &mut Violations, prefix: &str, c: &Combination<'_>) 
     }
 }
 
-/// A client secret. Its `Debug` prints nothing of it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientSecret(String);
-
-impl ClientSecret {
-    /// The secret, to hand to the client's owner once.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ClientSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientSecret(<redacted>)")
-    }
-}
+/// A client secret: `tgcs_` and 256 random bits in base62. Its `Debug`
+/// prints nothing of it.
+pub type ClientSecret = super::secret::Secret;
 
 /// A freshly minted secret and its stored digest.
 #[derive(Debug)]
@@ -424,16 +408,10 @@ pub struct MintedSecret {
 
 /// Mints a secret from the OS-seeded thread RNG.
 pub fn mint_secret() -> MintedSecret {
-    let mut rng = rand::rng();
-    let mut s = String::with_capacity(SECRET_PREFIX.len() + SECRET_LEN);
-    s.push_str(SECRET_PREFIX);
-    for _ in 0..SECRET_LEN {
-        s.push(char::from(ALNUM[rng.random_range(0..ALNUM.len())]));
-    }
-    let digest = hex(&Sha256::digest(s.as_bytes()));
+    let secret = ClientSecret::mint(SECRET_PREFIX);
     MintedSecret {
-        secret: ClientSecret(s),
-        digest,
+        digest: secret.digest(),
+        secret,
     }
 }
 

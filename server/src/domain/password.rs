@@ -75,6 +75,25 @@ impl Hasher {
         .await?
     }
 
+    /// Verifies `password` against `phc` under the same limit as
+    /// [`Hasher::hash`] (a verify costs what a hash costs). With `None`
+    /// (an unknown user, or one without a password) it verifies against
+    /// [`DUMMY_HASH`] and answers false, so the answer takes as long as
+    /// for a wrong password of a real user.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool> {
+        self.run(move || {
+            metrics::counter!("tollgate_password_verifications_total").increment(1);
+            match phc {
+                Some(phc) => verify(&password, &phc),
+                None => {
+                    let _ = verify(&password, DUMMY_HASH);
+                    false
+                }
+            }
+        })
+        .await
+    }
+
     /// Runs `work` on the blocking pool under the limit. The slot moves
     /// into the blocking task, so a caller that goes away mid-hash does not
     /// free it before the hash ends.
@@ -115,6 +134,11 @@ fn available_memory() -> Option<u64> {
     Some(cgroup.map_or(available, |c| c.min(available)))
 }
 
+/// An argon2id hash with the default parameters, of a password nobody
+/// knows: what a sign-in of an unknown user is verified against, so it
+/// costs what a real user's does.
+pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$iKdLVmuwy3nnKLkC6F/xvA$vaDVrJKc1CTrfNj0reCJNGz09nxR0uxTRYAXQEOuL0A";
+
 /// Checks a new password's length (in characters).
 pub fn validate(field: &str, password: &str) -> Result<(), FieldViolation> {
     let n = password.chars().count();
@@ -150,6 +174,30 @@ pub fn verify(password: &str, phc: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dummy_hash_costs_what_a_real_one_does() {
+        let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
+        let real_hash = hash("correct horse battery").unwrap();
+        let real = PasswordHash::new(&real_hash).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.params, real.params);
+        assert!(!verify("", DUMMY_HASH));
+    }
+
+    #[tokio::test]
+    async fn verify_without_a_hash_is_false() {
+        let hasher = Hasher::new(1, Duration::from_secs(5));
+        let h = hash("correct horse battery").unwrap();
+        assert!(
+            hasher
+                .verify("correct horse battery".into(), Some(h.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.verify("wrong".into(), Some(h)).await.unwrap());
+        assert!(!hasher.verify("anything".into(), None).await.unwrap());
+    }
 
     #[test]
     fn hashes_are_argon2id_and_verify() {

@@ -54,13 +54,7 @@ impl fmt::Debug for Secret {
 /// would need SHA-256 preimages), so no constant-time compare is needed
 /// on this path.
 pub fn digest(presented: &str) -> String {
-    let d = Sha256::digest(presented.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in d {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    out
+    super::api_key::hex(&Sha256::digest(presented.as_bytes()))
 }
 
 /// Whether `presented` is shaped like a secret minted with `prefix`, so

@@ -67,29 +67,32 @@ impl Credentials {
         self
     }
 
-    /// Verifies an access token for use at Tollgate (Tollgate's audience),
-    /// resolving its principal as it is now; the answer is cached until a
-    /// change is applied or the token expires.
-    async fn resolve_jwt(&self, token: &str) -> Result<Arc<Principal>, Error> {
+    /// Verifies an access token, resolving its principal as it is now;
+    /// the answer is cached until a change is applied or the token
+    /// expires, for any audience (introspection and token exchange read
+    /// the same cache the authenticate layer does).
+    pub async fn verify_access_token(&self, token: &str) -> Result<Arc<VerifiedAccess>, Error> {
         let tokens = self.access_tokens()?;
         // Read before resolving: a change applied meanwhile makes this
         // entry stale rather than letting it outlive the change.
         let epoch = self.store.caches.epoch();
-        let claims = tokens.verify_claims(token, true)?;
+        if let Some(hit) = tokens.cached(token, epoch) {
+            return Ok(hit);
+        }
+        let claims = tokens.verify_claims(token)?;
         let principal = Arc::new(self.principal_of(&claims).await?);
-        Ok(tokens
-            .remember(token, claims, principal, epoch)
-            .principal
-            .clone())
+        Ok(tokens.remember(token, claims, principal, epoch))
     }
 
-    /// Verifies an access token for any audience (a token exchange's
-    /// subject token, introspection), with its principal as it is now.
-    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedAccess, Error> {
-        let tokens = self.access_tokens()?;
-        let claims = tokens.verify_claims(token, false)?;
-        let principal = Arc::new(self.principal_of(&claims).await?);
-        Ok(VerifiedAccess::unremembered(claims, principal))
+    /// An access token as a credential for Tollgate: verified (cached),
+    /// and meant for Tollgate.
+    async fn resolve_jwt(&self, token: &str) -> Result<Arc<Principal>, Error> {
+        let verified = self.verify_access_token(token).await?;
+        if verified.for_tollgate {
+            Ok(verified.principal.clone())
+        } else {
+            Err(AccessTokens::wrong_audience())
+        }
     }
 
     /// Revokes the access token `jti` (expiring at `exp`, seconds) on
@@ -200,7 +203,10 @@ impl Credentials {
                 )));
             };
             return match tokens.cached(token, self.store.caches.epoch()) {
-                Some(p) => Step::Known(Authentication::Principal(p)),
+                Some(hit) if hit.for_tollgate => {
+                    Step::Known(Authentication::Principal(hit.principal.clone()))
+                }
+                Some(_) => Step::Known(Authentication::Refused(AccessTokens::wrong_audience())),
                 None => Step::Lookup(Lookup::Jwt(token.to_owned())),
             };
         }

@@ -6,7 +6,10 @@
 
 use std::{fmt, path::Path};
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::{
+    aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey},
+    hkdf, hmac,
+};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use sha2::{Digest, Sha256};
 
@@ -18,6 +21,9 @@ pub const KEK_LEN: usize = 32;
 /// A loaded key-encryption key. Its bytes never leave this type.
 pub struct Kek {
     key: RandomizedNonceKey,
+    /// HKDF-Extract of the key, from which [`Kek::hmac_key`] expands
+    /// purpose-bound keys.
+    prk: hkdf::Prk,
     id: String,
 }
 
@@ -40,7 +46,8 @@ impl Kek {
             .map_err(|_| Error::Internal("AES-256-GCM key setup failed".into()))?;
         let digest = Sha256::digest(bytes);
         let id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Self { key, id })
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"tollgate kek hkdf v1").extract(bytes);
+        Ok(Self { key, prk, id })
     }
 
     /// A fresh random key (tests, and [`Kek::create_file`]).
@@ -108,6 +115,25 @@ impl Kek {
         &self.id
     }
 
+    /// An HMAC-SHA256 key for `purpose` (HKDF-Expand of this key with
+    /// `purpose` as info): the same on every replica sharing the KEK, so
+    /// cookies and form tokens one replica signs verify on another, and
+    /// independent per purpose, so one kind of token never passes as
+    /// another.
+    pub fn hmac_key(&self, purpose: &str) -> hmac::Key {
+        let info = [purpose.as_bytes()];
+        match self.prk.expand(&info, hmac::HMAC_SHA256) {
+            Ok(okm) => hmac::Key::from(okm),
+            // Unreachable: 32 bytes is far below HKDF's 255-block limit.
+            // Falling back to a random key fails closed (nothing verifies).
+            Err(_) => {
+                let mut random = [0u8; 32];
+                let _ = aws_lc_rs::rand::fill(&mut random);
+                hmac::Key::new(hmac::HMAC_SHA256, &random)
+            }
+        }
+    }
+
     /// Encrypts `plaintext` bound to `kid` (the associated data, so a
     /// ciphertext moved to another row does not decrypt). Returns base64
     /// of nonce ‖ ciphertext ‖ tag.
@@ -161,6 +187,19 @@ mod tests {
         tampered[last] ^= 1;
         assert!(kek.decrypt("k1", &STANDARD.encode(tampered)).is_err());
         assert!(kek.decrypt("k1", "AAAA").is_err(), "too short");
+    }
+
+    #[test]
+    fn hmac_keys_are_per_kek_and_per_purpose() {
+        let bytes = [7u8; KEK_LEN];
+        let a = Kek::from_bytes(&bytes).unwrap();
+        let b = Kek::from_bytes(&bytes).unwrap();
+        let tag = hmac::sign(&a.hmac_key("session"), b"data");
+        // Another replica with the same KEK verifies it.
+        assert!(hmac::verify(&b.hmac_key("session"), b"data", tag.as_ref()).is_ok());
+        assert!(hmac::verify(&b.hmac_key("csrf"), b"data", tag.as_ref()).is_err());
+        let (other, _) = Kek::generate().unwrap();
+        assert!(hmac::verify(&other.hmac_key("session"), b"data", tag.as_ref()).is_err());
     }
 
     #[test]

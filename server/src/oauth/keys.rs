@@ -301,6 +301,12 @@ fn new_kid() -> Result<String> {
 }
 
 impl KeyRing {
+    /// An HMAC key for `purpose`, derived from the key-encryption key
+    /// (see [`Kek::hmac_key`]): shared by every replica, never stored.
+    pub fn hmac_key(&self, purpose: &str) -> aws_lc_rs::hmac::Key {
+        self.inner.kek.hmac_key(purpose)
+    }
+
     /// The key ring of a starting server: resolves the key-encryption key
     /// of `config` (creating the SQLite default when missing and no key
     /// exists yet), then [`KeyRing::load_or_init`]. Refuses to start when

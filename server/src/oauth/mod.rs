@@ -10,18 +10,23 @@
 //! - [`provider`]: the grants, introspection and revocation, shared by the
 //!   HTTP endpoints and `TokenService`; [`endpoints`]: the HTTP endpoints
 //!   (discovery, JWKS, token, introspect, revoke, userinfo).
+//! - [`authorize`]: `/oauth2/authorize`, the sign-in and consent flow;
+//!   [`pages`]: its HTML; [`session`]: its signed cookies and form tokens.
 //! - [`verifier`]: access tokens as credentials, verified once and cached.
 //! - [`throttle`]: the brute-force lockout of sign-ins and client
 //!   authentication.
 //! - [`error`]: the RFC error codes, rendered as RFC JSON or as statuses.
 
+pub mod authorize;
 pub mod claims;
 pub mod endpoints;
 pub mod error;
 pub mod jwk;
 pub mod kek;
 pub mod keys;
+pub mod pages;
 pub mod provider;
 pub mod refresher;
+pub mod session;
 pub mod throttle;
 pub mod verifier;

@@ -152,15 +152,22 @@ fn jti() -> String {
 }
 
 impl Provider {
-    /// A provider issuing as `issuer` with `keys`.
-    pub fn new(store: Store, keys: KeyRing, issuer: String, credentials: Credentials) -> Self {
+    /// A provider issuing as `issuer` with `keys`, locking out failed
+    /// sign-ins and client authentications with `throttle`.
+    pub fn new(
+        store: Store,
+        keys: KeyRing,
+        issuer: String,
+        credentials: Credentials,
+        throttle: Throttle,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 keys,
                 issuer,
                 credentials,
-                throttle: Throttle::default(),
+                throttle,
             }),
         }
     }
@@ -861,44 +868,46 @@ impl Provider {
                 _ => inactive,
             };
         }
-        match self.inner.credentials.resolve(token).await {
-            Ok(principal) if visible(&principal.org) => {
-                match self.inner.credentials.verify_access_token(token).await {
-                    Ok(verified) => {
-                        let c = verified.claims;
-                        IntrospectTokenResponse {
-                            active: true,
-                            scope: c.scope,
-                            client_id: c.client_id,
-                            sub: c.sub,
-                            username: String::new(),
-                            token_type: "Bearer".into(),
-                            exp: c.exp,
-                            iat: c.iat,
-                            nbf: c.nbf,
-                            aud: c.aud.to_vec(),
-                            iss: c.iss,
-                            jti: c.jti,
-                            organization: format!("organizations/{}", principal.org),
-                            roles: principal.roles.names().map(str::to_owned).collect(),
-                            act: c.act.and_then(|a| struct_of(&a)),
-                        }
-                    }
-                    // An API key.
-                    Err(_) => IntrospectTokenResponse {
+        if crate::oauth::verifier::looks_like_jwt(token) {
+            // Any audience: a resource server asks about tokens meant for it.
+            return match self.inner.credentials.verify_access_token(token).await {
+                Ok(verified) if visible(&verified.principal.org) => {
+                    let (c, principal) = (&verified.claims, &verified.principal);
+                    IntrospectTokenResponse {
                         active: true,
-                        sub: principal.name().to_owned(),
-                        token_type: "api_key".into(),
-                        scope: match &principal.scopes {
-                            Scopes::Unrestricted => String::new(),
-                            Scopes::Only(s) => Scopes::join(s),
-                        },
+                        scope: c.scope.clone(),
+                        client_id: c.client_id.clone(),
+                        sub: c.sub.clone(),
+                        username: String::new(),
+                        token_type: "Bearer".into(),
+                        exp: c.exp,
+                        iat: c.iat,
+                        nbf: c.nbf,
+                        aud: c.aud.to_vec(),
+                        iss: c.iss.clone(),
+                        jti: c.jti.clone(),
                         organization: format!("organizations/{}", principal.org),
                         roles: principal.roles.names().map(str::to_owned).collect(),
-                        ..inactive
-                    },
+                        act: c.act.as_ref().and_then(struct_of),
+                    }
                 }
-            }
+                _ => inactive,
+            };
+        }
+        match self.inner.credentials.resolve(token).await {
+            // An API key.
+            Ok(principal) if visible(&principal.org) => IntrospectTokenResponse {
+                active: true,
+                sub: principal.name().to_owned(),
+                token_type: "api_key".into(),
+                scope: match &principal.scopes {
+                    Scopes::Unrestricted => String::new(),
+                    Scopes::Only(s) => Scopes::join(s),
+                },
+                organization: format!("organizations/{}", principal.org),
+                roles: principal.roles.names().map(str::to_owned).collect(),
+                ..inactive
+            },
             _ => inactive,
         }
     }

@@ -31,6 +31,10 @@ pub struct VerifiedAccess {
     /// The principal, with its current roles, narrowed to the token's
     /// scopes.
     pub principal: Arc<Principal>,
+    /// Whether Tollgate is among its audiences: only then is it a
+    /// credential for calls to Tollgate (others are cached for
+    /// introspection and token exchange).
+    pub for_tollgate: bool,
     /// The cache epoch it was resolved in.
     epoch: u64,
 }
@@ -42,6 +46,7 @@ impl VerifiedAccess {
         Self {
             claims,
             principal,
+            for_tollgate: false,
             epoch: 0,
         }
     }
@@ -85,24 +90,23 @@ impl AccessTokens {
 
     /// The cached answer for `token` when still good in `epoch`; `None`
     /// when it must be verified.
-    pub fn cached(&self, token: &str, epoch: u64) -> Option<Arc<Principal>> {
+    pub fn cached(&self, token: &str, epoch: u64) -> Option<Arc<VerifiedAccess>> {
         let hit = self.verified.get(token)?;
         if hit.epoch != epoch || hit.claims.exp <= now_micros() / 1_000_000 {
             return None;
         }
-        Some(hit.principal.clone())
+        Some(hit)
     }
 
-    /// Checks the signature and claims of `token` (Tollgate's audience
-    /// when `for_tollgate`, any audience otherwise) and that it is not
-    /// revoked.
-    pub fn verify_claims(&self, token: &str, for_tollgate: bool) -> Result<AccessClaims> {
+    /// Checks the signature and claims of `token` (any audience: the
+    /// caller decides what the audience means) and that it is not revoked.
+    pub fn verify_claims(&self, token: &str) -> Result<AccessClaims> {
         let claims: AccessClaims = self.keys.verify(
             token,
             &Expect {
                 typ: ACCESS_TOKEN_TYP,
                 issuer: &self.issuer,
-                audience: for_tollgate.then_some(self.issuer.as_str()),
+                audience: None,
                 leeway_secs: LEEWAY.as_secs(),
             },
         )?;
@@ -151,12 +155,18 @@ impl AccessTokens {
         epoch: u64,
     ) -> Arc<VerifiedAccess> {
         let entry = Arc::new(VerifiedAccess {
+            for_tollgate: claims.aud.contains(&self.issuer),
             claims,
             principal,
             epoch,
         });
         self.verified.insert(Arc::from(token), entry.clone());
         entry
+    }
+
+    /// The refusal of a valid token meant for someone else.
+    pub fn wrong_audience() -> Error {
+        Error::Unauthenticated(super::keys::VerifyError::WrongAudience.to_string())
     }
 
     /// Records a revoked jti (until `exp`, seconds).

@@ -594,6 +594,22 @@ impl Store {
             .ok_or_else(|| Error::not_found(name.to_string()))
     }
 
+    /// The user of `org` with `email` (compared lower-cased), for the
+    /// sign-in page; `None` when there is none.
+    pub async fn user_by_email(&self, org: &str, email: &str) -> Result<Option<UserRow>> {
+        let (org, email) = (org.to_owned(), email.to_lowercase());
+        self.db
+            .run(move |conn| {
+                Ok(users::table
+                    .filter(users::org_id.eq(org))
+                    .filter(users::email.eq(email))
+                    .select(UserRow::as_select())
+                    .first(conn)
+                    .optional()?)
+            })
+            .await
+    }
+
     /// One page of an organization's users in id order.
     pub async fn list_users(
         &self,

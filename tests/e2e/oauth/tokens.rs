@@ -808,16 +808,16 @@ async fn discovery_jwks_and_rotation() {
             .await
             .expect_ok();
         let new_kid = rotated.name.trim_start_matches("signingKeys/").to_owned();
-        // Two events, by the platform admin who rotated: the new key, and
-        // the one it replaces.
+        // Two events, by the platform admin who rotated: the key it
+        // replaces, then the new key.
         let events = tollgate_e2e::outbox::rows_after(server.database_url(), before).await;
         let types: Vec<&str> = events.iter().map(|r| r.event_type.as_str()).collect();
         assert_eq!(
             types,
-            ["signingKey.created", "signingKey.replaced"],
+            ["signingKey.replaced", "signingKey.created"],
             "{events:#?}"
         );
-        assert_eq!(events[0].event.resource, rotated.name);
+        assert_eq!(events[1].event.resource, rotated.name);
         for e in &events {
             assert_eq!(e.actor, "organizations/root/serviceAccounts/admin");
             assert_eq!(e.event.organization, "organizations/root");
