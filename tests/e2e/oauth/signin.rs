@@ -315,6 +315,29 @@ async fn code_flow_with_an_independent_relying_party() {
             "the original sign-in"
         );
 
+        // The used refresh token presented again: refused, and its whole
+        // family is revoked, the token it was exchanged for included.
+        let reused = rp
+            .exchange_refresh_token(&refresh)
+            .unwrap()
+            .request_async(&http())
+            .await;
+        assert!(
+            matches!(&reused, Err(openidconnect::RequestTokenError::ServerResponse(e))
+                if e.error().to_string() == "invalid_grant"),
+            "{reused:?}"
+        );
+        let successor = rp
+            .exchange_refresh_token(next)
+            .unwrap()
+            .request_async(&http())
+            .await;
+        assert!(
+            matches!(&successor, Err(openidconnect::RequestTokenError::ServerResponse(e))
+                if e.error().to_string() == "invalid_grant"),
+            "the successor dies with its family: {successor:?}"
+        );
+
         // With the session, the next authorization goes straight to consent.
         let req2 = request(&rp);
         let page = browser.get(&req2.url).await;

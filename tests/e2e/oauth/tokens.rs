@@ -863,3 +863,48 @@ async fn discovery_jwks_and_rotation() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn failed_client_authentications_are_throttled() {
+    const MAX: u32 = 3;
+    const WINDOW: Duration = Duration::from_secs(2);
+    for backend in tollgate_e2e::backends() {
+        let mut server = TestServer::start_configured(&backend, |c| {
+            c.throttle_max_failures = MAX;
+            c.throttle_window = WINDOW;
+        })
+        .await
+        .expect("a server");
+        world(&server).await;
+        let (id, secret) =
+            client(&server, "svc", "billing", &["client_credentials"], "EdDSA").await;
+        let attempt = async |secret: &str| {
+            oauth(&server, &id, secret, AuthType::BasicAuth)
+                .exchange_client_credentials()
+                .request_async(&http())
+                .await
+        };
+        for _ in 0..MAX {
+            match attempt("tgcs_wrong").await {
+                Err(RequestTokenError::ServerResponse(e)) => {
+                    assert_eq!(*e.error(), BasicErrorResponseType::InvalidClient)
+                }
+                other => panic!("[{backend}] expected invalid_client, got {other:?}"),
+            }
+        }
+        // Locked out: even the right secret is refused until the window ends.
+        match attempt(&secret).await {
+            Err(RequestTokenError::ServerResponse(e)) => assert_eq!(
+                *e.error(),
+                BasicErrorResponseType::Extension("slow_down".into()),
+                "[{backend}]"
+            ),
+            other => panic!("[{backend}] expected slow_down, got {other:?}"),
+        }
+        tokio::time::sleep(WINDOW + Duration::from_millis(300)).await;
+        attempt(&secret)
+            .await
+            .unwrap_or_else(|e| panic!("[{backend}] after the window: {e:?}"));
+        server.stop().await.expect("a clean stop");
+    }
+}
