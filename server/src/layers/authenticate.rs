@@ -196,19 +196,27 @@ impl Credentials {
 
     /// Answers from the caches when they can.
     fn first_step(&self, token: &str) -> Step {
-        if looks_like_jwt(token) {
-            let Some(tokens) = &self.tokens else {
-                return Step::Known(Authentication::Refused(Error::Unauthenticated(
-                    "access tokens are not accepted here".into(),
-                )));
-            };
-            return match tokens.cached(token, self.store.caches.epoch()) {
+        if !token.starts_with(crate::domain::api_key::PREFIX)
+            && let Some(tokens) = &self.tokens
+        {
+            // The cache first: a hit was well-formed when it was verified,
+            // so the shape check (a scan of the whole token) is for misses.
+            match tokens.cached(token, self.store.caches.epoch()) {
                 Some(hit) if hit.for_tollgate => {
-                    Step::Known(Authentication::Principal(hit.principal.clone()))
+                    return Step::Known(Authentication::Principal(hit.principal.clone()));
                 }
-                Some(_) => Step::Known(Authentication::Refused(AccessTokens::wrong_audience())),
-                None => Step::Lookup(Lookup::Jwt(token.to_owned())),
-            };
+                Some(_) => {
+                    return Step::Known(Authentication::Refused(AccessTokens::wrong_audience()));
+                }
+                None if looks_like_jwt(token) => {
+                    return Step::Lookup(Lookup::Jwt(token.to_owned()));
+                }
+                None => {}
+            }
+        } else if self.tokens.is_none() && looks_like_jwt(token) {
+            return Step::Known(Authentication::Refused(Error::Unauthenticated(
+                "access tokens are not accepted here".into(),
+            )));
         }
         let Some(key) = PresentedKey::parse(token) else {
             return Step::Known(Authentication::Refused(Error::Unauthenticated(

@@ -5,7 +5,7 @@
 //! responses JSON with `Cache-Control: no-store`, errors in RFC 6749's
 //! shape.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
@@ -192,10 +192,20 @@ fn refuse(e: OAuthError) -> Response {
 }
 
 /// A form body: every parameter at most once (RFC 6749 section 3.2).
-struct Form(Vec<(String, String)>);
+/// Values borrow from the body unless they needed percent-decoding, so a
+/// 700-byte token is not copied to be read.
+struct Form<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl Form {
-    async fn read(request: Request) -> Result<(HeaderMap, Option<SocketAddr>, Form), OAuthError> {
+/// A request's form body, read and bounded, with what the endpoints need
+/// of the rest of the request.
+struct FormRequest {
+    headers: HeaderMap,
+    source: Option<SocketAddr>,
+    body: Bytes,
+}
+
+impl FormRequest {
+    async fn read(request: Request) -> Result<FormRequest, OAuthError> {
         let (parts, body) = request.into_parts();
         let source = parts
             .extensions
@@ -212,31 +222,42 @@ impl Form {
                 "the body must be application/x-www-form-urlencoded",
             ));
         }
-        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        let body = axum::body::to_bytes(body, MAX_FORM_BYTES)
             .await
             .map_err(|_| {
                 OAuthError::invalid_request(format!(
                     "the body is unreadable or over {MAX_FORM_BYTES} bytes"
                 ))
             })?;
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for (k, v) in form_urlencoded::parse(&bytes) {
+        Ok(FormRequest {
+            headers: parts.headers,
+            source,
+            body,
+        })
+    }
+
+    /// The parameters; a repeated one is `invalid_request`.
+    fn form(&self) -> Result<Form<'_>, OAuthError> {
+        let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::with_capacity(4);
+        for (k, v) in form_urlencoded::parse(&self.body) {
             if pairs.iter().any(|(n, _)| *n == k) {
                 return Err(OAuthError::invalid_request(format!(
                     "parameter '{}' is repeated",
                     k.chars().take(50).collect::<String>()
                 )));
             }
-            pairs.push((k.into_owned(), v.into_owned()));
+            pairs.push((k, v));
         }
-        Ok((parts.headers, source, Form(pairs)))
+        Ok(Form(pairs))
     }
+}
 
+impl Form<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
             .filter(|v| !v.is_empty())
     }
 
@@ -250,7 +271,7 @@ impl Form {
 /// `client_id`.
 fn client_credentials(
     headers: &HeaderMap,
-    form: &Form,
+    form: &Form<'_>,
 ) -> Result<Option<(String, Option<String>)>, OAuthError> {
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(v) => {
@@ -296,21 +317,30 @@ fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
     let (id, secret) = text
         .split_once(':')
         .ok_or_else(OAuthError::invalid_client)?;
-    let decode = |s: &str| -> String {
-        form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok((decode(id), decode(secret)))
+    Ok((form_decode(id), form_decode(secret)))
+}
+
+/// One `application/x-www-form-urlencoded` value decoded (`+` is a
+/// space, `%XX` a byte): `form_urlencoded` decodes a lone key the same
+/// way, without building a `k=v` string first.
+fn form_decode(s: &str) -> String {
+    form_urlencoded::parse(s.as_bytes())
+        .next()
+        .map(|(k, _)| k.into_owned())
+        .unwrap_or_default()
 }
 
 async fn token(State(ctx): State<Ctx>, request: Request) -> Response {
-    let (headers, source, form) = match Form::read(request).await {
+    let request = match FormRequest::read(request).await {
         Ok(x) => x,
         Err(e) => return refuse(e),
     };
-    let (client_id, client_secret) = match client_credentials(&headers, &form) {
+    let (headers, source) = (&request.headers, request.source);
+    let form = match request.form() {
+        Ok(f) => f,
+        Err(e) => return refuse(e),
+    };
+    let (client_id, client_secret) = match client_credentials(headers, &form) {
         Ok(Some(c)) => c,
         Ok(None) => {
             return refuse(OAuthError::new(
@@ -351,8 +381,13 @@ async fn token(State(ctx): State<Ctx>, request: Request) -> Response {
 }
 
 async fn introspect(State(ctx): State<Ctx>, request: Request) -> Response {
-    let (headers, source, form) = match Form::read(request).await {
+    let request = match FormRequest::read(request).await {
         Ok(x) => x,
+        Err(e) => return refuse(e),
+    };
+    let (headers, source) = (&request.headers, request.source);
+    let form = match request.form() {
+        Ok(f) => f,
         Err(e) => return refuse(e),
     };
     let Some(token) = form.get("token") else {
@@ -360,7 +395,7 @@ async fn introspect(State(ctx): State<Ctx>, request: Request) -> Response {
     };
     // RFC 7662 section 2.1: the caller authenticates, as a client or with
     // a bearer credential of its own.
-    let caller = match client_credentials(&headers, &form) {
+    let caller = match client_credentials(headers, &form) {
         Ok(Some((id, secret))) => {
             match ctx
                 .provider
@@ -385,7 +420,7 @@ async fn introspect(State(ctx): State<Ctx>, request: Request) -> Response {
                 Err(e) => return refuse(e),
             }
         }
-        Ok(None) => match bearer(&headers) {
+        Ok(None) => match bearer(headers) {
             Some(credential) => match ctx.credentials.resolve(credential).await {
                 Ok(p) => p,
                 Err(_) => return unauthorized_bearer(),
@@ -397,48 +432,71 @@ async fn introspect(State(ctx): State<Ctx>, request: Request) -> Response {
     let answer = ctx.provider.introspect(&caller, token).await;
     json_response(
         StatusCode::OK,
-        Bytes::from(introspection_json(&answer).to_string()),
+        Bytes::from(introspection_json(&answer)),
         None,
     )
 }
 
 /// RFC 7662's JSON: inactive tokens say only `{"active": false}`.
-pub fn introspection_json(
-    a: &tollgate::tollgate::v1::IntrospectTokenResponse,
-) -> serde_json::Value {
+/// Serialized from a borrowed struct, not built as a `serde_json::Value`:
+/// this is written on every introspection.
+pub fn introspection_json(a: &tollgate::tollgate::v1::IntrospectTokenResponse) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        active: bool,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        scope: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        client_id: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        sub: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        username: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        token_type: &'a str,
+        #[serde(skip_serializing_if = "is_zero")]
+        exp: i64,
+        #[serde(skip_serializing_if = "is_zero")]
+        iat: i64,
+        #[serde(skip_serializing_if = "is_zero")]
+        nbf: i64,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        aud: &'a [String],
+        #[serde(skip_serializing_if = "str::is_empty")]
+        iss: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        jti: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        organization: &'a str,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        roles: &'a [String],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        act: Option<serde_json::Value>,
+    }
+    fn is_zero(v: &i64) -> bool {
+        *v == 0
+    }
     if !a.active {
-        return serde_json::json!({"active": false});
+        return br#"{"active":false}"#.to_vec();
     }
-    let mut out = serde_json::Map::new();
-    out.insert("active".into(), true.into());
-    let mut text = |k: &str, v: &str| {
-        if !v.is_empty() {
-            out.insert(k.into(), v.into());
-        }
-    };
-    text("scope", &a.scope);
-    text("client_id", &a.client_id);
-    text("sub", &a.sub);
-    text("username", &a.username);
-    text("token_type", &a.token_type);
-    text("iss", &a.iss);
-    text("jti", &a.jti);
-    text("organization", &a.organization);
-    for (k, v) in [("exp", a.exp), ("iat", a.iat), ("nbf", a.nbf)] {
-        if v != 0 {
-            out.insert(k.into(), v.into());
-        }
-    }
-    if !a.aud.is_empty() {
-        out.insert("aud".into(), a.aud.clone().into());
-    }
-    if !a.roles.is_empty() {
-        out.insert("roles".into(), a.roles.clone().into());
-    }
-    if let Some(act) = &a.act {
-        out.insert("act".into(), struct_json(act));
-    }
-    serde_json::Value::Object(out)
+    serde_json::to_vec(&Answer {
+        active: true,
+        scope: &a.scope,
+        client_id: &a.client_id,
+        sub: &a.sub,
+        username: &a.username,
+        token_type: &a.token_type,
+        exp: a.exp,
+        iat: a.iat,
+        nbf: a.nbf,
+        aud: &a.aud,
+        iss: &a.iss,
+        jti: &a.jti,
+        organization: &a.organization,
+        roles: &a.roles,
+        act: a.act.as_ref().map(struct_json),
+    })
+    .unwrap_or_else(|_| br#"{"active":false}"#.to_vec())
 }
 
 fn struct_json(s: &prost_types::Struct) -> serde_json::Value {
@@ -490,14 +548,19 @@ fn unauthorized_bearer() -> Response {
 }
 
 async fn revoke(State(ctx): State<Ctx>, request: Request) -> Response {
-    let (headers, source, form) = match Form::read(request).await {
+    let request = match FormRequest::read(request).await {
         Ok(x) => x,
+        Err(e) => return refuse(e),
+    };
+    let (headers, source) = (&request.headers, request.source);
+    let form = match request.form() {
+        Ok(f) => f,
         Err(e) => return refuse(e),
     };
     let Some(token) = form.get("token") else {
         return refuse(OAuthError::invalid_request("token is required"));
     };
-    let (id, secret) = match client_credentials(&headers, &form) {
+    let (id, secret) = match client_credentials(headers, &form) {
         Ok(Some(c)) => c,
         Ok(None) => {
             return refuse(OAuthError::new(

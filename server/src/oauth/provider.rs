@@ -147,8 +147,10 @@ fn secs(micros: i64) -> i64 {
     micros.div_euclid(1_000_000)
 }
 
+/// 128 random bits, base64url: 22 characters (the token travels in a
+/// header on every call, so every byte counts).
 fn jti() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
 }
 
 impl Provider {
@@ -202,11 +204,13 @@ impl Provider {
         source: Option<IpAddr>,
     ) -> Result<Arc<OAuthClientRow>, OAuthError> {
         let throttle = &self.inner.throttle;
-        let keys = [
-            format!("client:{client_id}"),
-            source.map_or_else(String::new, |ip| format!("ip:{ip}")),
-        ];
-        if keys.iter().any(|k| !k.is_empty() && throttle.blocked(k)) {
+        let keys = || {
+            [
+                format!("client:{client_id}"),
+                source.map_or_else(String::new, |ip| format!("ip:{ip}")),
+            ]
+        };
+        if !throttle.quiet() && keys().iter().any(|k| !k.is_empty() && throttle.blocked(k)) {
             return Err(OAuthError::new(
                 ErrorCode::SlowDown,
                 "too many failed client authentications; try again later",
@@ -220,7 +224,7 @@ impl Provider {
         {
             Ok(client) => Ok(client),
             Err(ClientAuthError::InvalidClient) => {
-                for k in keys.iter().filter(|k| !k.is_empty()) {
+                for k in keys().iter().filter(|k| !k.is_empty()) {
                     throttle.fail(k);
                 }
                 tracing::warn!(

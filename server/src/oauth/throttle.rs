@@ -11,7 +11,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -31,6 +31,11 @@ const CAPACITY: u64 = 100_000;
 pub struct Throttle {
     failures: Cache<String, Arc<AtomicU32>>,
     max: u32,
+    window: Duration,
+    /// When the last failure was counted (ms since the epoch): with none
+    /// within the window, nobody can be locked out, and the check costs
+    /// one atomic load instead of building keys and looking them up.
+    last_failure: Arc<AtomicU64>,
 }
 
 impl Default for Throttle {
@@ -48,22 +53,43 @@ impl Throttle {
                 .time_to_live(window)
                 .build(),
             max,
+            window,
+            last_failure: Arc::default(),
         }
+    }
+
+    /// Whether no failure was counted within the window: then no key is
+    /// locked out.
+    pub fn quiet(&self) -> bool {
+        let last = self.last_failure.load(Ordering::Relaxed);
+        last == 0
+            || now_ms().saturating_sub(last)
+                > u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Whether `key` is locked out now.
     pub fn blocked(&self, key: &str) -> bool {
-        self.failures
-            .get(key)
-            .is_some_and(|n| n.load(Ordering::Relaxed) >= self.max)
+        !self.quiet()
+            && self
+                .failures
+                .get(key)
+                .is_some_and(|n| n.load(Ordering::Relaxed) >= self.max)
     }
 
     /// Counts a failure of `key`.
     pub fn fail(&self, key: &str) {
+        self.last_failure.store(now_ms(), Ordering::Relaxed);
         self.failures
             .get_with(key.to_owned(), || Arc::new(AtomicU32::new(0)))
             .fetch_add(1, Ordering::Relaxed);
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
