@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::{caller, signing_keys::SigningKeys};
 use crate::oauth::{
     error::OAuthError,
-    provider::{Provider, TokenRequest},
+    provider::{Provider, TokenRequest, Viewer},
 };
 
 /// The `TokenService` implementation.
@@ -96,7 +96,9 @@ impl TokenService for Tokens {
         let caller = caller(&req)?;
         let me = caller.authorize_own()?.clone();
         Ok(Response::new(
-            self.provider.introspect(&me, &req.get_ref().token).await,
+            self.provider
+                .introspect(&Viewer::Principal(me), &req.get_ref().token)
+                .await,
         ))
     }
 

@@ -409,8 +409,12 @@ pub const CREDENTIALS_REQUIRED: &str = "credentials required: send 'authorizatio
 /// anonymous.
 fn credential(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
     let malformed = || Error::Unauthenticated(CREDENTIALS_REQUIRED.into());
+    // UTF-8 rather than `HeaderValue::to_str`'s visible-ASCII check: the
+    // latter walks a 700-byte JWT byte by byte on every call, and what
+    // follows (the key's shape, the token cache, the JWT's shape) refuses
+    // anything a token may not contain anyway.
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| malformed())?;
+        let v = header_text(v).ok_or_else(malformed)?;
         let (scheme, token) = v.split_once(' ').ok_or_else(malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(Error::Unauthenticated(format!(
@@ -420,9 +424,14 @@ fn credential(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
         return Ok(Some(token.trim()));
     }
     if let Some(v) = headers.get("x-api-key") {
-        return v.to_str().map(|t| Some(t.trim())).map_err(|_| malformed());
+        return header_text(v).map(|t| Some(t.trim())).ok_or_else(malformed);
     }
     Ok(None)
+}
+
+/// A header value as text (see [`credential`]).
+fn header_text(v: &http::HeaderValue) -> Option<&str> {
+    std::str::from_utf8(v.as_bytes()).ok()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::{
     error::{ErrorCode, OAuthError},
     keys::JWKS_MAX_AGE,
-    provider::{Provider, TokenRequest, grant},
+    provider::{Provider, TokenRequest, Viewer, grant},
 };
 use crate::{domain::scope::Scopes, layers::authenticate::Credentials};
 
@@ -393,43 +393,38 @@ async fn introspect(State(ctx): State<Ctx>, request: Request) -> Response {
     let Some(token) = form.get("token") else {
         return refuse(OAuthError::invalid_request("token is required"));
     };
-    // RFC 7662 section 2.1: the caller authenticates, as a client or with
-    // a bearer credential of its own.
-    let caller = match client_credentials(headers, &form) {
+    // RFC 7662 section 2.1: the caller authenticates, as a confidential
+    // client (which sees its own organization's tokens) or with a bearer
+    // credential of its own (its principal's organization; a platform
+    // admin's, every one).
+    let viewer = match client_credentials(headers, &form) {
         Ok(Some((id, secret))) => {
             match ctx
                 .provider
                 .authenticate_client(&id, secret.as_deref(), source.map(|s| s.ip()))
                 .await
             {
-                Ok(client) => {
-                    let Some(sa) = client.service_account() else {
-                        return refuse(OAuthError::new(
-                            ErrorCode::UnauthorizedClient,
-                            "the client acts as no service account and may not introspect",
-                        ));
-                    };
-                    match ctx.credentials.principal(sa).await {
-                        Ok(Ok(p)) => p,
-                        Ok(Err(reason)) => {
-                            return refuse(OAuthError::new(ErrorCode::InvalidClient, reason));
-                        }
-                        Err(e) => return refuse(e.into()),
-                    }
+                // A public client's id is no authentication.
+                Ok(client) if client.is_public() => {
+                    return refuse(OAuthError::new(
+                        ErrorCode::UnauthorizedClient,
+                        "public clients may not introspect tokens",
+                    ));
                 }
+                Ok(client) => Viewer::Organization(client.org_id.clone()),
                 Err(e) => return refuse(e),
             }
         }
         Ok(None) => match bearer(headers) {
             Some(credential) => match ctx.credentials.resolve(credential).await {
-                Ok(p) => p,
+                Ok(p) => Viewer::Principal(p),
                 Err(_) => return unauthorized_bearer(),
             },
             None => return unauthorized_bearer(),
         },
         Err(e) => return refuse(e),
     };
-    let answer = ctx.provider.introspect(&caller, token).await;
+    let answer = ctx.provider.introspect(&viewer, token).await;
     json_response(
         StatusCode::OK,
         Bytes::from(introspection_json(&answer)),

@@ -123,6 +123,16 @@ pub struct CodeGrant {
     pub auth_time: i64,
 }
 
+/// Who asks an introspection, which decides what it may learn: tokens of
+/// its own organization (every organization's, for a platform admin).
+#[derive(Debug, Clone)]
+pub enum Viewer {
+    /// A caller with a credential of its own.
+    Principal(Arc<Principal>),
+    /// A confidential client of this organization.
+    Organization(String),
+}
+
 /// The OAuth provider: cheap to clone.
 #[derive(Clone)]
 pub struct Provider {
@@ -843,9 +853,12 @@ impl Provider {
 
     /// RFC 7662: what `token` is. Callers outside the token's organization
     /// (other than platform admins) learn only `active: false`.
-    pub async fn introspect(&self, caller: &Principal, token: &str) -> IntrospectTokenResponse {
+    pub async fn introspect(&self, viewer: &Viewer, token: &str) -> IntrospectTokenResponse {
         let inactive = IntrospectTokenResponse::default();
-        let visible = |org: &str| caller.is_platform_admin() || caller.org == org;
+        let visible = |org: &str| match viewer {
+            Viewer::Principal(p) => p.is_platform_admin() || p.org == org,
+            Viewer::Organization(own) => own == org,
+        };
         if token.starts_with(crate::domain::secret::REFRESH_PREFIX) {
             return match self.inner.store.peek_refresh_token(token).await {
                 Ok(Some(row)) if visible(&row.org_id) => IntrospectTokenResponse {
