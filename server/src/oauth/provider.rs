@@ -428,7 +428,11 @@ impl Provider {
         let now = secs(now_micros());
         let ttl = i64::try_from(client.access_token_ttl().as_secs()).unwrap_or(900);
         let alg = Self::algorithm(client);
-        let wants = |s: &str| scopes.iter().any(|x| *x == Scope::Oidc(s_static(s)));
+        let wants = |s: &str| {
+            scopes
+                .iter()
+                .any(|x| matches!(x, Scope::Oidc(o) if *o == s))
+        };
         let (name, email) = if wants("profile") || wants("email") {
             let row = self.inner.store.get_user(user).await?;
             (
@@ -970,14 +974,6 @@ impl Provider {
         );
         Ok(())
     }
-}
-
-/// The OIDC scope names as `'static` strings, for comparisons.
-fn s_static(s: &str) -> &'static str {
-    crate::domain::scope::OIDC_SCOPES
-        .into_iter()
-        .find(|o| *o == s)
-        .unwrap_or("")
 }
 
 /// RFC 7636 S256: `BASE64URL(SHA256(verifier)) == challenge`, after
