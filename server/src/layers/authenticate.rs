@@ -80,6 +80,9 @@ impl Credentials {
             return Ok(hit);
         }
         let claims = tokens.verify_claims(token)?;
+        if tokens.revocations_overflowed() && self.store.is_revoked(&claims.jti).await? {
+            return Err(Error::Unauthenticated("token revoked".into()));
+        }
         let principal = Arc::new(self.principal_of(&claims).await?);
         Ok(tokens.remember(token, claims, principal, epoch))
     }

@@ -682,4 +682,4 @@ impl KeyRing {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -54,6 +54,8 @@ impl VerifiedAccess {
 
 /// How many verified tokens to remember.
 const CAPACITY: u64 = 50_000;
+/// Revocations remembered in memory; beyond, the database answers.
+const REVOKED_CAPACITY: u64 = 200_000;
 /// An upper bound on any entry's life; expiry is checked on every hit.
 const MAX_LIFE: Duration = Duration::from_secs(10 * 60);
 
@@ -68,11 +70,23 @@ pub struct AccessTokens {
     verified: Cache<Arc<str>, Arc<VerifiedAccess>, foldhash::fast::RandomState>,
     /// Revoked jtis until their token's expiry (seconds).
     revoked: Cache<String, i64>,
+    /// Set once the revoked set evicted an entry for lack of room: from
+    /// then on a miss in it proves nothing, and tokens being verified are
+    /// also looked up in the database (only on verified-cache misses).
+    revocations_overflowed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AccessTokens {
     /// Verifies tokens signed by `keys` and issued by `issuer`.
     pub fn new(keys: KeyRing, issuer: String) -> Self {
+        Self::with_revocation_capacity(keys, issuer, REVOKED_CAPACITY)
+    }
+
+    /// Like [`AccessTokens::new`], remembering at most `capacity`
+    /// revocations in memory (tests make it small).
+    pub fn with_revocation_capacity(keys: KeyRing, issuer: String, capacity: u64) -> Self {
+        let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = overflowed.clone();
         Self {
             keys,
             issuer,
@@ -81,10 +95,29 @@ impl AccessTokens {
                 .time_to_live(MAX_LIFE)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
             revoked: Cache::builder()
-                .max_capacity(CAPACITY)
+                .max_capacity(capacity)
                 .time_to_live(super::keys::MAX_TOKEN_TTL + LEEWAY)
+                .eviction_listener(move |_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size
+                        && !flag.swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!(
+                            target: "tollgate::security",
+                            event = "revocations_overflowed",
+                            "more revoked tokens than fit in memory; revocations are now also checked in the database"
+                        );
+                    }
+                })
                 .build(),
+            revocations_overflowed: overflowed,
         }
+    }
+
+    /// Whether a miss in the in-memory revoked set must be confirmed in
+    /// the database.
+    pub fn revocations_overflowed(&self) -> bool {
+        self.revocations_overflowed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The issuer tokens must name.
@@ -176,6 +209,9 @@ impl AccessTokens {
     /// Records a revoked jti (until `exp`, seconds).
     pub fn note_revoked(&self, jti: String, exp: i64) {
         self.revoked.insert(jti, exp);
+        // Evictions (and so the overflow flag) take effect now rather than
+        // at some later lookup; revocations are rare enough to pay for it.
+        self.revoked.run_pending_tasks();
     }
 }
 
@@ -196,6 +232,80 @@ pub fn looks_like_jwt(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        layers::authenticate::Credentials,
+        oauth::{claims::Audience, keys::Algorithm},
+    };
+
+    /// More revocations than fit in memory: the overflow is noticed, and
+    /// a revocation only the database knows (another replica's, not yet
+    /// polled) is still enforced.
+    #[tokio::test]
+    async fn revocations_beyond_memory_are_checked_in_the_database() {
+        let (_dir, store, ring) = crate::oauth::keys::tests::ring().await;
+        crate::bootstrap::ensure_root(&store).await.unwrap();
+        let issuer = "https://tollgate.example".to_owned();
+        let tokens = Arc::new(AccessTokens::with_revocation_capacity(
+            ring.clone(),
+            issuer.clone(),
+            2,
+        ));
+        let credentials = Credentials::new(store.clone()).with_access_tokens(tokens.clone());
+        let name =
+            PrincipalName::parse_any("sub", "organizations/root/serviceAccounts/admin").unwrap();
+        let uid = store
+            .principal_record(name.clone())
+            .await
+            .unwrap()
+            .unwrap()
+            .uid
+            .clone();
+        let now = now_micros() / 1_000_000;
+        let token = |jti: &str| {
+            ring.sign(
+                Algorithm::EdDSA,
+                ACCESS_TOKEN_TYP,
+                &AccessClaims {
+                    iss: issuer.clone(),
+                    sub: name.to_string(),
+                    aud: Audience::One(issuer.clone()),
+                    exp: now + 600,
+                    iat: now,
+                    nbf: now,
+                    jti: jti.into(),
+                    client_id: "organizations/root/clients/c".into(),
+                    scope: "*".into(),
+                    org: "root".into(),
+                    roles: vec!["admin".into()],
+                    uid: uid.clone(),
+                    auth_time: None,
+                    act: None,
+                },
+            )
+            .unwrap()
+        };
+        assert!(credentials.resolve(&token("a")).await.is_ok());
+        assert!(!tokens.revocations_overflowed());
+        for jti in ["r1", "r2", "r3", "r4"] {
+            credentials
+                .revoke_access_token(jti, now + 600)
+                .await
+                .unwrap();
+        }
+        assert!(tokens.revocations_overflowed());
+        // Revoked in the database only.
+        store
+            .revoke_jti("b", (now + 600) * 1_000_000)
+            .await
+            .unwrap();
+        let refused = credentials.resolve(&token("b")).await.unwrap_err();
+        assert!(refused.to_string().contains("revoked"), "{refused}");
+        // Every revoked token stays refused, in memory or not.
+        for jti in ["r1", "r2", "r3", "r4"] {
+            assert!(credentials.resolve(&token(jti)).await.is_err(), "{jti}");
+        }
+        assert!(credentials.resolve(&token("c")).await.is_ok());
+    }
 
     #[test]
     fn jwt_shape() {

@@ -483,6 +483,22 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the access token `jti` was revoked.
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool> {
+        let jti = jti.to_owned();
+        Ok(self
+            .db
+            .run(move |conn| {
+                Ok(revoked_tokens::table
+                    .find(&jti)
+                    .select(revoked_tokens::jti)
+                    .first::<String>(conn)
+                    .optional()?)
+            })
+            .await?
+            .is_some())
+    }
+
     /// The access tokens revoked since `since` (microseconds) that have
     /// not expired yet, as `(jti, expire_time)`: what a replica loads at
     /// start and polls for afterwards.

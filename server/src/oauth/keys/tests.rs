@@ -26,7 +26,7 @@ async fn store(dir: &tempfile::TempDir) -> Store {
     Store::new(db, CacheConfig::default())
 }
 
-async fn ring() -> (tempfile::TempDir, Store, KeyRing) {
+pub(crate) async fn ring() -> (tempfile::TempDir, Store, KeyRing) {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
     let (kek, _) = Kek::generate().unwrap();
