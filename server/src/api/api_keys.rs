@@ -77,11 +77,8 @@ impl ApiKeyService for ApiKeys {
         if let Scopes::Only(held) = &me.scopes {
             if scopes.is_empty() {
                 scopes = held.clone();
-            } else if let Some(wider) = scopes.iter().find(|s| !me.scopes.permits(s)) {
-                return Err(Error::PermissionDenied(format!(
-                    "the credential cannot grant scope '{wider}' it does not hold"
-                ))
-                .into());
+            } else {
+                me.check_may_grant_scopes(&scopes)?;
             }
         }
         let new = NewApiKey {

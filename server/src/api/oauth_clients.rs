@@ -182,6 +182,7 @@ impl OAuthClientService for OAuthClients {
             return Err(Error::InvalidArgument(v).into());
         };
         v.into_result()?;
+        me.check_may_grant_scopes(&scopes)?;
         let new = NewOAuthClient {
             name: ClientName {
                 org: parent.org.clone(),
@@ -310,9 +311,11 @@ impl OAuthClientService for OAuthClients {
                     ch.grant_types = Some(grants.join(" "));
                 }
                 "scopes" => {
-                    ch.scopes = v
-                        .take(rules::scopes("oauth_client.scopes", &c.scopes))
-                        .map(|s| Scopes::join(&s));
+                    let scopes = v.take(rules::scopes("oauth_client.scopes", &c.scopes));
+                    if let Some(scopes) = &scopes {
+                        me.check_may_grant_scopes(scopes)?;
+                    }
+                    ch.scopes = scopes.map(|s| Scopes::join(&s));
                 }
                 "audiences" => {
                     let a = rules::audiences(&mut v, "oauth_client.audiences", &c.audiences);

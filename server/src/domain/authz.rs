@@ -361,6 +361,18 @@ impl Principal {
         }
     }
 
+    /// Refuses to hand out scopes this caller's own credential does not
+    /// hold (minting a key, registering an OAuth client): a narrowed
+    /// credential must not mint a wider one.
+    pub fn check_may_grant_scopes(&self, wanted: &[super::scope::Scope]) -> Result<()> {
+        match wanted.iter().find(|s| !self.scopes.permits(s)) {
+            Some(wider) => Err(Error::PermissionDenied(format!(
+                "the credential cannot grant scope '{wider}' it does not hold"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The power this caller has in `org`, for grant checks.
     pub fn rank_in(&self, org: &str) -> Option<Role> {
         if self.is_platform_admin() {

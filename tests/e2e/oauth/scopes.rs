@@ -130,3 +130,56 @@ async fn a_scoped_key_mints_only_narrower_keys() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_scoped_key_registers_only_narrower_clients() {
+    each_backend(async |server| {
+        let admin = server.admin();
+        create_org(&admin, "acme", "Acme").await;
+        let sa = create_sa(&admin, "acme", "bot", &["admin"]).await;
+        let key = admin
+            .api_keys()
+            .create_api_key(scoped(&sa.name, &["clients.*", "users.get"]))
+            .await
+            .expect_ok();
+        let bot = server.client(&key.secret);
+        let client = |id: &str, scopes: &[&str]| tollgate_e2e::v1::CreateOAuthClientRequest {
+            parent: org_name("acme"),
+            oauth_client_id: id.into(),
+            oauth_client: Some(tollgate_e2e::v1::OAuthClient {
+                display_name: id.into(),
+                client_type: tollgate_e2e::v1::o_auth_client::ClientType::Confidential as i32,
+                grant_types: vec!["client_credentials".into()],
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                service_account: sa.name.clone(),
+                ..Default::default()
+            }),
+        };
+        bot.oauth_clients()
+            .create_o_auth_client(client("narrow", &["users.get"]))
+            .await
+            .expect_ok();
+        let wider = bot
+            .oauth_clients()
+            .create_o_auth_client(client("wide", &["users.*"]))
+            .await
+            .expect_code(Code::PermissionDenied);
+        assert!(wider.message().contains("users.*"), "{}", wider.message());
+        // Nor by an update.
+        let s = bot
+            .oauth_clients()
+            .update_o_auth_client(tollgate_e2e::v1::UpdateOAuthClientRequest {
+                oauth_client: Some(tollgate_e2e::v1::OAuthClient {
+                    name: "organizations/acme/clients/narrow".into(),
+                    scopes: vec!["*".into()],
+                    ..Default::default()
+                }),
+                update_mask: tollgate_e2e::fixtures::mask(&["scopes"]),
+            })
+            .await
+            .expect_code(Code::PermissionDenied);
+        assert!(s.message().contains("'*'"), "{}", s.message());
+        Ok(())
+    })
+    .await;
+}
