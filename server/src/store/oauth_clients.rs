@@ -288,6 +288,39 @@ impl Versioned for OAuthClientRow {
     }
 }
 
+/// Disables, in the caller's transaction, every active client of `org`
+/// acting as service account `sa_id`, which is being deleted: a client
+/// must not silently act as a service account later re-created under the
+/// same name (with other roles). Each gets its `oauthClient.updated`
+/// event; an admin re-enables it after choosing its service account again.
+pub(crate) fn disable_clients_of(tx: &mut Tx<'_>, org: &str, sa_id: &str) -> Result<()> {
+    let bound: Vec<OAuthClientRow> = oauth_clients::table
+        .filter(oauth_clients::org_id.eq(org))
+        .filter(oauth_clients::service_account.eq(sa_id))
+        .filter(oauth_clients::state.eq(State::Active as i16))
+        .select(OAuthClientRow::as_select())
+        .load(tx.conn)?;
+    let now = now_micros();
+    for row in bound {
+        diesel::update(oauth_clients::table.find((&row.org_id, &row.client_id)))
+            .set((
+                oauth_clients::state.eq(State::Disabled as i16),
+                oauth_clients::update_time.eq(now),
+                oauth_clients::revision.eq(row.revision + 1),
+            ))
+            .execute(tx.conn)?;
+        let after = OAuthClientRow {
+            state: State::Disabled as i16,
+            update_time: now,
+            revision: row.revision + 1,
+            ..row
+        };
+        let resource = after.name().to_string();
+        tx.emit(EventKind::OAuthClientUpdated, org, resource, after.after())?;
+    }
+    Ok(())
+}
+
 /// A client to create: the uid, timestamps, first revision and (for a
 /// confidential client) the secret are made at insert.
 #[derive(Debug, Clone)]

@@ -814,6 +814,7 @@ impl Store {
                 },
                 EventKind::ServiceAccountDeleted,
             )?;
+            super::oauth_clients::disable_clients_of(tx, &row.org_id, &row.sa_id)?;
             ensure_platform_admin_remains(tx.conn, &row.org_id)
         })
         .await

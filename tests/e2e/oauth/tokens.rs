@@ -908,3 +908,47 @@ async fn failed_client_authentications_are_throttled() {
         server.stop().await.expect("a clean stop");
     }
 }
+
+#[tokio::test]
+async fn deleting_a_service_account_disables_its_clients() {
+    each_backend(async |server| {
+        world(server).await;
+        let (id, secret) = client(server, "svc", "billing", &["client_credentials"], "EdDSA").await;
+        let attempt = async || {
+            oauth(server, &id, &secret, AuthType::BasicAuth)
+                .exchange_client_credentials()
+                .request_async(&http())
+                .await
+        };
+        attempt().await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let admin = server.admin();
+        admin
+            .service_accounts()
+            .delete_service_account(tollgate_e2e::v1::DeleteServiceAccountRequest {
+                name: sa_name("acme", "billing"),
+                etag: String::new(),
+            })
+            .await
+            .expect_ok();
+        let got = admin
+            .oauth_clients()
+            .get_o_auth_client(tollgate_e2e::v1::GetOAuthClientRequest { name: id.clone() })
+            .await
+            .expect_ok();
+        assert_eq!(
+            got.state,
+            tollgate_e2e::v1::o_auth_client::State::Disabled as i32
+        );
+        // A service account re-created under the same name, now an admin,
+        // does not hand the old client its power.
+        create_sa(&admin, "acme", "billing", &["admin"]).await;
+        match attempt().await {
+            Err(RequestTokenError::ServerResponse(e)) => {
+                assert_eq!(*e.error(), BasicErrorResponseType::InvalidClient)
+            }
+            other => panic!("expected invalid_client, got {other:?}"),
+        }
+        Ok(())
+    })
+    .await;
+}
