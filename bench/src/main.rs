@@ -29,6 +29,7 @@ mod report;
 mod servers;
 mod suite;
 mod transcoding;
+mod window;
 mod wrk;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};

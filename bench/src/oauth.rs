@@ -57,11 +57,12 @@ use tollgate_client::{
 };
 
 use crate::{
-    child::{ServerProcess, cpu_time, cpu_time_with_children, machine_cpu_time},
+    child::ServerProcess,
     h2load::{self, Body, H2loadSettings, Request},
     report::{self, NOISY_OTHER_LOAD, RoundFigures, latency, median, verdict},
     servers::{self, Launch, TollgateCommand},
     transcoding::PerfSettings,
+    window::Window,
 };
 
 /// Token issue must reach at least this many tokens per second.
@@ -361,64 +362,6 @@ impl Measured {
             other_load: self.other_load,
         }
     }
-}
-
-/// Counters read before a measured run, closed into [`Usage`] after it.
-struct Window {
-    ok: u64,
-    busy: Duration,
-    total: Duration,
-    server: Duration,
-    bench: Duration,
-}
-
-/// What the server and the machine did during a measured run.
-struct Usage {
-    server_ok: u64,
-    server_cpu: Duration,
-    other_load: f64,
-}
-
-// === impl Window ===
-
-impl Window {
-    /// Reads the OK count first and the CPU counters last, so the scrape's
-    /// own cost stays outside the window.
-    async fn open(server: &Server) -> Result<Self> {
-        let ok = ok_count(server).await?;
-        let (busy, total) = machine_cpu_time()?;
-        Ok(Self {
-            ok,
-            busy,
-            total,
-            server: cpu_time(server.pid)?,
-            // With children: h2load is reaped before the window closes, so
-            // its CPU time lands here and is not "other load".
-            bench: cpu_time_with_children(std::process::id())?,
-        })
-    }
-
-    /// Reads the CPU counters first and the OK count last.
-    async fn close(self, server: &Server) -> Result<Usage> {
-        let server_cpu = cpu_time(server.pid)?.saturating_sub(self.server);
-        let bench = cpu_time_with_children(std::process::id())?.saturating_sub(self.bench);
-        let (busy, total) = machine_cpu_time()?;
-        let ok = ok_count(server).await?;
-        let busy = busy.saturating_sub(self.busy);
-        let capacity = total.saturating_sub(self.total);
-        Ok(Usage {
-            server_ok: ok.saturating_sub(self.ok),
-            server_cpu,
-            other_load: busy.saturating_sub(server_cpu + bench).as_secs_f64()
-                / capacity.as_secs_f64().max(f64::MIN_POSITIVE),
-        })
-    }
-}
-
-async fn ok_count(server: &Server) -> Result<u64> {
-    Ok(h2load::ok_in_metrics(
-        &h2load::scrape_metrics(server.admin).await?,
-    ))
 }
 
 /// Starts the server, sets up the client and keys, checks every target's
@@ -729,9 +672,9 @@ async fn run_target(
     let log = dir.path().join("requests.tsv");
 
     let profiler = start_perf(plan, server, target, round).await?;
-    let window = Window::open(server).await?;
+    let window = Window::open(server.pid, server.admin).await?;
     let summary = h2load::run(name, &timed(plan.duration), request, Some(&log)).await?;
-    let usage = window.close(server).await?;
+    let usage = window.close(server.pid, server.admin).await?;
     drop(profiler);
 
     // Every answer a 2xx: an OAuth error is a 4xx, so this alone checks

@@ -40,11 +40,12 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    child::{ServerProcess, cpu_time, cpu_time_with_children, machine_cpu_time},
+    child::ServerProcess,
     h2load::{self, Body, H2loadSettings, Request},
     load::{self, Kind, ORG_NAME, Target},
     report::{self, NOISY_OTHER_LOAD, RoundFigures, latency, median, verdict},
     servers::{self, TollgateCommand},
+    window::Window,
     wrk::{self, WrkSettings},
 };
 
@@ -196,69 +197,6 @@ impl Measured {
             other_load: self.other_load,
         }
     }
-}
-
-/// Counters read before a measured run, closed into [`Usage`] after it.
-struct Window {
-    /// The server's OK count.
-    ok: u64,
-    /// The machine's busy and total CPU time.
-    busy: Duration,
-    total: Duration,
-    /// The server's CPU time.
-    server: Duration,
-    /// The bench's CPU time, with its reaped children.
-    bench: Duration,
-}
-
-/// What the server and the machine did during a measured run.
-struct Usage {
-    server_ok: u64,
-    server_cpu: Duration,
-    other_load: f64,
-}
-
-// === impl Window ===
-
-impl Window {
-    /// Reads the OK count first and the CPU counters last, so the scrape's
-    /// own cost stays outside the window.
-    async fn open(server: &Server) -> Result<Self> {
-        let ok = ok_count(server).await?;
-        let (busy, total) = machine_cpu_time()?;
-        Ok(Self {
-            ok,
-            busy,
-            total,
-            server: cpu_time(server.pid)?,
-            // With children: the generator is reaped before the window
-            // closes, so its CPU time lands here and is not "other load".
-            bench: cpu_time_with_children(std::process::id())?,
-        })
-    }
-
-    /// Reads the CPU counters first and the OK count last (the mirror of
-    /// [`Window::open`]).
-    async fn close(self, server: &Server) -> Result<Usage> {
-        let server_cpu = cpu_time(server.pid)?.saturating_sub(self.server);
-        let bench = cpu_time_with_children(std::process::id())?.saturating_sub(self.bench);
-        let (busy, total) = machine_cpu_time()?;
-        let ok = ok_count(server).await?;
-        let busy = busy.saturating_sub(self.busy);
-        let capacity = total.saturating_sub(self.total);
-        Ok(Usage {
-            server_ok: ok.saturating_sub(self.ok),
-            server_cpu,
-            other_load: busy.saturating_sub(server_cpu + bench).as_secs_f64()
-                / capacity.as_secs_f64().max(f64::MIN_POSITIVE),
-        })
-    }
-}
-
-async fn ok_count(server: &Server) -> Result<u64> {
-    Ok(h2load::ok_in_metrics(
-        &h2load::scrape_metrics(server.admin).await?,
-    ))
 }
 
 /// Fails unless the server's OK count grew by at least the generator's
@@ -463,9 +401,9 @@ async fn run_h2load(
     let log = dir.path().join("requests.tsv");
 
     let profiler = start_perf(plan, server, protocol, round).await?;
-    let window = Window::open(server).await?;
+    let window = Window::open(server.pid, server.admin).await?;
     let summary = h2load::run(name, &timed(plan.duration), request, Some(&log)).await?;
-    let usage = window.close(server).await?;
+    let usage = window.close(server.pid, server.admin).await?;
     drop(profiler);
 
     h2load::check_http(name, &summary)?;
@@ -550,9 +488,9 @@ async fn run_wrk(plan: &Plan, server: &Server, round: usize) -> Result<Measured>
     }
 
     let profiler = start_perf(plan, server, Protocol::Http1, round).await?;
-    let window = Window::open(server).await?;
+    let window = Window::open(server.pid, server.admin).await?;
     let summary = wrk::run(name, &plan.wrk, &url, &headers, plan.duration).await?;
-    let usage = window.close(server).await?;
+    let usage = window.close(server.pid, server.admin).await?;
     drop(profiler);
 
     wrk::check(name, &summary)?;
