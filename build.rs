@@ -13,6 +13,8 @@ const PROTOS: &[&str] = &[
     "proto/tollgate/v1/oauth_client.proto",
     "proto/tollgate/v1/token.proto",
     "proto/tollgate/v1/authorization.proto",
+    "proto/tollgate/v1/rate_limit.proto",
+    "proto/tollgate/v1/usage.proto",
     "proto/tollgate/v1/event.proto",
     "proto/google/rpc/status.proto",
     "proto/google/rpc/error_details.proto",

@@ -42,6 +42,7 @@ pub mod layers;
 pub mod listener;
 pub mod oauth;
 pub mod policy;
+pub mod ratelimit;
 pub mod services;
 pub mod shutdown;
 pub mod store;
