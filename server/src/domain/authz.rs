@@ -277,6 +277,46 @@ pub struct Principal {
     pub scopes: Scopes,
     /// The resource name, made once: every call logs it.
     name: Box<str>,
+    /// The credential it presented, for rate-limit selectors and usage.
+    pub credential: Credential,
+}
+
+/// The credential a principal presented.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Credential {
+    /// None known: a principal made by the server itself.
+    #[default]
+    None,
+    /// An API key, by resource name (`…/apiKeys/{key}`).
+    ApiKey(Box<str>),
+    /// An access token issued to this OAuth client (its resource name).
+    OAuthClient(Box<str>),
+}
+
+impl Credential {
+    /// The API key's resource name, if an API key.
+    pub fn api_key(&self) -> Option<&str> {
+        match self {
+            Credential::ApiKey(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The OAuth client's resource name, if an access token.
+    pub fn oauth_client(&self) -> Option<&str> {
+        match self {
+            Credential::OAuthClient(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The resource name of either, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Credential::None => None,
+            Credential::ApiKey(name) | Credential::OAuthClient(name) => Some(name),
+        }
+    }
 }
 
 impl Principal {
@@ -290,7 +330,14 @@ impl Principal {
             roles,
             scopes: Scopes::Unrestricted,
             name,
+            credential: Credential::None,
         }
+    }
+
+    /// The same principal, known by the credential it presented.
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = credential;
+        self
     }
 
     /// The same principal, its credential narrowed to `scopes`.

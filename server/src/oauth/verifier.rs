@@ -20,7 +20,11 @@ use super::{
     keys::{Expect, KeyRing, LEEWAY},
 };
 use crate::domain::{
-    Error, Result, authz::Principal, names::PrincipalName, now_micros, scope::Scopes,
+    Error, Result,
+    authz::{Credential, Principal},
+    names::PrincipalName,
+    now_micros,
+    scope::Scopes,
 };
 
 /// A verified access token and the principal it acts as.
@@ -174,7 +178,8 @@ impl AccessTokens {
             current.id.clone(),
             current.roles.clone(),
         )
-        .with_scopes(Scopes::Only(scopes)))
+        .with_scopes(Scopes::Only(scopes))
+        .with_credential(Credential::OAuthClient(claims.client_id.as_str().into())))
     }
 
     /// The subject of `claims`, parsed.

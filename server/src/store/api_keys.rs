@@ -17,7 +17,7 @@ use crate::{
     domain::{
         Error, Result,
         api_key::{self, PresentedKey, SecretKey},
-        authz::{Principal, Role, Roles},
+        authz::{Credential, Principal, Role, Roles},
         etag,
         filter::{FieldType, Predicate},
         names::{ApiKeyName, PrincipalKind, PrincipalName},
@@ -138,6 +138,8 @@ impl ApiKeyRow {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            // Filled by the usage work (issue 9).
+            last_used_time: None,
         }
     }
 }
@@ -417,19 +419,18 @@ impl Store {
             None => None,
             Some(cap) => Some(capped(&owner.roles, cap)).filter(|r| *r != owner.roles),
         };
-        let principal = if roles.is_none() && scopes == Scopes::Unrestricted {
-            owner.clone()
-        } else {
-            Arc::new(
-                Principal::new(
-                    owner.org.clone(),
-                    owner.kind,
-                    owner.id.clone(),
-                    roles.unwrap_or_else(|| owner.roles.clone()),
-                )
-                .with_scopes(scopes),
+        // One principal per key (cached below), so the rate limiter and
+        // usage know which key called.
+        let principal = Arc::new(
+            Principal::new(
+                owner.org.clone(),
+                owner.kind,
+                owner.id.clone(),
+                roles.unwrap_or_else(|| owner.roles.clone()),
             )
-        };
+            .with_scopes(scopes)
+            .with_credential(Credential::ApiKey(row.name()?.to_string().into())),
+        );
         self.caches.resolved.insert(
             key.key_id.clone(),
             Arc::new(ResolvedKey {
