@@ -214,6 +214,20 @@ pub struct Settings {
     /// demand (RotateSigningKey).
     #[arg(long, env = "TOLLGATE_SIGNING_KEY_ROTATION_DAYS")]
     pub signing_key_rotation_days: Option<u64>,
+    /// The rate limit of anonymous callers (public methods), per source
+    /// address, when no policy matches: `LIMIT/UNIT[,burst=N]` with UNIT
+    /// one of s, m, h, d (`100/s,burst=200`, the default), or `off`.
+    #[arg(long, env = "TOLLGATE_ANONYMOUS_RATE_LIMIT")]
+    pub anonymous_rate_limit: Option<String>,
+    /// The rate limit of each principal when no policy of its organization
+    /// matches, in the same form; `off` (the default) leaves them to the
+    /// organizations' policies.
+    #[arg(long, env = "TOLLGATE_PRINCIPAL_RATE_LIMIT")]
+    pub principal_rate_limit: Option<String>,
+    /// In-process rate-limit counters kept at most (idle ones are evicted
+    /// first); default 1000000, about 100 MB at the worst.
+    #[arg(long, env = "TOLLGATE_RATE_LIMIT_CAPACITY")]
+    pub rate_limit_capacity: Option<usize>,
 }
 
 impl Settings {
@@ -272,6 +286,9 @@ impl Settings {
             signing_key_rotation_days: self
                 .signing_key_rotation_days
                 .or(file.signing_key_rotation_days),
+            anonymous_rate_limit: self.anonymous_rate_limit.or(file.anonymous_rate_limit),
+            principal_rate_limit: self.principal_rate_limit.or(file.principal_rate_limit),
+            rate_limit_capacity: self.rate_limit_capacity.or(file.rate_limit_capacity),
         }
     }
 
@@ -372,6 +389,9 @@ impl Settings {
             },
             throttle_max_failures: d.throttle_max_failures,
             throttle_window: d.throttle_window,
+            anonymous_rate_limit: self.anonymous_rate_limit.unwrap_or(d.anonymous_rate_limit),
+            principal_rate_limit: self.principal_rate_limit.unwrap_or(d.principal_rate_limit),
+            rate_limit_capacity: self.rate_limit_capacity.unwrap_or(d.rate_limit_capacity),
         }
     }
 }
@@ -442,6 +462,12 @@ pub struct Config {
     /// How long failures count, from the first; default 5 minutes. No
     /// flag: tests shorten it.
     pub throttle_window: Duration,
+    /// `--anonymous-rate-limit`, as given; see [`Config::rate_limit_defaults`].
+    pub anonymous_rate_limit: String,
+    /// `--principal-rate-limit`, as given.
+    pub principal_rate_limit: String,
+    /// In-process rate-limit counters kept at most.
+    pub rate_limit_capacity: usize,
 }
 
 const DAY_SECS: u64 = 24 * 60 * 60;
@@ -468,7 +494,21 @@ impl Config {
         self.limits.validate()?;
         self.tls_files()?;
         check_issuer(&self.issuer)?;
+        self.rate_limit_defaults()?;
         Ok(())
+    }
+
+    /// The default limits, parsed from `--anonymous-rate-limit` and
+    /// `--principal-rate-limit`.
+    pub fn rate_limit_defaults(&self) -> anyhow::Result<crate::ratelimit::Defaults> {
+        use crate::ratelimit::Limit;
+        let parse = |flag: &str, value: &str| {
+            Limit::parse_spec(value).map_err(|e| anyhow::anyhow!("--{flag} {value:?}: {e}"))
+        };
+        Ok(crate::ratelimit::Defaults {
+            anonymous: parse("anonymous-rate-limit", &self.anonymous_rate_limit)?,
+            principal: parse("principal-rate-limit", &self.principal_rate_limit)?,
+        })
     }
 
     /// The key-encryption key file: the one set, or with SQLite `kek`
@@ -559,6 +599,9 @@ impl Default for Config {
             signing_key_rotation: Some(Duration::from_secs(30 * DAY_SECS)),
             throttle_max_failures: crate::oauth::throttle::MAX_FAILURES,
             throttle_window: crate::oauth::throttle::WINDOW,
+            anonymous_rate_limit: "100/s,burst=200".into(),
+            principal_rate_limit: "off".into(),
+            rate_limit_capacity: 1_000_000,
         }
     }
 }

@@ -101,6 +101,8 @@ pub struct App {
     /// Runs password hashes and verifications (SetPassword, the sign-in
     /// page) under one limit, so together they cannot exhaust memory.
     pub hasher: domain::password::Hasher,
+    /// Decides every call's rate limits and quotas.
+    pub limiter: ratelimit::RateLimiter,
 }
 
 /// Checks the configuration, loads the TLS certificate, reads policies,
@@ -144,7 +146,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
             .unwrap_or_else(domain::password::Hasher::default_limit),
         domain::password::PERMIT_WAIT,
     );
+    let limiter =
+        ratelimit::RateLimiter::new(config.rate_limit_defaults()?, config.rate_limit_capacity);
     Ok(App {
+        limiter,
         credentials,
         provider,
         config,
@@ -174,8 +179,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// The layers every request to the main listener passes, outermost first.
 pub type Layers = Stack<
-    layers::AuthorizeLayer,
-    Stack<layers::AuthenticateLayer, Stack<layers::TraceLayer, Identity>>,
+    layers::RateLimitLayer,
+    Stack<
+        layers::AuthorizeLayer,
+        Stack<layers::AuthenticateLayer, Stack<layers::TraceLayer, Identity>>,
+    >,
 >;
 
 /// Every gRPC service Tollgate serves (and `app.extra`'s), unlayered, with
@@ -253,10 +261,13 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
 
 /// The gRPC services behind [`layers`]: what every protocol ends in.
 pub type GrpcService = layers::trace::Trace<
-    layers::authenticate::Authenticate<layers::authorize::Authorize<services::Services>>,
+    layers::authenticate::Authenticate<
+        layers::authorize::Authorize<layers::rate_limit::RateLimit<services::Services>>,
+    >,
 >;
 
-/// trace → authenticate → authorize, over `app`'s store and policies.
+/// trace → authenticate → authorize → rate limit, over `app`'s store,
+/// policies and limiter.
 pub fn layers(app: &App) -> Layers {
     // The recorder must exist before the metric handles are made, or they
     // bind to the no-op recorder.
@@ -266,6 +277,10 @@ pub fn layers(app: &App) -> Layers {
         .layer(layers::TraceLayer::new(metrics))
         .layer(layers::AuthenticateLayer::new(app.credentials.clone()))
         .layer(layers::AuthorizeLayer::new(app.policies.clone()))
+        .layer(layers::RateLimitLayer::new(
+            app.limiter.clone(),
+            app.policies.clone(),
+        ))
         .into_inner()
 }
 

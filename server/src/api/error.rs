@@ -68,6 +68,56 @@ impl From<Error> for Status {
     }
 }
 
+impl From<crate::ratelimit::refusal::Refusal> for Status {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place gRPC statuses are built"
+    )]
+    fn from(r: crate::ratelimit::refusal::Refusal) -> Status {
+        use crate::ratelimit::refusal::Refusal;
+        let mut details = ErrorDetails::new();
+        match r {
+            Refusal::OverLimit {
+                retry_after,
+                violations,
+            } => {
+                let message = match violations.first() {
+                    Some((policy, _)) => format!(
+                        "rate limit exceeded ({policy}); retry in {} ms",
+                        retry_after.as_millis()
+                    ),
+                    None => "rate limit exceeded".to_owned(),
+                };
+                details.set_retry_info(Some(retry_after));
+                for (subject, description) in violations {
+                    details.add_quota_failure_violation(subject, description);
+                }
+                details.set_error_info(
+                    "RATE_LIMITED",
+                    ERROR_DOMAIN,
+                    HashMap::<String, String>::new(),
+                );
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            Refusal::Unavailable { policy } => {
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                details.set_error_info(
+                    "RATE_LIMIT_STORE_UNAVAILABLE",
+                    ERROR_DOMAIN,
+                    HashMap::from([("policy".to_owned(), policy.clone())]),
+                );
+                Status::with_error_details(
+                    Code::Unavailable,
+                    format!(
+                        "the rate-limit store is unavailable and {policy} fails closed; retry later"
+                    ),
+                    details,
+                )
+            }
+        }
+    }
+}
+
 impl From<crate::http::error::HttpError> for Status {
     #[expect(
         clippy::disallowed_methods,

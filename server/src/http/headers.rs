@@ -23,6 +23,14 @@ const GATEWAY_PASSED: [&str; 6] = [
     "x-forwarded-for",
 ];
 const METADATA_PREFIX: &str = "grpc-metadata-";
+/// Response metadata that is HTTP's own vocabulary, passed as plain
+/// headers rather than `Grpc-Metadata-…`: the rate-limit headers clients
+/// and proxies read.
+const GATEWAY_RESPONSE_PASSED: [&str; 3] = [
+    crate::ratelimit::headers::RATELIMIT,
+    crate::ratelimit::headers::RATELIMIT_POLICY,
+    "retry-after",
+];
 
 /// gRPC metadata of an HTTP/JSON request.
 pub fn gateway_metadata(headers: &HeaderMap) -> Result<HeaderMap, HttpError> {
@@ -104,7 +112,7 @@ pub fn gateway_response_headers(grpc: &HeaderMap, trailers: Option<&HeaderMap>) 
             if is_grpc_internal(n) {
                 continue;
             }
-            if n == REQUEST_ID {
+            if n == REQUEST_ID || GATEWAY_RESPONSE_PASSED.contains(&n) {
                 out.insert(name.clone(), value.clone());
             } else if let Ok(name) = HeaderName::from_bytes(format!("{prefix}{n}").as_bytes()) {
                 out.append(name, value.clone());

@@ -307,6 +307,57 @@ impl Limit {
     }
 }
 
+impl Limit {
+    /// Parses a configured GCRA limit: `LIMIT/UNIT[,burst=N]` with UNIT
+    /// one of `s`, `m`, `h`, `d`; `off` is `None`.
+    pub fn parse_spec(spec: &str) -> Result<Option<Limit>, String> {
+        let spec = spec.trim();
+        if spec.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let (rate, burst) = match spec.split_once(',') {
+            Some((rate, rest)) => {
+                let n = rest
+                    .trim()
+                    .strip_prefix("burst=")
+                    .ok_or("expected `,burst=N` after the rate")?;
+                (rate, Some(n.trim()))
+            }
+            None => (spec, None),
+        };
+        let (limit, unit) = rate
+            .split_once('/')
+            .ok_or("expected LIMIT/UNIT such as 100/s, or off")?;
+        let limit: u64 = limit
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or("the limit must be a whole number of at least 1")?;
+        let period = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err("the unit must be one of s, m, h, d".into()),
+        };
+        let burst = match burst {
+            Some(b) => b
+                .parse()
+                .ok()
+                .filter(|&n: &u64| n > 0)
+                .ok_or("burst must be a whole number of at least 1")?,
+            None => limit,
+        };
+        Ok(Some(Limit {
+            algorithm: Algorithm::Gcra,
+            limit,
+            period,
+            burst,
+        }))
+    }
+}
+
 impl QuotaWindow {
     /// The end of the window holding `now_us` (µs since the epoch, UTC).
     pub fn end_after(self, now_us: u64) -> u64 {
@@ -415,6 +466,20 @@ mod tests {
         let (d, _) = limit.decide(s, now + 100_000, 4, false);
         assert!(d.allowed);
         assert_eq!(d.remaining, 0);
+    }
+
+    #[test]
+    fn configured_limits_parse() {
+        assert_eq!(Limit::parse_spec("off"), Ok(None));
+        let l = Limit::parse_spec("100/s,burst=200").unwrap().unwrap();
+        assert_eq!(
+            (l.limit, l.period, l.burst),
+            (100, Duration::from_secs(1), 200)
+        );
+        assert_eq!(Limit::parse_spec("5/m").unwrap().unwrap().burst, 5);
+        for bad in ["", "0/s", "-1/s", "5/w", "5", "5/s,burst=0", "5/s,b=2"] {
+            assert!(Limit::parse_spec(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,7 +3,17 @@
 //!
 //! - [`limit`]: what one counter enforces ([`Limit`]) and what a decision
 //!   answers ([`Decision`]); the arithmetic both backends share.
+//! - [`rules`]: policies compiled for matching, most specific first.
+//! - [`limiter`]: the decision for one call ([`RateLimiter`]).
+//! - [`local`]: the in-process backend (bounded, idle keys evicted).
 
+pub mod headers;
 pub mod limit;
+pub mod limiter;
+pub mod local;
+pub mod refusal;
+pub mod rules;
 
 pub use limit::{Algorithm, Charge, Decision, Limit, QuotaWindow, State};
+pub use limiter::{Defaults, Outcome, RateLimiter, Verdict};
+pub use rules::{Facts, KeyBy, MethodMatch, Rule, RuleSet};

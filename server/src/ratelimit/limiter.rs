@@ -1,0 +1,298 @@
+//! The decision for one call: which policies match, what each charges,
+//! and which backend counts.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use metrics::{Counter, counter};
+
+use super::{
+    limit::{Algorithm, Charge, Decision, Limit},
+    local::Local,
+    rules::{Facts, Rule, RuleSet},
+};
+
+/// Limits that hold when no policy of the caller's organization matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// Per source address, for anonymous callers of public methods.
+    pub anonymous: Option<Limit>,
+    /// Per principal, for authenticated callers.
+    pub principal: Option<Limit>,
+}
+
+/// What one charge was for.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The deciding policy's resource name, or `default` for a limit from
+    /// the configuration.
+    pub policy: Arc<str>,
+    /// What was enforced.
+    pub limit: Limit,
+    /// The answer.
+    pub decision: Decision,
+    /// Counted and reported only.
+    pub shadow: bool,
+}
+
+impl Outcome {
+    /// Whether it refuses the call.
+    pub fn refuses(&self) -> bool {
+        !self.decision.allowed && !self.shadow
+    }
+
+    /// Whether it is a quota (a calendar window) rather than a rate.
+    pub fn is_quota(&self) -> bool {
+        matches!(self.limit.algorithm, Algorithm::Quota(_))
+    }
+
+    /// The header and metrics name of the policy: its final segment.
+    pub fn short_name(&self) -> &str {
+        self.policy.rsplit('/').next().unwrap_or(&self.policy)
+    }
+}
+
+/// The decision for one call.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// One per charge: the enforced rate limit first (if any), then quotas,
+    /// then shadow policies.
+    pub outcomes: Vec<Outcome>,
+    /// A fail-closed policy could not be decided (Redis down): refuse with
+    /// UNAVAILABLE, naming it.
+    pub unavailable: Option<Arc<str>>,
+}
+
+impl Verdict {
+    /// Whether the call may go on.
+    pub fn allowed(&self) -> bool {
+        self.unavailable.is_none() && !self.outcomes.iter().any(Outcome::refuses)
+    }
+
+    /// The longest wait among refusing outcomes: when the call could fit.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.refuses())
+            .map(|o| o.decision.retry_after)
+            .max()
+    }
+}
+
+/// One charge to make, with what it is for.
+struct Planned {
+    key: String,
+    limit: Limit,
+    policy: Arc<PolicyHandle>,
+    shadow: bool,
+    fail_closed: bool,
+}
+
+/// A policy's name and its decision counters, made once per rule set so
+/// the hot path neither formats labels nor looks them up.
+struct PolicyHandle {
+    name: Arc<str>,
+    allowed: Counter,
+    refused: Counter,
+    shadow_refused: Counter,
+}
+
+impl PolicyHandle {
+    fn new(name: &str) -> Self {
+        let c = |outcome: &'static str| counter!("tollgate_ratelimit_decisions_total", "policy" => name.to_owned(), "outcome" => outcome);
+        Self {
+            name: Arc::from(name),
+            allowed: c("allowed"),
+            refused: c("refused"),
+            shadow_refused: c("shadow_refused"),
+        }
+    }
+
+    fn record(&self, shadow: bool, decision: &Decision) {
+        match (decision.allowed, shadow) {
+            (true, _) => self.allowed.increment(1),
+            (false, false) => self.refused.increment(1),
+            (false, true) => self.shadow_refused.increment(1),
+        }
+    }
+}
+
+/// The rate limiter every call passes; cheap to clone.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rules: RwLock<Arc<RuleSet>>,
+    local: Local,
+    defaults: Defaults,
+    default_handle: Arc<PolicyHandle>,
+    /// Per rule set: each policy's handle, by name.
+    handles: RwLock<std::collections::HashMap<Box<str>, Arc<PolicyHandle>>>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("defaults", &self.inner.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    /// An in-process limiter holding at most `capacity` counters.
+    pub fn new(defaults: Defaults, capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                rules: RwLock::new(Arc::default()),
+                local: Local::new(capacity),
+                defaults,
+                default_handle: Arc::new(PolicyHandle::new("default")),
+                handles: RwLock::default(),
+            }),
+        }
+    }
+
+    /// Replaces the policies; calls decided from now on see the new ones.
+    pub fn set_rules(&self, rules: RuleSet) {
+        let handles = rules
+            .iter()
+            .map(|rule| (rule.name.clone(), Arc::new(PolicyHandle::new(&rule.name))))
+            .collect();
+        *self
+            .inner
+            .handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = handles;
+        *self.inner.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+
+    /// The policies in force.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.inner
+            .rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The in-process counters, for the sweeper and tests.
+    pub fn local(&self) -> &Local {
+        &self.inner.local
+    }
+
+    /// Decides a call of `cost` units (`dry_run`: without taking them).
+    pub fn check(&self, facts: &Facts<'_>, cost: u64, dry_run: bool) -> Verdict {
+        let plan = self.plan(facts);
+        if plan.is_empty() {
+            return Verdict::default();
+        }
+        let charges: Vec<Charge<'_>> = plan
+            .iter()
+            .map(|p| Charge {
+                key: &p.key,
+                limit: &p.limit,
+                cost,
+                dry_run,
+            })
+            .collect();
+        let decisions = self.inner.local.decide(&charges);
+        let outcomes = plan
+            .into_iter()
+            .zip(decisions)
+            .map(|(p, decision)| {
+                p.policy.record(p.shadow, &decision);
+                Outcome {
+                    policy: p.policy.name.clone(),
+                    limit: p.limit,
+                    decision,
+                    shadow: p.shadow,
+                }
+            })
+            .collect();
+        Verdict {
+            outcomes,
+            unavailable: None,
+        }
+    }
+
+    /// The charges a call makes: the most specific enforced rate limit
+    /// that matches (or the configured default), every matching quota,
+    /// and every matching shadow policy.
+    fn plan(&self, facts: &Facts<'_>) -> Vec<Planned> {
+        let rules = self.rules();
+        let org = facts.org.or(facts.principal.map(|p| p.org.as_str()));
+        let mut plan = Vec::new();
+        let mut rate_found = false;
+        if let Some(org) = org {
+            for rule in rules.of(org) {
+                if !rule.matches(facts) {
+                    continue;
+                }
+                if let Some(limit) = rule.limit
+                    && (rule.shadow || !rate_found)
+                {
+                    rate_found |= !rule.shadow;
+                    plan.push(self.planned(rule, facts, limit, "r"));
+                }
+                if let Some(quota) = rule.quota {
+                    plan.push(self.planned(rule, facts, quota, "q"));
+                }
+            }
+        }
+        if !rate_found && facts.descriptors.is_none() {
+            let default = match facts.principal {
+                Some(p) => self
+                    .inner
+                    .defaults
+                    .principal
+                    .map(|l| (l, p.name().to_owned())),
+                None => self.inner.defaults.anonymous.map(|l| {
+                    let ip = facts
+                        .source
+                        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+                    (l, format!("ip:{ip}"))
+                }),
+            };
+            if let Some((limit, who)) = default {
+                plan.push(Planned {
+                    key: format!("default:{who}"),
+                    limit,
+                    policy: self.inner.default_handle.clone(),
+                    shadow: false,
+                    fail_closed: false,
+                });
+            }
+        }
+        // Enforced first, so headers and details lead with what decides.
+        plan.sort_by_key(|p| (p.shadow, matches!(p.limit.algorithm, Algorithm::Quota(_))));
+        plan
+    }
+
+    fn planned(&self, rule: &Rule, facts: &Facts<'_>, limit: Limit, kind: &str) -> Planned {
+        let mut key = String::with_capacity(64);
+        key.push_str(&rule.uid);
+        key.push(':');
+        key.push_str(kind);
+        key.push(':');
+        rule.partition(facts, &mut key);
+        let policy = self
+            .inner
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rule.name.as_ref())
+            .cloned()
+            .unwrap_or_else(|| Arc::new(PolicyHandle::new(&rule.name)));
+        Planned {
+            key,
+            limit,
+            policy,
+            shadow: rule.shadow,
+            fail_closed: rule.fail_closed,
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Policies compiled for matching: per organization, most specific first.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use http::HeaderMap;
+
+use super::limit::Limit;
+use crate::domain::authz::Principal;
+
+/// Which methods a rule covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodMatch {
+    /// Every method.
+    Any,
+    /// One full path, `/pkg.Service/Method`.
+    Exact(Box<str>),
+    /// Paths starting with this (the selector without its `*`).
+    Prefix(Box<str>),
+}
+
+/// Whose calls share one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyBy {
+    /// Each principal (anonymous callers: each source address).
+    Principal,
+    /// Each credential (API key or OAuth client), else each principal.
+    Credential,
+    /// The whole organization.
+    Organization,
+    /// Each source address.
+    SourceAddress,
+    /// Each distinct set of matched header or descriptor values.
+    Descriptor,
+}
+
+/// One policy, parsed: what it matches and what it enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The policy's resource name, for headers, details and metrics.
+    pub name: Box<str>,
+    /// Its uid: counters are keyed by it, so a policy deleted and created
+    /// again under the same name starts afresh.
+    pub uid: Box<str>,
+    /// The organization whose principals it governs.
+    pub org: Box<str>,
+    /// Methods.
+    pub method: MethodMatch,
+    /// Only this principal's calls.
+    pub principal: Option<Box<str>>,
+    /// Only calls with this API key.
+    pub api_key: Option<Box<str>>,
+    /// Only calls with this OAuth client's tokens.
+    pub oauth_client: Option<Box<str>>,
+    /// Headers that must be present (`None`: any value).
+    pub headers: Vec<(Box<str>, Option<Box<str>>)>,
+    /// Descriptor entries that must be present (`None`: any value).
+    pub descriptors: Vec<(Box<str>, Option<Box<str>>)>,
+    /// The rate limit.
+    pub limit: Option<Limit>,
+    /// The quota.
+    pub quota: Option<Limit>,
+    /// Counts and reports, never refuses.
+    pub shadow: bool,
+    /// Refuse (UNAVAILABLE) rather than decide locally when Redis is down.
+    pub fail_closed: bool,
+    /// Whose calls share a counter.
+    pub key_by: KeyBy,
+}
+
+/// What is known of one call, for matching and keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The organization whose policies decide.
+    pub org: Option<&'a str>,
+    /// The caller, when authenticated.
+    pub principal: Option<&'a Principal>,
+    /// The method path; empty for descriptor requests.
+    pub method: &'a str,
+    /// The caller's address.
+    pub source: Option<IpAddr>,
+    /// Request headers (HTTP or gRPC metadata).
+    pub headers: Option<&'a HeaderMap>,
+    /// Descriptor entries (Envoy's RLS and CheckRateLimit), in order.
+    pub descriptors: Option<&'a [(&'a str, &'a str)]>,
+}
+
+impl Rule {
+    /// The matching order, as a sort key (greater is more specific): a
+    /// rule naming an API key beats one naming an OAuth client, which
+    /// beats one naming a principal; then more header and descriptor
+    /// conditions; then an exact method, then a longer method prefix; a
+    /// catch-all last. Ties go to the policy name, so the order is total.
+    pub fn specificity(&self) -> (u8, u8, u8, usize) {
+        let who = if self.api_key.is_some() {
+            3
+        } else if self.oauth_client.is_some() {
+            2
+        } else {
+            u8::from(self.principal.is_some())
+        };
+        let conditions =
+            u8::try_from(self.headers.len() + self.descriptors.len()).unwrap_or(u8::MAX);
+        let (method, prefix) = match &self.method {
+            MethodMatch::Exact(_) => (2, 0),
+            MethodMatch::Prefix(p) => (1, p.len()),
+            MethodMatch::Any => (0, 0),
+        };
+        (who, conditions, method, prefix)
+    }
+
+    /// Whether the rule applies to the call.
+    pub fn matches(&self, facts: &Facts<'_>) -> bool {
+        // Descriptor requests and calls are told apart: a descriptor
+        // policy never limits calls, nor a call policy descriptors.
+        if self.descriptors.is_empty() == facts.descriptors.is_some() {
+            return false;
+        }
+        let method_ok = match &self.method {
+            MethodMatch::Any => true,
+            MethodMatch::Exact(m) => facts.method == m.as_ref(),
+            MethodMatch::Prefix(p) => facts.method.starts_with(p.as_ref()),
+        };
+        if !method_ok {
+            return false;
+        }
+        let principal = facts.principal;
+        if let Some(p) = &self.principal
+            && principal.is_none_or(|c| c.name() != p.as_ref())
+        {
+            return false;
+        }
+        if let Some(k) = &self.api_key
+            && principal.and_then(|c| c.credential.api_key()) != Some(k.as_ref())
+        {
+            return false;
+        }
+        if let Some(c) = &self.oauth_client
+            && principal.and_then(|p| p.credential.oauth_client()) != Some(c.as_ref())
+        {
+            return false;
+        }
+        for (name, value) in &self.headers {
+            let Some(found) = facts.headers.and_then(|h| h.get(name.as_ref())) else {
+                return false;
+            };
+            if let Some(v) = value
+                && found.as_bytes() != v.as_bytes()
+            {
+                return false;
+            }
+        }
+        if let Some(entries) = facts.descriptors {
+            for (key, value) in &self.descriptors {
+                let Some((_, found)) = entries.iter().find(|(k, _)| *k == key.as_ref()) else {
+                    return false;
+                };
+                if value.as_deref().is_some_and(|v| v != *found) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The counter's partition for this call: whose share of the policy
+    /// it is.
+    pub fn partition(&self, facts: &Facts<'_>, out: &mut String) {
+        use std::fmt::Write as _;
+        let ip = |out: &mut String| match facts.source {
+            Some(ip) => {
+                let _ = write!(out, "ip:{ip}");
+            }
+            None => out.push_str("ip:unknown"),
+        };
+        match (self.key_by, facts.principal) {
+            (KeyBy::Organization, _) => out.push_str("org"),
+            (KeyBy::SourceAddress, _) => ip(out),
+            (KeyBy::Credential, Some(p)) => out.push_str(p.credential.name().unwrap_or(p.name())),
+            (KeyBy::Principal, Some(p)) => out.push_str(p.name()),
+            (KeyBy::Principal | KeyBy::Credential, None) => ip(out),
+            (KeyBy::Descriptor, _) => {
+                for (name, _) in &self.headers {
+                    out.push_str(name);
+                    out.push('=');
+                    if let Some(v) = facts.headers.and_then(|h| h.get(name.as_ref())) {
+                        out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    }
+                    out.push('\u{1f}');
+                }
+                if let Some(entries) = facts.descriptors {
+                    for (key, _) in &self.descriptors {
+                        if let Some((k, v)) = entries.iter().find(|(k, _)| *k == key.as_ref()) {
+                            out.push_str(k);
+                            out.push('=');
+                            out.push_str(v);
+                            out.push('\u{1f}');
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every organization's rules, most specific first.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    by_org: HashMap<Box<str>, Vec<Arc<Rule>>, foldhash::fast::RandomState>,
+}
+
+impl RuleSet {
+    /// Compiles `rules` into per-organization lists in matching order.
+    pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
+        let mut by_org: HashMap<Box<str>, Vec<Arc<Rule>>, _> = HashMap::default();
+        for rule in rules {
+            by_org
+                .entry(rule.org.clone())
+                .or_default()
+                .push(Arc::new(rule));
+        }
+        for list in by_org.values_mut() {
+            list.sort_by(|a, b| {
+                b.specificity()
+                    .cmp(&a.specificity())
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+        }
+        Self { by_org }
+    }
+
+    /// The rules of `org`, most specific first.
+    pub fn of(&self, org: &str) -> &[Arc<Rule>] {
+        self.by_org.get(org).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Every rule, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Rule>> {
+        self.by_org.values().flatten()
+    }
+
+    /// How many rules in all.
+    pub fn len(&self) -> usize {
+        self.by_org.values().map(Vec::len).sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_org.is_empty()
+    }
+}
