@@ -35,6 +35,7 @@ pub mod bootstrap;
 pub mod components;
 pub mod config;
 pub mod domain;
+pub mod envoy;
 pub mod events;
 pub mod health;
 pub mod http;
@@ -247,6 +248,24 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         ),
     );
     others.push((named(&tokens), services::Services::boxed(tokens)));
+    let rate_limits =
+        tollgate::tollgate::v1::rate_limit_service_server::RateLimitServiceServer::new(
+            api::rate_limits::RateLimits::new(app.limiter.clone()),
+        );
+    others.push((named(&rate_limits), services::Services::boxed(rate_limits)));
+    let ext_authz =
+        tollgate::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
+            envoy::ext_authz::ExtAuthz::new(
+                app.credentials.clone(),
+                app.policies.clone(),
+                app.limiter.clone(),
+            ),
+        );
+    others.push((named(&ext_authz), services::Services::boxed(ext_authz)));
+    let rls = tollgate::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(
+        envoy::rls::Rls::new(app.limiter.clone()),
+    );
+    others.push((named(&rls), services::Services::boxed(rls)));
     let services = services::Services::new(
         OrganizationServiceServer::new(api::organizations::Organizations::new(store.clone())),
         UserServiceServer::new(api::users::Users::new(store.clone(), app.hasher.clone())),

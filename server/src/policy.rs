@@ -17,6 +17,13 @@ use crate::domain::authz::Permission;
 pub const POLICY_EXTENSION: &str = "tollgate.v1.policy";
 /// Services in this package must all carry policies.
 pub const PACKAGE: &str = "tollgate.v1";
+/// Envoy's external-authorization and global rate-limit services, which
+/// Tollgate serves for gateways. Envoy calls them without credentials of
+/// its own (expose the port to the mesh only, or put mTLS in front); what
+/// they decide rests on the credentials and descriptors inside each
+/// request, and they are free of charge (cost 0) so the gateway is never
+/// limited by its own checks.
+pub const ENVOY_PACKAGES: [&str; 2] = ["envoy.service.auth.v3", "envoy.service.ratelimit.v3"];
 
 /// The descriptor sets of the services served beside `tollgate.v1` that
 /// anyone may call: load balancers probe health without credentials, and
@@ -108,6 +115,21 @@ impl Policies {
         let ext = pool
             .get_extension_by_name(POLICY_EXTENSION)
             .ok_or(PolicyError::NoExtension)?;
+        for service in pool
+            .services()
+            .filter(|s| ENVOY_PACKAGES.contains(&s.package_name()))
+        {
+            for method in service.methods() {
+                self.insert(Policy {
+                    path: format!("/{}/{}", service.full_name(), method.name()).into(),
+                    declared: MethodPolicy {
+                        public: true,
+                        ..MethodPolicy::default()
+                    },
+                    permission: None,
+                });
+            }
+        }
         for service in pool.services().filter(|s| s.package_name() == PACKAGE) {
             self.services.push(service.full_name().to_owned());
             for method in service.methods() {

@@ -427,6 +427,7 @@ async fn every_write_appends_exactly_one_typed_event() {
                     &c.name
                 }
                 After::SigningKey(k) => &k.name,
+                After::RateLimitPolicy(p) => &p.name,
             };
             assert_eq!(after_name, &resource, "{method}");
             if let (After::User(u), "user.updated") = (e.after.as_ref().unwrap(), *kind) {

@@ -410,7 +410,7 @@ pub const CREDENTIALS_REQUIRED: &str = "credentials required: send 'authorizatio
 /// Bearer …` wins over `x-api-key`. A malformed header is refused rather
 /// than treated as absent, so a typo never silently downgrades a caller to
 /// anonymous.
-fn credential(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
+pub fn credential(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
     let malformed = || Error::Unauthenticated(CREDENTIALS_REQUIRED.into());
     // UTF-8 rather than `HeaderValue::to_str`'s visible-ASCII check: the
     // latter walks a 700-byte JWT byte by byte on every call, and what

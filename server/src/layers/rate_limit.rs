@@ -157,6 +157,11 @@ impl<S> RateLimit<S> {
                 (policy.declared.cost, policy.path.as_ref())
             }
         };
+        if cost == 0 {
+            // Free methods (health, reflection, Envoy's checks) are never
+            // limited, so nothing is counted for them either.
+            return None;
+        }
         let principal = call.and_then(|c| c.principal()).map(|p| p.as_ref());
         let source = ext
             .get::<ConnectInfo<SocketAddr>>()

@@ -184,7 +184,14 @@ impl RateLimiter {
         &self.inner.local
     }
 
-    /// Decides a call of `cost` units (`dry_run`: without taking them).
+    /// Decides a call of `cost` units (`dry_run`: without taking them),
+    /// asking the shared store when there is one.
+    pub async fn decide(&self, facts: &Facts<'_>, cost: u64, dry_run: bool) -> Verdict {
+        self.check(facts, cost, dry_run)
+    }
+
+    /// Decides a call of `cost` units (`dry_run`: without taking them)
+    /// on this replica's counters alone.
     pub fn check(&self, facts: &Facts<'_>, cost: u64, dry_run: bool) -> Verdict {
         let plan = self.plan(facts);
         if plan.is_empty() {

@@ -7,6 +7,7 @@
 //! - [`limiter`]: the decision for one call ([`RateLimiter`]).
 //! - [`local`]: the in-process backend (bounded, idle keys evicted).
 
+pub mod descriptors;
 pub mod headers;
 pub mod limit;
 pub mod limiter;
