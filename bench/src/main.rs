@@ -18,6 +18,8 @@
 //! - `wrk`: the HTTP/1.1 load generator of that subcommand.
 //! - `oauth`: the `oauth` subcommand, token issue, introspection, and a
 //!   JWT-authenticated call against the same call with an API key (issue 8).
+//! - `ratelimit`: the `ratelimit` subcommand, in-process limiter decisions
+//!   per second beside `governor`'s (issue 9).
 #![forbid(unsafe_code)]
 
 mod child;
@@ -25,6 +27,7 @@ mod echo;
 mod h2load;
 mod load;
 mod oauth;
+mod ratelimit;
 mod report;
 mod servers;
 mod suite;
@@ -91,6 +94,11 @@ enum Command {
     /// same service account (server CPU per call ≤ 1.05×), all under h2load.
     /// Exits 0 on a miss, non-zero on errors.
     Oauth(Box<oauth::Options>),
+    /// Rate-limit benchmark (issue 9): in-process limiter decisions per
+    /// second on one thread, for a hot key set and a million keys, beside
+    /// `governor`'s keyed limiter on the same keys (target ≥ 5,000,000/s
+    /// hot).
+    Ratelimit(ratelimit::Options),
 }
 
 #[derive(Debug, Args)]
@@ -313,6 +321,7 @@ fn main() -> ExitCode {
         Some(Command::Transcoding(options)) => {
             transcoding_plan(*options).and_then(|plan| block_on(transcoding::run(&plan)))
         }
+        Some(Command::Ratelimit(options)) => ratelimit::run(&options),
         Some(Command::Oauth(options)) => {
             options.plan().and_then(|plan| block_on(oauth::run(&plan)))
         }
