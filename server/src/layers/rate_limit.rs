@@ -20,10 +20,10 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{authorize::Caller, call::Call};
+use super::{BoxFuture, authorize::Caller, call::Call};
 use crate::{
     policy::Policies,
-    ratelimit::{Facts, RateLimiter, Verdict, headers, refusal::Refusal},
+    ratelimit::{Facts, RateLimiter, Verdict, headers, limiter::Plan, refusal::Refusal},
 };
 
 /// Builds [`RateLimit`] services.
@@ -62,40 +62,121 @@ pub struct RateLimit<S> {
 }
 
 pin_project! {
-    /// The future of [`RateLimit`]: a refusal ready at once, or the inner
-    /// future, whose response gets the rate-limit headers.
-    pub struct RateLimitFuture<F, ResB> {
+    /// The future of [`RateLimit`]: a refusal ready at once, the inner
+    /// future (its response gets the rate-limit headers), or, with a
+    /// shared store, the awaited decision first.
+    pub struct RateLimitFuture<F, S, B, ResB> {
         #[pin]
-        inner: Option<F>,
-        refused: Option<Response<ResB>>,
-        headers: Option<(HeaderValue, HeaderValue)>,
+        state: State<F, S, B, ResB>,
     }
 }
 
-impl<F, ResB, E> Future for RateLimitFuture<F, ResB>
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, B, ResB> {
+        Refused { response: Option<Response<ResB>> },
+        Deciding {
+            decision: BoxFuture<Verdict>,
+            // The readied service and the request, until the verdict.
+            service: Option<S>,
+            request: Option<Request<B>>,
+        },
+        Calling {
+            #[pin]
+            future: F,
+            headers: Option<(HeaderValue, HeaderValue)>,
+        },
+    }
+}
+
+impl<S, B, ResB> Future for RateLimitFuture<S::Future, S, B, ResB>
 where
-    F: Future<Output = Result<Response<ResB>, E>>,
+    S: Service<Request<B>, Response = Response<ResB>>,
+    ResB: Default,
 {
-    type Output = Result<Response<ResB>, E>;
+    type Output = Result<Response<ResB>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Some(response) = this.refused.take() {
-            return Poll::Ready(Ok(response));
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Refused { response } => {
+                    return match response.take() {
+                        Some(r) => Poll::Ready(Ok(r)),
+                        // Polled after completion: a caller bug; stay
+                        // pending rather than panic.
+                        None => Poll::Pending,
+                    };
+                }
+                StateProj::Calling { future, headers } => {
+                    let mut response = std::task::ready!(future.poll(cx))?;
+                    if let Some((policy, state)) = headers.take() {
+                        let h = response.headers_mut();
+                        h.insert(headers::RATELIMIT_POLICY, policy);
+                        h.insert(headers::RATELIMIT, state);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Deciding {
+                    decision,
+                    service,
+                    request,
+                } => {
+                    let verdict = std::task::ready!(decision.as_mut().poll(cx));
+                    let next = match (service.take(), request.take()) {
+                        (Some(mut service), Some(request)) => match respond(&verdict) {
+                            Err(response) => State::Refused {
+                                response: Some(response),
+                            },
+                            Ok(headers) => State::Calling {
+                                future: service.call(request),
+                                headers,
+                            },
+                        },
+                        _ => State::Refused { response: None },
+                    };
+                    this.state.set(next);
+                }
+            }
         }
-        let Some(future) = this.inner.as_pin_mut() else {
-            // Polled after completion: a caller bug; stay pending rather
-            // than panic.
-            return Poll::Pending;
-        };
-        let mut response = std::task::ready!(future.poll(cx))?;
-        if let Some((policy, state)) = this.headers.take() {
-            let h = response.headers_mut();
-            h.insert(headers::RATELIMIT_POLICY, policy);
-            h.insert(headers::RATELIMIT, state);
-        }
-        Poll::Ready(Ok(response))
     }
+}
+
+/// Calls `inner` with `req`; its response gets `headers`.
+fn pass<S, B, ResB>(
+    inner: &mut S,
+    req: Request<B>,
+    headers: Option<(HeaderValue, HeaderValue)>,
+) -> RateLimitFuture<S::Future, S, B, ResB>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    RateLimitFuture {
+        state: State::Calling {
+            future: inner.call(req),
+            headers,
+        },
+    }
+}
+
+/// The headers for an allowed verdict, or the refusal to answer with.
+fn respond<ResB: Default>(
+    verdict: &Verdict,
+) -> Result<Option<(HeaderValue, HeaderValue)>, Response<ResB>> {
+    let values = headers::values(verdict);
+    if verdict.allowed() {
+        return Ok(values);
+    }
+    let mut response = Refusal::from(verdict).into_http::<ResB>();
+    let h = response.headers_mut();
+    if let Some((policy, state)) = values {
+        h.insert(headers::RATELIMIT_POLICY, policy);
+        h.insert(headers::RATELIMIT, state);
+    }
+    if let Some(retry) = headers::retry_after(verdict) {
+        h.insert(http::header::RETRY_AFTER, retry);
+    }
+    Err(response)
 }
 
 impl<S, B, ResB> Service<Request<B>> for RateLimit<S>
@@ -107,47 +188,45 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = RateLimitFuture<S::Future, ResB>;
+    type Future = RateLimitFuture<S::Future, S, B, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let verdict = self.decide(&req);
-        let headers = verdict.as_ref().and_then(headers::values);
-        match verdict {
-            Some(v) if !v.allowed() => {
-                let mut response = Refusal::from(&v).into_http::<ResB>();
-                if let Some((policy, state)) = headers {
-                    let h = response.headers_mut();
-                    h.insert(headers::RATELIMIT_POLICY, policy);
-                    h.insert(headers::RATELIMIT, state);
-                }
-                if let Some(retry) = headers::retry_after(&v) {
-                    response
-                        .headers_mut()
-                        .insert(http::header::RETRY_AFTER, retry);
-                }
-                RateLimitFuture {
-                    inner: None,
-                    refused: Some(response),
-                    headers: None,
-                }
-            }
-            _ => RateLimitFuture {
-                inner: Some(self.inner.call(req)),
-                refused: None,
-                headers,
+        let Some((plan, cost)) = self.plan(&req) else {
+            return pass(&mut self.inner, req, None);
+        };
+        if self.limiter.is_shared() {
+            // The readied service goes into the future; a clone stays.
+            let clone = self.inner.clone();
+            let service = std::mem::replace(&mut self.inner, clone);
+            let limiter = self.limiter.clone();
+            return RateLimitFuture {
+                state: State::Deciding {
+                    decision: Box::pin(async move { limiter.execute(plan, cost, false).await }),
+                    service: Some(service),
+                    request: Some(req),
+                },
+            };
+        }
+        let verdict = self.limiter.execute_local(plan, cost, false);
+        match respond(&verdict) {
+            Ok(headers) => pass(&mut self.inner, req, headers),
+            Err(response) => RateLimitFuture {
+                state: State::Refused {
+                    response: Some(response),
+                },
             },
         }
     }
 }
 
 impl<S> RateLimit<S> {
-    /// The verdict for `req`; `None` when nothing is charged (a path we
-    /// do not serve: the router answers it).
-    fn decide<B>(&self, req: &Request<B>) -> Option<Verdict> {
+    /// What `req` is charged, and its cost; `None` when nothing is (a free
+    /// method, or a path we do not serve: the router answers it).
+    fn plan<B>(&self, req: &Request<B>) -> Option<(Plan, u64)> {
         let ext = req.extensions();
         let call = ext.get::<Arc<Call>>();
         let (cost, path) = match ext.get::<Caller>() {
@@ -174,6 +253,7 @@ impl<S> RateLimit<S> {
             headers: Some(req.headers()),
             descriptors: None,
         };
-        Some(self.limiter.check(&facts, u64::from(cost), false))
+        let plan = self.limiter.plan(&facts);
+        (!plan.is_empty()).then_some((plan, u64::from(cost)))
     }
 }

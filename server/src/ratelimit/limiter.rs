@@ -90,6 +90,50 @@ struct Planned {
     fail_closed: bool,
 }
 
+/// The charges one call makes, owned, so a decision can be awaited
+/// after the request has moved on.
+pub struct Plan(Vec<Planned>);
+
+impl Plan {
+    /// Whether the call is charged nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn charges(&self, cost: u64, dry_run: bool) -> Vec<Charge<'_>> {
+        self.0
+            .iter()
+            .map(|p| Charge {
+                key: &p.key,
+                limit: &p.limit,
+                cost,
+                dry_run,
+            })
+            .collect()
+    }
+
+    fn verdict(self, decisions: Vec<Decision>) -> Verdict {
+        let outcomes = self
+            .0
+            .into_iter()
+            .zip(decisions)
+            .map(|(p, decision)| {
+                p.policy.record(p.shadow, &decision);
+                Outcome {
+                    policy: p.policy.name.clone(),
+                    limit: p.limit,
+                    decision,
+                    shadow: p.shadow,
+                }
+            })
+            .collect();
+        Verdict {
+            outcomes,
+            unavailable: None,
+        }
+    }
+}
+
 /// A policy's name and its decision counters, made once per rule set so
 /// the hot path neither formats labels nor looks them up.
 struct PolicyHandle {
@@ -184,52 +228,45 @@ impl RateLimiter {
         &self.inner.local
     }
 
+    /// Whether decisions go to a shared store (and so must be awaited).
+    pub fn is_shared(&self) -> bool {
+        false
+    }
+
     /// Decides a call of `cost` units (`dry_run`: without taking them),
     /// asking the shared store when there is one.
     pub async fn decide(&self, facts: &Facts<'_>, cost: u64, dry_run: bool) -> Verdict {
-        self.check(facts, cost, dry_run)
+        let plan = self.plan(facts);
+        self.execute(plan, cost, dry_run).await
     }
 
     /// Decides a call of `cost` units (`dry_run`: without taking them)
     /// on this replica's counters alone.
     pub fn check(&self, facts: &Facts<'_>, cost: u64, dry_run: bool) -> Verdict {
-        let plan = self.plan(facts);
-        if plan.is_empty() {
+        self.execute_local(self.plan(facts), cost, dry_run)
+    }
+
+    /// Decides `plan` with the shared store when there is one; when it does
+    /// not answer in time, fail-closed policies refuse (UNAVAILABLE) and
+    /// the rest fall back to this replica's counters.
+    pub async fn execute(&self, plan: Plan, cost: u64, dry_run: bool) -> Verdict {
+        self.execute_local(plan, cost, dry_run)
+    }
+
+    /// Decides `plan` on this replica's counters.
+    pub fn execute_local(&self, plan: Plan, cost: u64, dry_run: bool) -> Verdict {
+        if plan.0.is_empty() {
             return Verdict::default();
         }
-        let charges: Vec<Charge<'_>> = plan
-            .iter()
-            .map(|p| Charge {
-                key: &p.key,
-                limit: &p.limit,
-                cost,
-                dry_run,
-            })
-            .collect();
+        let charges = plan.charges(cost, dry_run);
         let decisions = self.inner.local.decide(&charges);
-        let outcomes = plan
-            .into_iter()
-            .zip(decisions)
-            .map(|(p, decision)| {
-                p.policy.record(p.shadow, &decision);
-                Outcome {
-                    policy: p.policy.name.clone(),
-                    limit: p.limit,
-                    decision,
-                    shadow: p.shadow,
-                }
-            })
-            .collect();
-        Verdict {
-            outcomes,
-            unavailable: None,
-        }
+        plan.verdict(decisions)
     }
 
     /// The charges a call makes: the most specific enforced rate limit
     /// that matches (or the configured default), every matching quota,
     /// and every matching shadow policy.
-    fn plan(&self, facts: &Facts<'_>) -> Vec<Planned> {
+    pub fn plan(&self, facts: &Facts<'_>) -> Plan {
         let rules = self.rules();
         let org = facts.org.or(facts.principal.map(|p| p.org.as_str()));
         let mut plan = Vec::new();
@@ -276,7 +313,7 @@ impl RateLimiter {
         }
         // Enforced first, so headers and details lead with what decides.
         plan.sort_by_key(|p| (p.shadow, matches!(p.limit.algorithm, Algorithm::Quota(_))));
-        plan
+        Plan(plan)
     }
 
     fn planned(&self, rule: &Rule, facts: &Facts<'_>, limit: Limit, kind: &str) -> Planned {
