@@ -216,6 +216,17 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         named(&oauth_clients),
         services::Services::boxed(oauth_clients),
     ));
+    let rate_limit_policies =
+        tollgate::tollgate::v1::rate_limit_policy_service_server::RateLimitPolicyServiceServer::new(
+            api::rate_limit_policies::RateLimitPolicies::new(
+                app.store.clone(),
+                app.policies.paths(),
+            ),
+        );
+    others.push((
+        named(&rate_limit_policies),
+        services::Services::boxed(rate_limit_policies),
+    ));
     if let Some(extra) = &app.extra {
         for name in &extra.services {
             others.push((
