@@ -348,13 +348,13 @@ fn check_merged(cur: &RateLimitPolicyRow, ch: &RateLimitPolicyChanges) -> Result
     v.into_result()
 }
 
-/// The `update_time` of a write: now, or just above the table's greatest,
-/// so that every write raises [`Store::fingerprint`]'s maximum.
-fn next_update_time(conn: &mut DbConnection) -> Result<i64> {
+/// The `update_time` of a write at `now`: now, or just above the table's
+/// greatest, so that every write raises [`Store::fingerprint`]'s maximum.
+fn next_update_time(conn: &mut DbConnection, now: i64) -> Result<i64> {
     let greatest: Option<i64> = rate_limit_policies::table
         .select(max(rate_limit_policies::update_time))
         .first(conn)?;
-    Ok(greatest.map_or(now_micros(), |g| now_micros().max(g.saturating_add(1))))
+    Ok(greatest.map_or(now, |g| now.max(g.saturating_add(1))))
 }
 
 impl Store {
@@ -427,7 +427,7 @@ impl Store {
                 &|_| Ok(()),
                 |conn, cur: &RateLimitPolicyRow| {
                     check_merged(cur, &changes)?;
-                    let now = next_update_time(conn)?;
+                    let now = next_update_time(conn, now_micros())?;
                     Ok(diesel::update(
                         rate_limit_policies::table
                             .find((&cur.org_id, &cur.policy_id))
@@ -521,7 +521,7 @@ impl Store {
 /// Inserts a policy and its event.
 fn insert(tx: &mut Tx<'_>, new: NewRateLimitPolicy) -> Result<RateLimitPolicyRow> {
     let now = now_micros();
-    let update_time = next_update_time(tx.conn)?;
+    let update_time = next_update_time(tx.conn, now)?;
     let NewRateLimitPolicy { name, spec } = new;
     let s = &spec.selector;
     let row = RateLimitPolicyRow {
