@@ -68,11 +68,17 @@ pub enum EventKind {
     OAuthClientDeleted,
     /// An OAuth client got a new secret.
     OAuthClientSecretRotated,
+    /// A rate-limit policy was created.
+    RateLimitPolicyCreated,
+    /// A rate-limit policy's settings changed.
+    RateLimitPolicyUpdated,
+    /// A rate-limit policy was deleted.
+    RateLimitPolicyDeleted,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::OrganizationCreated,
         EventKind::OrganizationUpdated,
         EventKind::OrganizationDeleted,
@@ -91,6 +97,9 @@ impl EventKind {
         EventKind::OAuthClientUpdated,
         EventKind::OAuthClientDeleted,
         EventKind::OAuthClientSecretRotated,
+        EventKind::RateLimitPolicyCreated,
+        EventKind::RateLimitPolicyUpdated,
+        EventKind::RateLimitPolicyDeleted,
     ];
 
     /// The name in `Event.type` and in NATS subjects.
@@ -114,6 +123,9 @@ impl EventKind {
             EventKind::OAuthClientUpdated => "oauthClient.updated",
             EventKind::OAuthClientDeleted => "oauthClient.deleted",
             EventKind::OAuthClientSecretRotated => "oauthClient.secretRotated",
+            EventKind::RateLimitPolicyCreated => "rateLimitPolicy.created",
+            EventKind::RateLimitPolicyUpdated => "rateLimitPolicy.updated",
+            EventKind::RateLimitPolicyDeleted => "rateLimitPolicy.deleted",
         }
     }
 

@@ -149,6 +149,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
     );
     let limiter =
         ratelimit::RateLimiter::new(config.rate_limit_defaults()?, config.rate_limit_capacity);
+    ratelimit::reload::load(&limiter, &store)
+        .await
+        .context("loading the rate-limit policies")?;
     Ok(App {
         limiter,
         credentials,
@@ -224,6 +227,17 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
     others.push((
         named(&oauth_clients),
         services::Services::boxed(oauth_clients),
+    ));
+    let rate_limit_policies =
+        tollgate::tollgate::v1::rate_limit_policy_service_server::RateLimitPolicyServiceServer::new(
+            api::rate_limit_policies::RateLimitPolicies::new(
+                app.store.clone(),
+                app.policies.paths(),
+            ),
+        );
+    others.push((
+        named(&rate_limit_policies),
+        services::Services::boxed(rate_limit_policies),
     ));
     if let Some(extra) = &app.extra {
         for name in &extra.services {
@@ -382,9 +396,15 @@ pub async fn run(
         listener_stats,
         keys,
         credentials,
+        limiter,
         ..
     } = app;
     let revocations_task = tokio::spawn(credentials.poll_revocations(token.clone()));
+    let limits_task = tokio::spawn(ratelimit::reload::run(
+        limiter,
+        store.clone(),
+        token.clone(),
+    ));
     let reload_task = tls
         .clone()
         .map(|tls| tokio::spawn(tls.watch(listener::tls::RELOAD_INTERVAL, token.clone())));
@@ -447,6 +467,7 @@ pub async fn run(
     let _ = upkeep_task.await;
     let _ = keys_task.await;
     let _ = revocations_task.await;
+    let _ = limits_task.await;
     if let Some(task) = reload_task {
         let _ = task.await;
     }

@@ -291,8 +291,11 @@ mod tests {
                 "tollgate.v1.AuthorizationService",
                 "tollgate.v1.OAuthClientService",
                 "tollgate.v1.OrganizationService",
+                "tollgate.v1.RateLimitPolicyService",
+                "tollgate.v1.RateLimitService",
                 "tollgate.v1.ServiceAccountService",
                 "tollgate.v1.TokenService",
+                "tollgate.v1.UsageService",
                 "tollgate.v1.UserService"
             ]
         );

@@ -12,18 +12,20 @@ use tollgate_client::tonic::Status;
 use tollgate_e2e::{
     Client, Code, TestServer, each_backend,
     fixtures::{
-        create_key, create_oauth_client, create_org, create_sa, create_user, mask, oauth_clients,
-        org_name, roles, with_header,
+        create_key, create_oauth_client, create_org, create_rate_limit_policy, create_sa,
+        create_user, mask, oauth_clients, org_name, rate_limit_policies, roles, with_header,
     },
     outbox,
     rpc::RpcResult as _,
     v1::{
         ApiKey, CreateApiKeyRequest, CreateOAuthClientRequest, CreateOrganizationRequest,
-        CreateServiceAccountRequest, CreateUserRequest, DeleteOAuthClientRequest,
-        DeleteOrganizationRequest, DeleteServiceAccountRequest, DeleteUserRequest, OAuthClient,
-        Organization, RevokeApiKeyRequest, RotateOAuthClientSecretRequest, ServiceAccount,
+        CreateRateLimitPolicyRequest, CreateServiceAccountRequest, CreateUserRequest,
+        DeleteOAuthClientRequest, DeleteOrganizationRequest, DeleteRateLimitPolicyRequest,
+        DeleteServiceAccountRequest, DeleteUserRequest, OAuthClient, Organization, RateLimitPolicy,
+        RateLimitQuota, RevokeApiKeyRequest, RotateOAuthClientSecretRequest, ServiceAccount,
         SetPasswordRequest, UpdateOAuthClientRequest, UpdateOrganizationRequest,
-        UpdateServiceAccountRequest, UpdateUserRequest, User, o_auth_client::ClientType,
+        UpdateRateLimitPolicyRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
+        o_auth_client::ClientType, rate_limit_quota,
     },
 };
 
@@ -39,6 +41,8 @@ const ELSEWHERE: &[&str] = &[
     // Platform-wide and two events per rotation (the new key, the key it
     // replaces): checked in oauth::tokens::discovery_jwks_and_rotation.
     "TokenService/RotateSigningKey",
+    // Charges counters, changes no resource (and is not served yet).
+    "RateLimitService/CheckRateLimit",
 ];
 
 /// `Service/Method` of every write, from the descriptors.
@@ -97,6 +101,18 @@ const ROWS: &[(&str, &str)] = &[
         "OAuthClientService/RotateOAuthClientSecret",
         "oauthClient.secretRotated",
     ),
+    (
+        "RateLimitPolicyService/CreateRateLimitPolicy",
+        "rateLimitPolicy.created",
+    ),
+    (
+        "RateLimitPolicyService/UpdateRateLimitPolicy",
+        "rateLimitPolicy.updated",
+    ),
+    (
+        "RateLimitPolicyService/DeleteRateLimitPolicy",
+        "rateLimitPolicy.deleted",
+    ),
 ];
 
 #[test]
@@ -123,6 +139,7 @@ async fn write(
     let user = format!("{parent}/users/u");
     let sa = format!("{parent}/serviceAccounts/s");
     let oauth_client = format!("{parent}/clients/c");
+    let policy = format!("{parent}/rateLimitPolicies/p");
     // Fixtures first: they append events of their own.
     match method {
         "OrganizationService/CreateOrganization" => {}
@@ -156,6 +173,14 @@ async fn write(
             create_org(admin, org, "Org").await;
             let sa = create_sa(admin, org, "s", &["viewer"]).await;
             create_oauth_client(admin, org, "c", false, Some(&sa.name)).await;
+        }
+        "RateLimitPolicyService/CreateRateLimitPolicy" => {
+            create_org(admin, org, "Org").await;
+        }
+        "RateLimitPolicyService/UpdateRateLimitPolicy"
+        | "RateLimitPolicyService/DeleteRateLimitPolicy" => {
+            create_org(admin, org, "Org").await;
+            create_rate_limit_policy(admin, org, "p").await;
         }
         other => panic!("no write written for {other}"),
     }
@@ -380,6 +405,47 @@ async fn write(
                 .rotate_o_auth_client_secret(h!(RotateOAuthClientSecretRequest {
                     name: oauth_client.clone(),
                     ..Default::default()
+                }))
+                .await
+                .map(drop),
+        ),
+        "RateLimitPolicyService/CreateRateLimitPolicy" => (
+            policy.clone(),
+            rate_limit_policies(admin)
+                .create_rate_limit_policy(h!(CreateRateLimitPolicyRequest {
+                    parent: parent.clone(),
+                    rate_limit_policy_id: "p".into(),
+                    rate_limit_policy: Some(RateLimitPolicy {
+                        quota: Some(RateLimitQuota {
+                            limit: 1000,
+                            period: rate_limit_quota::Period::Day as i32,
+                        }),
+                        ..Default::default()
+                    }),
+                }))
+                .await
+                .map(drop),
+        ),
+        "RateLimitPolicyService/UpdateRateLimitPolicy" => (
+            policy.clone(),
+            rate_limit_policies(admin)
+                .update_rate_limit_policy(h!(UpdateRateLimitPolicyRequest {
+                    rate_limit_policy: Some(RateLimitPolicy {
+                        name: policy.clone(),
+                        display_name: "Renamed".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                }))
+                .await
+                .map(drop),
+        ),
+        "RateLimitPolicyService/DeleteRateLimitPolicy" => (
+            policy.clone(),
+            rate_limit_policies(admin)
+                .delete_rate_limit_policy(h!(DeleteRateLimitPolicyRequest {
+                    name: policy.clone(),
+                    etag: String::new(),
                 }))
                 .await
                 .map(drop),

@@ -60,6 +60,8 @@ async fn grpcurl_works_through_reflection_alone() {
             "tollgate.v1.UserService",
             "tollgate.v1.ServiceAccountService",
             "tollgate.v1.ApiKeyService",
+            "tollgate.v1.OAuthClientService",
+            "tollgate.v1.RateLimitPolicyService",
             "grpc.health.v1.Health",
         ] {
             assert!(services.contains(&service), "{service} missing: {list:?}");
@@ -161,8 +163,9 @@ async fn grpcurl_works_through_reflection_alone() {
         );
 
         // Every tollgate.v1 service answers a call through reflection alone:
-        // a user, a service account, its key, then the key's listing.
-        let calls: [(&str, &str, &str); 4] = [
+        // a user, a service account, its key, the key's listing, then a
+        // rate-limit policy for the account.
+        let calls: [(&str, &str, &str); 5] = [
             (
                 "tollgate.v1.UserService/CreateUser",
                 r#"{"parent":"organizations/acme","user_id":"alice","user":{"display_name":"Alice","email":"alice@acme.example","roles":["viewer"]}}"#,
@@ -182,6 +185,11 @@ async fn grpcurl_works_through_reflection_alone() {
                 "tollgate.v1.ApiKeyService/ListApiKeys",
                 r#"{"parent":"organizations/acme/serviceAccounts/ci"}"#,
                 "\"displayName\": \"deploys\"",
+            ),
+            (
+                "tollgate.v1.RateLimitPolicyService/CreateRateLimitPolicy",
+                r#"{"parent":"organizations/acme","rate_limit_policy_id":"ci","rate_limit_policy":{"selector":{"principal":"organizations/acme/serviceAccounts/ci"},"limit":{"limit":10,"period":"SECOND"}}}"#,
+                "\"name\": \"organizations/acme/rateLimitPolicies/ci\"",
             ),
         ];
         for (method, body, expect) in calls {

@@ -187,6 +187,7 @@ async fn health_readiness_and_metrics() {
             "tollgate.v1.UserService",
             "tollgate.v1.ServiceAccountService",
             "tollgate.v1.ApiKeyService",
+            "tollgate.v1.RateLimitPolicyService",
         ] {
             let status = health
                 .check(HealthCheckRequest {

@@ -628,6 +628,119 @@ fn ours() -> Vec<Row> {
                 }],
             }),
         ),
+        // --- RateLimitPolicyService: maps, proto3 `optional` int64 as a
+        // string or a number, nested enums by name.
+        row(
+            "POST",
+            "/v1/organizations/acme/rateLimitPolicies?rateLimitPolicyId=users",
+            r#"{"selector":{"method":"/tollgate.v1.UserService/*","headers":{"x-tenant":""}},"limit":{"limit":"10","period":"SECOND","burst":20},"quota":{"limit":1000,"period":"MONTH"},"keyBy":"DESCRIPTOR","shadow":true}"#,
+            "RateLimitPolicyService/CreateRateLimitPolicy",
+            req(v1::CreateRateLimitPolicyRequest {
+                parent: org("acme"),
+                rate_limit_policy: Some(v1::RateLimitPolicy {
+                    selector: Some(v1::RateLimitSelector {
+                        method: s("/tollgate.v1.UserService/*"),
+                        headers: [(s("x-tenant"), String::new())].into(),
+                        ..Default::default()
+                    }),
+                    limit: Some(v1::RateLimit {
+                        limit: 10,
+                        period: v1::rate_limit::Period::Second as i32,
+                        burst: Some(20),
+                    }),
+                    quota: Some(v1::RateLimitQuota {
+                        limit: 1000,
+                        period: v1::rate_limit_quota::Period::Month as i32,
+                    }),
+                    key_by: v1::rate_limit_policy::KeyBy::Descriptor as i32,
+                    shadow: true,
+                    ..Default::default()
+                }),
+                rate_limit_policy_id: s("users"),
+            }),
+        ),
+        row(
+            "GET",
+            "/v1/organizations/acme/rateLimitPolicies/users",
+            "",
+            "RateLimitPolicyService/GetRateLimitPolicy",
+            req(v1::GetRateLimitPolicyRequest {
+                name: s("organizations/acme/rateLimitPolicies/users"),
+            }),
+        ),
+        row(
+            "GET",
+            "/v1/organizations/acme/rateLimitPolicies?pageSize=5&pageToken=t1",
+            "",
+            "RateLimitPolicyService/ListRateLimitPolicies",
+            req(v1::ListRateLimitPoliciesRequest {
+                parent: org("acme"),
+                page_size: 5,
+                page_token: s("t1"),
+            }),
+        ),
+        row(
+            "PATCH",
+            "/v1/organizations/acme/rateLimitPolicies/users?updateMask=limit,failureMode",
+            r#"{"limit":{"limit":5,"period":"MINUTE"},"failureMode":"FAIL_CLOSED","etag":"e6"}"#,
+            "RateLimitPolicyService/UpdateRateLimitPolicy",
+            req(v1::UpdateRateLimitPolicyRequest {
+                rate_limit_policy: Some(v1::RateLimitPolicy {
+                    name: s("organizations/acme/rateLimitPolicies/users"),
+                    limit: Some(v1::RateLimit {
+                        limit: 5,
+                        period: v1::rate_limit::Period::Minute as i32,
+                        burst: None,
+                    }),
+                    failure_mode: v1::rate_limit_policy::FailureMode::FailClosed as i32,
+                    etag: s("e6"),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["limit", "failure_mode"]),
+            }),
+        ),
+        row(
+            "DELETE",
+            "/v1/organizations/acme/rateLimitPolicies/users?etag=e7",
+            "",
+            "RateLimitPolicyService/DeleteRateLimitPolicy",
+            req(v1::DeleteRateLimitPolicyRequest {
+                name: s("organizations/acme/rateLimitPolicies/users"),
+                etag: s("e7"),
+            }),
+        ),
+        // --- RateLimitService and UsageService (declared, served later):
+        // repeated messages in a `*` body, Timestamps in the query.
+        row(
+            "POST",
+            "/v1/organizations/acme/rateLimits:check",
+            r#"{"descriptors":[{"entries":[{"key":"path","value":"/x"}]}],"hitsAddend":2,"dryRun":true}"#,
+            "RateLimitService/CheckRateLimit",
+            req(v1::CheckRateLimitRequest {
+                parent: org("acme"),
+                descriptors: vec![v1::RateLimitDescriptor {
+                    entries: vec![v1::rate_limit_descriptor::Entry {
+                        key: s("path"),
+                        value: s("/x"),
+                    }],
+                }],
+                hits_addend: 2,
+                dry_run: true,
+            }),
+        ),
+        row(
+            "GET",
+            "/v1/organizations/acme/usage?startTime=2026-01-02T03:04:05Z&granularity=minute&method=/tollgate.v1.UserService/GetUser",
+            "",
+            "UsageService/GetUsage",
+            req(v1::GetUsageRequest {
+                parent: org("acme"),
+                start_time: ts(T0),
+                granularity: s("minute"),
+                method: s("/tollgate.v1.UserService/GetUser"),
+                ..Default::default()
+            }),
+        ),
     ]
 }
 
@@ -1258,9 +1371,9 @@ fn every_binding_has_a_row() {
         .collect();
     let missing: Vec<_> = compiled.difference(&covered).collect();
     assert!(missing.is_empty(), "bindings without a row: {missing:?}");
-    // Every binding of `tollgate.v1`: 37 routes, additional bindings
+    // Every binding of `tollgate.v1`: 44 routes, additional bindings
     // included.
-    assert_eq!(transcoders()[0].routes().count(), 37);
+    assert_eq!(transcoders()[0].routes().count(), 44);
 }
 
 /// A typed response in, JSON out.

@@ -8,8 +8,10 @@ use tollgate_client::{
     tonic::{self, Code},
     v1::{
         ApiKey, CreateApiKeyRequest, CreateOAuthClientRequest, CreateOrganizationRequest,
-        CreateServiceAccountRequest, CreateUserRequest, OAuthClient, Organization, ServiceAccount,
-        User, o_auth_client::ClientType, o_auth_client_service_client::OAuthClientServiceClient,
+        CreateRateLimitPolicyRequest, CreateServiceAccountRequest, CreateUserRequest, OAuthClient,
+        Organization, RateLimit, RateLimitPolicy, ServiceAccount, User, o_auth_client::ClientType,
+        o_auth_client_service_client::OAuthClientServiceClient, rate_limit,
+        rate_limit_policy_service_client::RateLimitPolicyServiceClient,
     },
 };
 
@@ -166,6 +168,33 @@ pub fn with_header<T>(message: T, name: &'static str, value: &str) -> tonic::Req
 /// crate has no accessor for it).
 pub fn oauth_clients(client: &Client) -> OAuthClientServiceClient<TollgateChannel> {
     OAuthClientServiceClient::new(client.channel())
+}
+
+/// `tollgate.v1.RateLimitPolicyService` over `client`'s channel (the
+/// client crate has no accessor for it).
+pub fn rate_limit_policies(client: &Client) -> RateLimitPolicyServiceClient<TollgateChannel> {
+    RateLimitPolicyServiceClient::new(client.channel())
+}
+
+/// A policy of `org` with id `id`: 100 requests per minute per principal,
+/// for every call.
+pub async fn create_rate_limit_policy(client: &Client, org: &str, id: &str) -> RateLimitPolicy {
+    rate_limit_policies(client)
+        .create_rate_limit_policy(CreateRateLimitPolicyRequest {
+            parent: org_name(org),
+            rate_limit_policy_id: id.into(),
+            rate_limit_policy: Some(RateLimitPolicy {
+                display_name: format!("Policy {id}"),
+                limit: Some(RateLimit {
+                    limit: 100,
+                    period: rate_limit::Period::Minute as i32,
+                    burst: None,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_ok()
 }
 
 /// A client of `org` with id `id`: a public one using the code grant, or

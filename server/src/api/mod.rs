@@ -8,6 +8,7 @@ pub mod authorization;
 pub mod error;
 pub mod oauth_clients;
 pub mod organizations;
+pub mod rate_limit_policies;
 pub mod rate_limits;
 pub mod service_accounts;
 pub mod signing_keys;

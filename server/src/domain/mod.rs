@@ -10,6 +10,7 @@ pub mod names;
 pub mod oauth_client;
 pub mod page;
 pub mod password;
+pub mod rate_limit_policy;
 pub mod scope;
 pub mod secret;
 pub mod validate;

@@ -312,6 +312,42 @@ impl std::fmt::Display for ClientName {
     }
 }
 
+/// `organizations/{org}/rateLimitPolicies/{policy}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimitPolicyName {
+    /// The organization the policy belongs to.
+    pub org: String,
+    /// The policy's id within its organization.
+    pub policy: String,
+}
+
+impl RateLimitPolicyName {
+    /// Parses `name`; a violation of `field` when it is not a rate-limit
+    /// policy's name.
+    pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
+        let [org, policy] = parse(
+            field,
+            name,
+            ["organizations", "rateLimitPolicies"],
+            "organizations/{organization}/rateLimitPolicies/{policy}",
+        )?;
+        Ok(Self {
+            org: org.into(),
+            policy: policy.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for RateLimitPolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "organizations/{}/rateLimitPolicies/{}",
+            self.org, self.policy
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +426,25 @@ mod tests {
             ApiKeyName::parse("name", "organizations/acme/serviceAccounts/ci/apiKeys/").is_err()
         );
         assert!(ApiKeyName::parse("name", "organizations/acme/apiKeys/k1").is_err());
+    }
+
+    #[test]
+    fn rate_limit_policy_names() {
+        let n =
+            RateLimitPolicyName::parse("name", "organizations/acme/rateLimitPolicies/p1").unwrap();
+        assert_eq!((n.org.as_str(), n.policy.as_str()), ("acme", "p1"));
+        assert_eq!(n.to_string(), "organizations/acme/rateLimitPolicies/p1");
+        for bad in [
+            "organizations/acme/rateLimitPolicies",
+            "organizations/acme/ratelimitpolicies/p1",
+            "organizations/acme/clients/p1",
+            "organizations/acme/rateLimitPolicies/P1",
+        ] {
+            assert_eq!(
+                RateLimitPolicyName::parse("name", bad).unwrap_err().field,
+                "name"
+            );
+        }
     }
 
     #[test]

@@ -260,7 +260,7 @@ impl Limit {
         } else {
             period.saturating_sub((room as u128 * period as u128 / current as u128) as u64)
         };
-        us(period - into + x.max(0))
+        us(period - into + x)
     }
 
     fn quota(

@@ -13,6 +13,7 @@ pub mod limit;
 pub mod limiter;
 pub mod local;
 pub mod refusal;
+pub mod reload;
 pub mod rules;
 
 pub use limit::{Algorithm, Charge, Decision, Limit, QuotaWindow, State};

@@ -4,68 +4,9 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use http::HeaderMap;
 
-use super::limit::Limit;
 use crate::domain::authz::Principal;
 
-/// Which methods a rule covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MethodMatch {
-    /// Every method.
-    Any,
-    /// One full path, `/pkg.Service/Method`.
-    Exact(Box<str>),
-    /// Paths starting with this (the selector without its `*`).
-    Prefix(Box<str>),
-}
-
-/// Whose calls share one counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyBy {
-    /// Each principal (anonymous callers: each source address).
-    Principal,
-    /// Each credential (API key or OAuth client), else each principal.
-    Credential,
-    /// The whole organization.
-    Organization,
-    /// Each source address.
-    SourceAddress,
-    /// Each distinct set of matched header or descriptor values.
-    Descriptor,
-}
-
-/// One policy, parsed: what it matches and what it enforces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// The policy's resource name, for headers, details and metrics.
-    pub name: Box<str>,
-    /// Its uid: counters are keyed by it, so a policy deleted and created
-    /// again under the same name starts afresh.
-    pub uid: Box<str>,
-    /// The organization whose principals it governs.
-    pub org: Box<str>,
-    /// Methods.
-    pub method: MethodMatch,
-    /// Only this principal's calls.
-    pub principal: Option<Box<str>>,
-    /// Only calls with this API key.
-    pub api_key: Option<Box<str>>,
-    /// Only calls with this OAuth client's tokens.
-    pub oauth_client: Option<Box<str>>,
-    /// Headers that must be present (`None`: any value).
-    pub headers: Vec<(Box<str>, Option<Box<str>>)>,
-    /// Descriptor entries that must be present (`None`: any value).
-    pub descriptors: Vec<(Box<str>, Option<Box<str>>)>,
-    /// The rate limit.
-    pub limit: Option<Limit>,
-    /// The quota.
-    pub quota: Option<Limit>,
-    /// Counts and reports, never refuses.
-    pub shadow: bool,
-    /// Refuse (UNAVAILABLE) rather than decide locally when Redis is down.
-    pub fail_closed: bool,
-    /// Whose calls share a counter.
-    pub key_by: KeyBy,
-}
+pub use crate::domain::rate_limit_policy::{KeyBy, MethodMatch, RateLimitRule as Rule};
 
 /// What is known of one call, for matching and keys.
 #[derive(Debug, Clone, Copy)]
@@ -85,29 +26,6 @@ pub struct Facts<'a> {
 }
 
 impl Rule {
-    /// The matching order, as a sort key (greater is more specific): a
-    /// rule naming an API key beats one naming an OAuth client, which
-    /// beats one naming a principal; then more header and descriptor
-    /// conditions; then an exact method, then a longer method prefix; a
-    /// catch-all last. Ties go to the policy name, so the order is total.
-    pub fn specificity(&self) -> (u8, u8, u8, usize) {
-        let who = if self.api_key.is_some() {
-            3
-        } else if self.oauth_client.is_some() {
-            2
-        } else {
-            u8::from(self.principal.is_some())
-        };
-        let conditions =
-            u8::try_from(self.headers.len() + self.descriptors.len()).unwrap_or(u8::MAX);
-        let (method, prefix) = match &self.method {
-            MethodMatch::Exact(_) => (2, 0),
-            MethodMatch::Prefix(p) => (1, p.len()),
-            MethodMatch::Any => (0, 0),
-        };
-        (who, conditions, method, prefix)
-    }
-
     /// Whether the rule applies to the call.
     pub fn matches(&self, facts: &Facts<'_>) -> bool {
         // Descriptor requests and calls are told apart: a descriptor

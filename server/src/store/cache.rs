@@ -151,6 +151,11 @@ impl Caches {
             }
             // Not cached here: the key ring reloads them itself.
             EventKind::SigningKeyCreated | EventKind::SigningKeyReplaced => Ok(()),
+            // Not cached here: the rate-limit engine reloads every policy
+            // on the store's change signal (`Store::subscribe_rate_limit_changes`).
+            EventKind::RateLimitPolicyCreated
+            | EventKind::RateLimitPolicyUpdated
+            | EventKind::RateLimitPolicyDeleted => Ok(()),
             EventKind::OAuthClientCreated
             | EventKind::OAuthClientUpdated
             | EventKind::OAuthClientDeleted

@@ -20,12 +20,15 @@ pub mod oauth_clients;
 pub mod organizations;
 pub mod outbox;
 pub mod principals;
+pub mod rate_limit_policies;
 pub mod schema;
 pub mod signing_keys;
 pub mod tokens;
 pub mod versioned;
 
 use std::sync::Arc;
+
+use tokio::sync::watch;
 
 pub use cache::{CacheConfig, Caches};
 pub use db::{Db, DbConnection, Target};
@@ -43,6 +46,10 @@ pub struct Store {
     pub db: Db,
     /// The caches of the reads every authenticated call makes.
     pub caches: Arc<Caches>,
+    /// Bumped after every committed change to the rate-limit policies (an
+    /// organization's deletion takes its policies along), so this
+    /// replica's engine reloads at once instead of at its next poll.
+    rate_limit_changes: Arc<watch::Sender<u64>>,
 }
 
 impl Store {
@@ -51,7 +58,16 @@ impl Store {
         Self {
             db,
             caches: Arc::new(Caches::new(&caches)),
+            rate_limit_changes: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// A receiver that sees a new value after every committed change of a
+    /// rate-limit policy made through this store (through any clone of
+    /// it). Changes made by other replicas are not seen here: poll
+    /// [`Store::fingerprint`] for those.
+    pub fn subscribe_rate_limit_changes(&self) -> watch::Receiver<u64> {
+        self.rate_limit_changes.subscribe()
     }
 
     /// Runs `f` in one write transaction on behalf of `ctx`; after commit,
@@ -75,11 +91,31 @@ impl Store {
                 Ok((value, tx.events))
             })
             .await?;
+        let mut rate_limits_changed = false;
         for event in &events {
             self.caches.apply(event);
+            rate_limits_changed |= changes_rate_limits(&event.r#type);
+        }
+        if rate_limits_changed {
+            self.rate_limit_changes
+                .send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(value)
     }
+}
+
+/// Whether an event of type `kind` changes the set of rate-limit
+/// policies.
+fn changes_rate_limits(kind: &str) -> bool {
+    matches!(
+        EventKind::parse(kind),
+        Some(
+            EventKind::RateLimitPolicyCreated
+                | EventKind::RateLimitPolicyUpdated
+                | EventKind::RateLimitPolicyDeleted
+                | EventKind::OrganizationDeleted
+        )
+    )
 }
 
 /// A write transaction: its connection, who writes, and the events

@@ -169,6 +169,33 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    rate_limit_policies (org_id, policy_id) {
+        org_id -> Text,
+        policy_id -> Text,
+        uid -> Text,
+        display_name -> Text,
+        method -> Nullable<Text>,
+        principal -> Nullable<Text>,
+        api_key -> Nullable<Text>,
+        oauth_client -> Nullable<Text>,
+        headers -> Text,
+        descriptors -> Text,
+        rate_limit -> Nullable<BigInt>,
+        rate_period -> Nullable<SmallInt>,
+        rate_burst -> Nullable<BigInt>,
+        quota_limit -> Nullable<BigInt>,
+        quota_period -> Nullable<SmallInt>,
+        algorithm -> SmallInt,
+        shadow -> SmallInt,
+        failure_mode -> SmallInt,
+        key_by -> SmallInt,
+        create_time -> BigInt,
+        update_time -> BigInt,
+        revision -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -179,5 +206,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     authorization_codes,
     refresh_tokens,
-    revoked_tokens
+    revoked_tokens,
+    rate_limit_policies
 );
