@@ -123,3 +123,315 @@ async fn http_calls_get_429_retry_after_and_ratelimit_headers() {
     );
     server.stop().await.unwrap();
 }
+
+mod policies {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tollgate_e2e::{
+        Client, Code, TestServer, each_backend,
+        fixtures::{org_name, rate_limit_policies, sa_with_key},
+        rpc::RpcResult as _,
+        v1::{
+            CheckRateLimitRequest, CreateRateLimitPolicyRequest, DeleteRateLimitPolicyRequest,
+            GetOrganizationRequest, RateLimit, RateLimitDescriptor, RateLimitPolicy,
+            RateLimitQuota, RateLimitSelector, rate_limit,
+            rate_limit_descriptor::Entry,
+            rate_limit_policy::{Algorithm, KeyBy},
+            rate_limit_quota,
+            rate_limit_service_client::RateLimitServiceClient,
+            rate_limit_status::Code as StatusCode,
+        },
+    };
+
+    const GET_ORG: &str = "/tollgate.v1.OrganizationService/GetOrganization";
+
+    async fn create(client: &Client, id: &str, policy: RateLimitPolicy) -> String {
+        rate_limit_policies(client)
+            .create_rate_limit_policy(CreateRateLimitPolicyRequest {
+                parent: org_name("root"),
+                rate_limit_policy_id: id.into(),
+                rate_limit_policy: Some(policy),
+            })
+            .await
+            .expect_ok()
+            .name
+    }
+
+    fn per_minute(limit: i64) -> Option<RateLimit> {
+        Some(RateLimit {
+            limit,
+            period: rate_limit::Period::Minute as i32,
+            burst: None,
+        })
+    }
+
+    fn on_get_org() -> Option<RateLimitSelector> {
+        Some(RateLimitSelector {
+            method: GET_ORG.into(),
+            ..Default::default()
+        })
+    }
+
+    /// Calls GetOrganization `n` times with `client`: the codes.
+    async fn calls(client: &Client, n: usize) -> Vec<Code> {
+        let mut codes = Vec::new();
+        for _ in 0..n {
+            let r = client
+                .organizations()
+                .get_organization(GetOrganizationRequest {
+                    name: org_name("root"),
+                })
+                .await;
+            codes.push(r.map_or_else(|s| s.code(), |_| Code::Ok));
+        }
+        codes
+    }
+
+    fn allowed(codes: &[Code]) -> usize {
+        codes.iter().filter(|c| **c == Code::Ok).count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_policy_limits_exactly_and_applies_and_lifts_without_a_restart() {
+        each_backend(async |server: &mut TestServer| {
+            let admin = server.admin();
+            let key = sa_with_key(&admin, "root", "limited", &["viewer"]).await;
+            let caller = server.client(&key);
+            let name = create(
+                &admin,
+                "get-org",
+                RateLimitPolicy {
+                    selector: on_get_org(),
+                    limit: per_minute(3),
+                    ..Default::default()
+                },
+            )
+            .await;
+            let codes = calls(&caller, 5).await;
+            assert_eq!(allowed(&codes), 3, "{codes:?}");
+            // The refusal names the policy.
+            let s = caller
+                .organizations()
+                .get_organization(GetOrganizationRequest {
+                    name: org_name("root"),
+                })
+                .await
+                .unwrap_err();
+            let quota = tonic_types::StatusExt::get_details_quota_failure(&s).unwrap();
+            assert_eq!(quota.violations[0].subject, name);
+            // Other methods are not selected.
+            assert!(
+                caller
+                    .users()
+                    .list_users(tollgate_e2e::v1::ListUsersRequest {
+                        parent: org_name("root"),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok()
+            );
+            // Deleting it lifts the limit at once.
+            rate_limit_policies(&admin)
+                .delete_rate_limit_policy(DeleteRateLimitPolicyRequest {
+                    name,
+                    etag: String::new(),
+                })
+                .await
+                .expect_ok();
+            assert_eq!(allowed(&calls(&caller, 3).await), 3);
+            Ok(())
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sliding_windows_shadows_and_quotas() {
+        each_backend(async |server: &mut TestServer| {
+            let admin = server.admin();
+            let a = sa_with_key(&admin, "root", "sliding", &["viewer"]).await;
+            let b = sa_with_key(&admin, "root", "shadowed", &["viewer"]).await;
+            let c = sa_with_key(&admin, "root", "quota", &["viewer"]).await;
+            let principal = |id: &str| format!("organizations/root/serviceAccounts/{id}");
+            create(
+                &admin,
+                "sliding",
+                RateLimitPolicy {
+                    selector: Some(RateLimitSelector {
+                        principal: principal("sliding"),
+                        ..Default::default()
+                    }),
+                    limit: per_minute(4),
+                    algorithm: Algorithm::SlidingWindow as i32,
+                    ..Default::default()
+                },
+            )
+            .await;
+            create(
+                &admin,
+                "shadow",
+                RateLimitPolicy {
+                    selector: Some(RateLimitSelector {
+                        principal: principal("shadowed"),
+                        ..Default::default()
+                    }),
+                    limit: per_minute(1),
+                    shadow: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+            create(
+                &admin,
+                "daily",
+                RateLimitPolicy {
+                    selector: Some(RateLimitSelector {
+                        principal: principal("quota"),
+                        ..Default::default()
+                    }),
+                    quota: Some(RateLimitQuota {
+                        limit: 2,
+                        period: rate_limit_quota::Period::Day as i32,
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await;
+            assert_eq!(
+                allowed(&calls(&server.client(&a), 6).await),
+                4,
+                "hard count"
+            );
+            assert_eq!(
+                allowed(&calls(&server.client(&b), 4).await),
+                4,
+                "shadow never refuses"
+            );
+            // … but counts: three of the four were over its limit.
+            let metrics = tollgate_e2e::http::get(server.admin_addr(), "/metrics").await?;
+            let line = metrics
+                .body
+                .lines()
+                .find(|l| {
+                    l.starts_with("tollgate_ratelimit_decisions_total")
+                        && l.contains("rateLimitPolicies/shadow")
+                        && l.contains("shadow_refused")
+                })
+                .unwrap_or_default()
+                .to_owned();
+            assert!(line.ends_with(" 3"), "{line:?}");
+            let quota = server.client(&c);
+            assert_eq!(allowed(&calls(&quota, 3).await), 2, "daily quota");
+            let s = quota
+                .organizations()
+                .get_organization(GetOrganizationRequest {
+                    name: org_name("root"),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(s.code(), Code::ResourceExhausted);
+            let retry = tonic_types::StatusExt::get_details_retry_info(&s)
+                .and_then(|r| r.retry_delay)
+                .unwrap();
+            assert!(retry <= Duration::from_secs(86_400) && retry > Duration::ZERO);
+            let md = s.metadata();
+            assert_eq!(
+                md.get("ratelimit-policy").unwrap().to_str().unwrap(),
+                "\"daily\";q=2;w=86400"
+            );
+            Ok(())
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn descriptors_through_check_rate_limit_and_envoy() {
+        let grpcurl = tollgate_e2e::peers::grpcurl();
+        each_backend(async |server: &mut TestServer| {
+            let admin = server.admin();
+            let name = create(
+                &admin,
+                "tenants",
+                RateLimitPolicy {
+                    selector: Some(RateLimitSelector {
+                        descriptors: [("tenant".to_owned(), String::new())].into(),
+                        ..Default::default()
+                    }),
+                    limit: per_minute(3),
+                    key_by: KeyBy::Descriptor as i32,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let key = sa_with_key(&admin, "root", "asker", &["viewer"]).await;
+            let mut rl = RateLimitServiceClient::new(server.client(&key).channel());
+            let ask = |tenant: &str, hits: u32, dry_run: bool| CheckRateLimitRequest {
+                parent: org_name("root"),
+                descriptors: vec![RateLimitDescriptor {
+                    entries: vec![Entry {
+                        key: "tenant".into(),
+                        value: tenant.into(),
+                    }],
+                }],
+                hits_addend: hits,
+                dry_run,
+            };
+            let r = rl.check_rate_limit(ask("t1", 2, false)).await.expect_ok();
+            assert_eq!(r.overall_code, StatusCode::Ok as i32);
+            assert_eq!(r.statuses[0].policy, name);
+            assert_eq!(r.statuses[0].remaining, 1);
+            // A dry run takes nothing.
+            let r = rl.check_rate_limit(ask("t1", 1, true)).await.expect_ok();
+            assert_eq!(r.statuses[0].remaining, 0);
+            let r = rl.check_rate_limit(ask("t1", 2, false)).await.expect_ok();
+            assert_eq!(r.overall_code, StatusCode::OverLimit as i32);
+            assert!(r.statuses[0].retry_after.is_some());
+            // Another tenant has its own counter.
+            let r = rl.check_rate_limit(ask("t2", 3, false)).await.expect_ok();
+            assert_eq!(r.overall_code, StatusCode::Ok as i32);
+            // A request without descriptors is refused, naming the field.
+            let bad = rl
+                .check_rate_limit(CheckRateLimitRequest {
+                    descriptors: vec![],
+                    ..ask("t1", 1, false)
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(bad.code(), Code::InvalidArgument);
+
+            // Envoy's API, from grpcurl: the same policy, the same counters.
+            if let Some(bin) = &grpcurl {
+                let body = json!({"domain": "root", "descriptors": [
+                    {"entries": [{"key": "tenant", "value": "t1"}]},
+                    {"entries": [{"key": "tenant", "value": "t3"}]},
+                    {"entries": [{"key": "other", "value": "x"}]}
+                ]});
+                let mut cmd = std::process::Command::new(bin);
+                cmd.args(["-plaintext", "-d"])
+                    .arg(body.to_string())
+                    .arg(server.grpc_addr().to_string())
+                    .arg("envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit");
+                let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+                assert_eq!(r["overallCode"], "OVER_LIMIT", "{r}");
+                assert_eq!(r["statuses"][0]["code"], "OVER_LIMIT");
+                assert_eq!(r["statuses"][0]["currentLimit"]["requestsPerUnit"], 3);
+                assert_eq!(r["statuses"][0]["currentLimit"]["unit"], "MINUTE");
+                assert!(r["statuses"][0]["durationUntilReset"].is_string());
+                assert_eq!(r["statuses"][1]["code"], "OK");
+                assert_eq!(r["statuses"][1]["limitRemaining"], 2);
+                assert_eq!(r["statuses"][2]["code"], "OK");
+                assert!(r["statuses"][2].get("currentLimit").is_none());
+                let headers = r["responseHeadersToAdd"].as_array().unwrap();
+                assert!(headers.iter().any(|h| h["key"] == "retry-after"), "{r}");
+            }
+            Ok(())
+        })
+        .await;
+    }
+}
