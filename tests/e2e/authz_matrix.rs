@@ -18,8 +18,8 @@ use tollgate_e2e::{
         CreateOrganizationRequest, CreateServiceAccountRequest, CreateUserRequest,
         DeleteOAuthClientRequest, DeleteOrganizationRequest, DeleteServiceAccountRequest,
         DeleteUserRequest, GetApiKeyRequest, GetOAuthClientRequest, GetOrganizationRequest,
-        GetServiceAccountRequest, GetUserRequest, IntrospectTokenRequest, IssueTokenRequest,
-        ListApiKeysRequest, ListOAuthClientsRequest, ListOrganizationsRequest,
+        GetServiceAccountRequest, GetUsageRequest, GetUserRequest, IntrospectTokenRequest,
+        IssueTokenRequest, ListApiKeysRequest, ListOAuthClientsRequest, ListOrganizationsRequest,
         ListServiceAccountsRequest, ListSigningKeysRequest, ListUsersRequest, OAuthClient,
         Organization, RevokeApiKeyRequest, RevokeTokenRequest, RotateOAuthClientSecretRequest,
         RotateSigningKeyRequest, ServiceAccount, SetPasswordRequest, UpdateOAuthClientRequest,
@@ -142,6 +142,7 @@ const ROWS: &[Row] = &[
     },
     row("TokenService/ListSigningKeys", Min::Platform),
     row("TokenService/RotateSigningKey", Min::Platform),
+    row("UsageService/GetUsage", Min::Viewer),
 ];
 
 impl Row {
@@ -574,6 +575,15 @@ impl World {
                 })
                 .await
                 .map(drop),
+            "UsageService/GetUsage" => {
+                tollgate_client::v1::usage_service_client::UsageServiceClient::new(client.channel())
+                    .get_usage(GetUsageRequest {
+                        parent: acme,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop)
+            }
             other => panic!("no call written for {other}: add it beside its row"),
         }
     }

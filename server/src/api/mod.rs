@@ -11,6 +11,7 @@ pub mod organizations;
 pub mod service_accounts;
 pub mod signing_keys;
 pub mod tokens;
+pub mod usage;
 pub mod users;
 
 use tollgate::tollgate::v1::user;

@@ -29,6 +29,7 @@ use crate::{
     domain::{self, Error, authz::Principal},
     events::WriteContext,
     policy::{Policies, Policy},
+    usage::Usage,
 };
 
 /// What `authorize` decided for one call to a non-public method: who calls
@@ -97,12 +98,23 @@ impl Caller {
 #[derive(Clone)]
 pub struct AuthorizeLayer {
     policies: Arc<Policies>,
+    usage: Option<Usage>,
 }
 
 impl AuthorizeLayer {
     /// Enforces `policies`.
     pub fn new(policies: Arc<Policies>) -> Self {
-        Self { policies }
+        Self {
+            policies,
+            usage: None,
+        }
+    }
+
+    /// Also counts every permitted call in `usage` (until the rate-limit
+    /// layer, which knows about refusals, takes this over).
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = Some(usage);
+        self
     }
 }
 
@@ -113,6 +125,7 @@ impl<S> Layer<S> for AuthorizeLayer {
         Authorize {
             inner,
             policies: self.policies.clone(),
+            usage: self.usage.clone(),
         }
     }
 }
@@ -123,6 +136,7 @@ impl<S> Layer<S> for AuthorizeLayer {
 pub struct Authorize<S> {
     inner: S,
     policies: Arc<Policies>,
+    usage: Option<Usage>,
 }
 
 /// The outcome for one call.
@@ -236,6 +250,15 @@ where
             },
             decision => {
                 if let Decision::Permit(caller) = decision {
+                    // usage: moves to the rate-limit layer
+                    if let Some(u) = &self.usage {
+                        u.record(
+                            &caller.principal,
+                            &caller.policy.path,
+                            caller.policy.declared.cost,
+                            false,
+                        )
+                    }
                     req.extensions_mut().insert(caller);
                 }
                 // Called at once: the service `poll_ready` readied, no clone.

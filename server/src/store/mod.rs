@@ -23,6 +23,7 @@ pub mod principals;
 pub mod schema;
 pub mod signing_keys;
 pub mod tokens;
+pub mod usage;
 pub mod versioned;
 
 use std::sync::Arc;

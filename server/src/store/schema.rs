@@ -66,6 +66,7 @@ diesel::table! {
         revoke_time -> Nullable<BigInt>,
         revision -> BigInt,
         scopes -> Text,
+        last_used_time -> Nullable<BigInt>,
     }
 }
 
@@ -166,6 +167,19 @@ diesel::table! {
         jti -> Text,
         expire_time -> BigInt,
         revoke_time -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_minutes (org_id, bucket_start, principal, api_key, method) {
+        org_id -> Text,
+        bucket_start -> BigInt,
+        principal -> Text,
+        api_key -> Text,
+        method -> Text,
+        calls -> BigInt,
+        refused -> BigInt,
+        cost -> BigInt,
     }
 }
 
