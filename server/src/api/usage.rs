@@ -75,10 +75,25 @@ fn query(org: String, req: GetUsageRequest, now: i64) -> Result<UsageQuery, Erro
         Some(ts) => time(&mut v, "start_time", ts),
     };
     if let (Some(start), Some(end)) = (start, end) {
+        // Name the field the caller set: with end_time unset (now), a
+        // start_time in the future or too far back is what is wrong.
+        let (field, too_late, too_long) = if req.end_time.is_some() {
+            (
+                "end_time",
+                "must be after start_time",
+                "must be at most 31 days after start_time",
+            )
+        } else {
+            (
+                "start_time",
+                "must be in the past when end_time is unset (now)",
+                "must be at most 31 days ago when end_time is unset (now)",
+            )
+        };
         if end <= start {
-            v.add("end_time", "must be after start_time");
+            v.add(field, too_late);
         } else if end - start > MAX_RANGE_MICROS {
-            v.add("end_time", "must be at most 31 days after start_time");
+            v.add(field, too_long);
         }
     }
     let granularity = v.take(Granularity::parse("granularity", &req.granularity));
@@ -165,6 +180,7 @@ impl UsageService for UsageReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::MINUTE_MICROS;
 
     const T0: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
 
@@ -220,6 +236,23 @@ mod tests {
         assert_eq!(
             fields(query("acme".into(), invalid, T0).unwrap_err()),
             ["start_time", "api_key"]
+        );
+        // With end_time unset (now), start_time is at fault.
+        let ahead = GetUsageRequest {
+            start_time: at(T0 + MINUTE_MICROS),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(query("acme".into(), ahead, T0).unwrap_err()),
+            ["start_time"]
+        );
+        let long_ago = GetUsageRequest {
+            start_time: at(T0 - MAX_RANGE_MICROS - 1),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(query("acme".into(), long_ago, T0).unwrap_err()),
+            ["start_time"]
         );
         // Exactly 31 days is allowed.
         let month = GetUsageRequest {
