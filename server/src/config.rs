@@ -228,6 +228,11 @@ pub struct Settings {
     /// first); default 1000000, about 100 MB at the worst.
     #[arg(long, env = "TOLLGATE_RATE_LIMIT_CAPACITY")]
     pub rate_limit_capacity: Option<usize>,
+    /// How often usage counts are written to the database, e.g. `10s`,
+    /// `500ms`, `1m` (a bare number is seconds); GetUsage figures lag by
+    /// up to this much. 100 ms to 1 hour.
+    #[arg(long, env = "TOLLGATE_USAGE_FLUSH_INTERVAL")]
+    pub usage_flush_interval: Option<Interval>,
 }
 
 impl Settings {
@@ -289,6 +294,7 @@ impl Settings {
             anonymous_rate_limit: self.anonymous_rate_limit.or(file.anonymous_rate_limit),
             principal_rate_limit: self.principal_rate_limit.or(file.principal_rate_limit),
             rate_limit_capacity: self.rate_limit_capacity.or(file.rate_limit_capacity),
+            usage_flush_interval: self.usage_flush_interval.or(file.usage_flush_interval),
         }
     }
 
@@ -392,6 +398,51 @@ impl Settings {
             anonymous_rate_limit: self.anonymous_rate_limit.unwrap_or(d.anonymous_rate_limit),
             principal_rate_limit: self.principal_rate_limit.unwrap_or(d.principal_rate_limit),
             rate_limit_capacity: self.rate_limit_capacity.unwrap_or(d.rate_limit_capacity),
+            usage_flush_interval: self
+                .usage_flush_interval
+                .map_or(d.usage_flush_interval, |i| i.0),
+        }
+    }
+}
+
+/// A duration setting written with its unit: `500ms`, `10s`, `1m`; a
+/// bare number is seconds (in TOML too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Duration);
+
+impl std::str::FromStr for Interval {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (digits, unit): (&str, fn(u64) -> Duration) = if let Some(n) = s.strip_suffix("ms") {
+            (n, Duration::from_millis)
+        } else if let Some(n) = s.strip_suffix('s') {
+            (n, Duration::from_secs)
+        } else if let Some(n) = s.strip_suffix('m') {
+            (n, |m| Duration::from_secs(m.saturating_mul(60)))
+        } else {
+            (s, Duration::from_secs)
+        };
+        digits
+            .trim()
+            .parse::<u64>()
+            .map(|n| Interval(unit(n)))
+            .map_err(|_| format!("'{s}' is not a duration such as 500ms, 10s or 1m"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Secs(u64),
+            Text(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Secs(n) => Ok(Interval(Duration::from_secs(n))),
+            Written::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
     }
 }
@@ -468,6 +519,9 @@ pub struct Config {
     pub principal_rate_limit: String,
     /// In-process rate-limit counters kept at most.
     pub rate_limit_capacity: usize,
+    /// How often usage counts are written to the database; default 10 s
+    /// (`--usage-flush-interval`, `TOLLGATE_USAGE_FLUSH_INTERVAL`).
+    pub usage_flush_interval: Duration,
 }
 
 const DAY_SECS: u64 = 24 * 60 * 60;
@@ -495,6 +549,14 @@ impl Config {
         self.tls_files()?;
         check_issuer(&self.issuer)?;
         self.rate_limit_defaults()?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
+            .contains(&self.usage_flush_interval)
+        {
+            anyhow::bail!(
+                "--usage-flush-interval {:?} must be between 100ms and 1 hour",
+                self.usage_flush_interval
+            );
+        }
         Ok(())
     }
 
@@ -602,6 +664,7 @@ impl Default for Config {
             anonymous_rate_limit: "100/s,burst=200".into(),
             principal_rate_limit: "off".into(),
             rate_limit_capacity: 1_000_000,
+            usage_flush_interval: Duration::from_secs(10),
         }
     }
 }
@@ -758,6 +821,46 @@ mod tests {
         ] {
             let e = with(bad).validate().unwrap_err().to_string();
             assert!(e.contains("--issuer"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn usage_flush_interval_takes_a_unit() {
+        assert_eq!(
+            Settings::default().resolve().usage_flush_interval,
+            Duration::from_secs(10)
+        );
+        for (written, want) in [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("2m", Duration::from_secs(120)),
+            ("15", Duration::from_secs(15)),
+        ] {
+            let c = Cli::try_parse_from(["tollgate", "--usage-flush-interval", written])
+                .unwrap()
+                .serve
+                .resolve();
+            assert_eq!(c.usage_flush_interval, want, "{written}");
+        }
+        assert!(Cli::try_parse_from(["tollgate", "--usage-flush-interval", "soon"]).is_err());
+        let file: Settings = toml::from_str("usage_flush_interval = 30").unwrap();
+        assert_eq!(file.resolve().usage_flush_interval, Duration::from_secs(30));
+        let file: Settings = toml::from_str("usage_flush_interval = \"250ms\"").unwrap();
+        assert_eq!(
+            file.resolve().usage_flush_interval,
+            Duration::from_millis(250)
+        );
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(99),
+            Duration::from_secs(3601),
+        ] {
+            let c = Config {
+                usage_flush_interval: bad,
+                ..Config::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("--usage-flush-interval"), "{e}");
         }
     }
 

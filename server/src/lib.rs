@@ -16,6 +16,8 @@
 //! - [`events`]: the typed event every write appends, and the write
 //!   context (actor, request id) it carries.
 //! - [`policy`]: method policies read from the proto options.
+//! - [`usage`]: per-minute usage counters, counted in memory on every
+//!   permitted call and flushed to the store in batches.
 //! - [`components`]: the long-running parts `run` composes (main listener,
 //!   admin listener), each stopping on the shutdown token.
 //! - [`admin`], [`health`], [`bootstrap`], [`config`], [`telemetry`].
@@ -48,6 +50,7 @@ pub mod services;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod usage;
 
 use std::{
     future::Future,
@@ -104,6 +107,10 @@ pub struct App {
     pub hasher: domain::password::Hasher,
     /// Decides every call's rate limits and quotas.
     pub limiter: ratelimit::RateLimiter,
+    /// This replica's usage counters: every permitted call is counted, and
+    /// [`run`] flushes them to the store (tests flush with
+    /// [`usage::Usage::flush_now`]).
+    pub usage: usage::Usage,
 }
 
 /// Checks the configuration, loads the TLS certificate, reads policies,
@@ -165,6 +172,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
         listener_stats: Arc::default(),
         keys,
         hasher,
+        usage: usage::Usage::new(),
     })
 }
 
@@ -280,6 +288,10 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         envoy::rls::Rls::new(app.limiter.clone()),
     );
     others.push((named(&rls), services::Services::boxed(rls)));
+    let usage = tollgate::tollgate::v1::usage_service_server::UsageServiceServer::new(
+        api::usage::UsageReader::new(store.clone()),
+    );
+    others.push((named(&usage), services::Services::boxed(usage)));
     let services = services::Services::new(
         OrganizationServiceServer::new(api::organizations::Organizations::new(store.clone())),
         UserServiceServer::new(api::users::Users::new(store.clone(), app.hasher.clone())),
@@ -313,6 +325,7 @@ pub fn layers(app: &App) -> Layers {
         .layer(layers::RateLimitLayer::new(
             app.limiter.clone(),
             app.policies.clone(),
+            app.usage.clone(),
         ))
         .into_inner()
 }
@@ -397,8 +410,17 @@ pub async fn run(
         keys,
         credentials,
         limiter,
+        usage,
         ..
     } = app;
+    // Its own token, cancelled once the listener drained: the calls that
+    // finish during the drain are counted in the last flush.
+    let usage_token = CancellationToken::new();
+    let usage_task = tokio::spawn(usage.run_flusher(
+        store.clone(),
+        config.usage_flush_interval,
+        usage_token.clone(),
+    ));
     let revocations_task = tokio::spawn(credentials.poll_revocations(token.clone()));
     let limits_task = tokio::spawn(ratelimit::reload::run(
         limiter,
@@ -463,6 +485,8 @@ pub async fn run(
     .await;
 
     token.cancel();
+    usage_token.cancel();
+    let _ = usage_task.await;
     let _ = health_task.await;
     let _ = upkeep_task.await;
     let _ = keys_task.await;

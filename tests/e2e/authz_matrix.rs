@@ -163,8 +163,8 @@ const ROWS: &[Row] = &[
     row("RateLimitPolicyService/ListRateLimitPolicies", Min::Viewer),
     row("RateLimitPolicyService/UpdateRateLimitPolicy", Min::Editor),
     row("RateLimitPolicyService/DeleteRateLimitPolicy", Min::Editor),
-    pending("RateLimitService/CheckRateLimit", Min::Viewer),
-    pending("UsageService/GetUsage", Min::Viewer),
+    row("RateLimitService/CheckRateLimit", Min::Viewer),
+    row("UsageService/GetUsage", Min::Viewer),
 ];
 
 impl Row {

@@ -10,6 +10,23 @@ use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 /// `permission`. Edited as a dynamic message: prost's own descriptor types
 /// would drop every custom option on re-encoding.
 pub fn with_permission(service: &str, method: &str, permission: &str) -> Vec<u8> {
+    edited(
+        service,
+        method,
+        "permission",
+        Value::String(permission.to_owned()),
+    )
+}
+
+/// The embedded descriptor set with the cost of `service`/`method`
+/// replaced by `cost`.
+pub fn with_cost(service: &str, method: &str, cost: u32) -> Vec<u8> {
+    edited(service, method, "cost", Value::U32(cost))
+}
+
+/// The embedded descriptor set with `field` of the policy of
+/// `service`/`method` set to `value`.
+fn edited(service: &str, method: &str, field: &str, value: Value) -> Vec<u8> {
     let pool = DescriptorPool::decode(tollgate::FILE_DESCRIPTOR_SET).expect("descriptors decode");
     let ext = pool
         .get_extension_by_name("tollgate.v1.policy")
@@ -54,7 +71,7 @@ pub fn with_permission(service: &str, method: &str, permission: &str) -> Vec<u8>
                 let Value::Message(mut policy) = options.get_extension(&ext).into_owned() else {
                     panic!("{service}/{method} has no policy")
                 };
-                policy.set_field_by_name("permission", Value::String(permission.to_owned()));
+                policy.set_field_by_name(field, value.clone());
                 options.set_extension(&ext, Value::Message(policy));
                 edited += 1;
             }

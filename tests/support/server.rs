@@ -221,6 +221,9 @@ pub struct TestServer {
     /// The signing keys of the current start, to mint tokens with claims
     /// the token endpoint would never issue (expired, wrong audience).
     keys: Option<tollgate_server::oauth::keys::KeyRing>,
+    /// The usage counters of the current start and the store they flush
+    /// to, so a test can flush without waiting for the interval.
+    usage: Option<(tollgate_server::usage::Usage, tollgate_server::store::Store)>,
     // Last, so it is dropped after the server was told to stop.
     storage: Storage,
 }
@@ -261,6 +264,7 @@ impl TestServer {
             testing: true,
             listener_stats: Arc::default(),
             keys: None,
+            usage: None,
             storage,
         };
         let key = server.launch(grpc, admin).await?;
@@ -298,6 +302,7 @@ impl TestServer {
             testing: false,
             listener_stats: Arc::default(),
             keys: None,
+            usage: None,
             storage,
         };
         let key = server.launch(grpc, admin).await?;
@@ -321,6 +326,10 @@ impl TestServer {
             // Enough for the concurrency tests, few enough that parallel
             // tests stay far below PostgreSQL's connection limit.
             db_pool_size: 8,
+            // Usage is written when a test asks (`flush_usage`) and at
+            // stop, never in the middle of a scenario that compares a key
+            // before and after its use; tests of the interval set it.
+            usage_flush_interval: Duration::from_secs(3600),
             ..Default::default()
         };
         if let Storage::Postgres(_, kek) = &self.storage {
@@ -352,6 +361,7 @@ impl TestServer {
         let key = app.bootstrap_key.as_ref().map(|k| k.expose().to_owned());
         self.listener_stats = app.listener_stats.clone();
         self.keys = Some(app.keys.clone());
+        self.usage = Some((app.usage.clone(), app.store.clone()));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tollgate_server::run(app, grpc, admin, async move {
             let _ = rx.await;
@@ -451,6 +461,26 @@ impl TestServer {
     /// The server's signing keys (of the current start).
     pub fn keys(&self) -> &tollgate_server::oauth::keys::KeyRing {
         self.keys.as_ref().expect("a started server has keys")
+    }
+
+    /// The server's usage counters (of the current start).
+    pub fn usage(&self) -> &tollgate_server::usage::Usage {
+        &self
+            .usage
+            .as_ref()
+            .expect("a started server counts usage")
+            .0
+    }
+
+    /// Writes the usage counts the server holds now, as its flusher does
+    /// every interval, so GetUsage and `ApiKey.last_used_time` reflect
+    /// every call answered so far. Returns the rows written.
+    pub async fn flush_usage(&self) -> anyhow::Result<usize> {
+        let (usage, store) = self.usage.as_ref().context("the server never started")?;
+        usage
+            .flush_now(store)
+            .await
+            .map_err(|e| anyhow::anyhow!("usage flush: {e}"))
     }
 
     /// The main listener's live counts: connections open, requests in

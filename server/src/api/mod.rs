@@ -13,6 +13,7 @@ pub mod rate_limits;
 pub mod service_accounts;
 pub mod signing_keys;
 pub mod tokens;
+pub mod usage;
 pub mod users;
 
 use tollgate::tollgate::v1::user;

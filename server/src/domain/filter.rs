@@ -45,6 +45,11 @@ pub enum FieldType {
     Text,
     /// A timestamp in RFC 3339, compared with any operator.
     Timestamp,
+    /// A timestamp that may be unset (`ApiKey.last_used_time`): compared
+    /// like [`FieldType::Timestamp`], where an unset field matches no
+    /// comparison (as NULL in SQL), and `= null` / `!= null` ask whether
+    /// it is unset / set.
+    OptionalTimestamp,
 }
 
 /// The value of a predicate, already converted to the stored form.
@@ -54,6 +59,9 @@ pub enum Value {
     Int(i64),
     /// Text fields, as written in the filter.
     Text(String),
+    /// `null`, for an [`FieldType::OptionalTimestamp`] compared with = or
+    /// != only.
+    Null,
 }
 
 /// One checked condition.
@@ -148,7 +156,12 @@ pub fn parse(filter: &str, fields: &[(&'static str, FieldType)]) -> Result<Vec<P
                 }
                 Value::Text(raw)
             }
-            FieldType::Timestamp => {
+            FieldType::OptionalTimestamp if raw == "null" => {
+                ensure_equality(field, op)
+                    .map_err(|_| bad(format!("{field} compares with null only by = and !=")))?;
+                Value::Null
+            }
+            FieldType::Timestamp | FieldType::OptionalTimestamp => {
                 let ts = prost_types::Timestamp::from_str(&raw)
                     .map_err(|_| bad(format!("'{raw}' is not an RFC 3339 time for {field}")))?;
                 Value::Int(ts.seconds.saturating_mul(1_000_000) + i64::from(ts.nanos / 1000))
@@ -275,6 +288,7 @@ mod tests {
         ),
         ("display_name", FieldType::Text),
         ("create_time", FieldType::Timestamp),
+        ("last_used_time", FieldType::OptionalTimestamp),
     ];
 
     #[test]
@@ -302,6 +316,21 @@ mod tests {
     }
 
     #[test]
+    fn optional_timestamps_compare_and_test_for_null() {
+        let p = parse(
+            r#"last_used_time < "2026-01-01T00:00:00Z" AND last_used_time != null"#,
+            FIELDS,
+        )
+        .unwrap();
+        assert_eq!(p[0].op, Op::Lt);
+        assert_eq!(p[0].value, Value::Int(1_767_225_600_000_000));
+        assert_eq!(p[1].op, Op::Ne);
+        assert_eq!(p[1].value, Value::Null);
+        let p = parse(r#"last_used_time = "null""#, FIELDS).unwrap();
+        assert_eq!(p[0].value, Value::Null, "quoted or not");
+    }
+
+    #[test]
     fn rejects_bad_filters_naming_the_field() {
         for bad in [
             "state",
@@ -318,6 +347,9 @@ mod tests {
             "(state = ACTIVE)",
             "display_name = \"a\u{0}b\"",
             "display_name = \"\u{1b}[31m\"",
+            "create_time = null",
+            "last_used_time < null",
+            "last_used_time = nil",
         ] {
             match parse(bad, FIELDS) {
                 Err(Error::InvalidArgument(v)) => assert_eq!(v.0[0].field, "filter", "{bad}"),

@@ -91,6 +91,11 @@ impl Caller {
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
+
+    /// The method's policy, shared.
+    pub fn policy_arc(&self) -> &Arc<Policy> {
+        &self.policy
+    }
 }
 
 /// Builds [`Authorize`] services.

@@ -22,8 +22,10 @@ use tower_service::Service;
 
 use super::{BoxFuture, authorize::Caller, call::Call};
 use crate::{
-    policy::Policies,
+    domain::authz::Principal,
+    policy::{Policies, Policy},
     ratelimit::{Facts, RateLimiter, Verdict, headers, limiter::Plan, refusal::Refusal},
+    usage::Usage,
 };
 
 /// Builds [`RateLimit`] services.
@@ -31,13 +33,19 @@ use crate::{
 pub struct RateLimitLayer {
     limiter: RateLimiter,
     policies: Arc<Policies>,
+    usage: Usage,
 }
 
 impl RateLimitLayer {
-    /// Limits calls with `limiter`; `policies` give the cost of public
-    /// methods (the permit carries it for the others).
-    pub fn new(limiter: RateLimiter, policies: Arc<Policies>) -> Self {
-        Self { limiter, policies }
+    /// Limits calls with `limiter` and counts them in `usage`; `policies`
+    /// give the cost of public methods (the permit carries it for the
+    /// others).
+    pub fn new(limiter: RateLimiter, policies: Arc<Policies>, usage: Usage) -> Self {
+        Self {
+            limiter,
+            policies,
+            usage,
+        }
     }
 }
 
@@ -49,6 +57,7 @@ impl<S> Layer<S> for RateLimitLayer {
             inner,
             limiter: self.limiter.clone(),
             policies: self.policies.clone(),
+            usage: self.usage.clone(),
         }
     }
 }
@@ -59,6 +68,7 @@ pub struct RateLimit<S> {
     inner: S,
     limiter: RateLimiter,
     policies: Arc<Policies>,
+    usage: Usage,
 }
 
 pin_project! {
@@ -195,23 +205,45 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Some((plan, cost)) = self.plan(&req) else {
+        let Some(charged) = self.charged(&req) else {
             return pass(&mut self.inner, req, None);
         };
+        let Charged {
+            plan,
+            cost,
+            principal,
+            policy,
+        } = charged;
+        if plan.is_empty() {
+            if let Some(p) = &principal {
+                self.usage.record(p, &policy.path, cost, false);
+            }
+            return pass(&mut self.inner, req, None);
+        }
         if self.limiter.is_shared() {
             // The readied service goes into the future; a clone stays.
             let clone = self.inner.clone();
             let service = std::mem::replace(&mut self.inner, clone);
             let limiter = self.limiter.clone();
+            let usage = self.usage.clone();
             return RateLimitFuture {
                 state: State::Deciding {
-                    decision: Box::pin(async move { limiter.execute(plan, cost, false).await }),
+                    decision: Box::pin(async move {
+                        let verdict = limiter.execute(plan, u64::from(cost), false).await;
+                        if let Some(p) = &principal {
+                            usage.record(p, &policy.path, cost, !verdict.allowed());
+                        }
+                        verdict
+                    }),
                     service: Some(service),
                     request: Some(req),
                 },
             };
         }
-        let verdict = self.limiter.execute_local(plan, cost, false);
+        let verdict = self.limiter.execute_local(plan, u64::from(cost), false);
+        if let Some(p) = &principal {
+            self.usage.record(p, &policy.path, cost, !verdict.allowed());
+        }
         match respond(&verdict) {
             Ok(headers) => pass(&mut self.inner, req, headers),
             Err(response) => RateLimitFuture {
@@ -223,37 +255,47 @@ where
     }
 }
 
+/// What one call is charged, and by whom.
+struct Charged {
+    plan: Plan,
+    cost: u32,
+    principal: Option<Arc<Principal>>,
+    policy: Arc<Policy>,
+}
+
 impl<S> RateLimit<S> {
-    /// What `req` is charged, and its cost; `None` when nothing is (a free
-    /// method, or a path we do not serve: the router answers it).
-    fn plan<B>(&self, req: &Request<B>) -> Option<(Plan, u64)> {
+    /// What `req` is charged; `None` for a path we do not serve (the
+    /// router answers it). Free methods (health, reflection, Envoy's
+    /// checks) plan no charge: they are never limited, only counted.
+    fn charged<B>(&self, req: &Request<B>) -> Option<Charged> {
         let ext = req.extensions();
-        let call = ext.get::<Arc<Call>>();
-        let (cost, path) = match ext.get::<Caller>() {
-            Some(caller) => (caller.policy().declared.cost, caller.policy().path.as_ref()),
-            None => {
-                let policy = self.policies.get(req.uri().path())?;
-                (policy.declared.cost, policy.path.as_ref())
-            }
+        let policy = match ext.get::<Caller>() {
+            Some(caller) => caller.policy_arc().clone(),
+            None => self.policies.get(req.uri().path())?.clone(),
         };
-        if cost == 0 {
-            // Free methods (health, reflection, Envoy's checks) are never
-            // limited, so nothing is counted for them either.
-            return None;
-        }
-        let principal = call.and_then(|c| c.principal()).map(|p| p.as_ref());
-        let source = ext
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        let facts = Facts {
-            org: None,
+        let cost = policy.declared.cost;
+        let principal = ext.get::<Arc<Call>>().and_then(|c| c.principal()).cloned();
+        let plan = if cost == 0 {
+            Plan::default()
+        } else {
+            let source = ext
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip());
+            let facts = Facts {
+                org: None,
+                principal: principal.as_deref(),
+                method: &policy.path,
+                source,
+                headers: Some(req.headers()),
+                descriptors: None,
+            };
+            self.limiter.plan(&facts)
+        };
+        Some(Charged {
+            plan,
+            cost,
             principal,
-            method: path,
-            source,
-            headers: Some(req.headers()),
-            descriptors: None,
-        };
-        let plan = self.limiter.plan(&facts);
-        (!plan.is_empty()).then_some((plan, u64::from(cost)))
+            policy,
+        })
     }
 }

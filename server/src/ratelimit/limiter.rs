@@ -92,6 +92,7 @@ struct Planned {
 
 /// The charges one call makes, owned, so a decision can be awaited
 /// after the request has moved on.
+#[derive(Default)]
 pub struct Plan(Vec<Planned>);
 
 impl Plan {

@@ -8,7 +8,7 @@ use tollgate::tollgate::v1::{ApiKey, api_key::State};
 use super::{
     DbConnection, Store, Tx,
     cache::ResolvedKey,
-    filter::{apply_op, int, small, text, unknown},
+    filter::{apply_null, apply_op, int, optional_int, small, text, unknown},
     principals::{capped, load_any},
     schema::api_keys,
     versioned::{Lock, Versioned, current, inserted, lock_row},
@@ -43,6 +43,7 @@ pub const FILTERS: &[(&str, FieldType)] = &[
     ),
     ("display_name", FieldType::Text),
     ("create_time", FieldType::Timestamp),
+    ("last_used_time", FieldType::OptionalTimestamp),
 ];
 
 /// A stored key: its digest, never the secret.
@@ -81,6 +82,9 @@ pub struct ApiKeyRow {
     pub revision: i64,
     /// Space-separated scopes; empty: not narrowed.
     pub scopes: String,
+    /// The start of the latest minute the key authenticated a call in, as
+    /// the usage flush records it; `None` until first used.
+    pub last_used_time: Option<i64>,
 }
 
 impl ApiKeyRow {
@@ -138,8 +142,7 @@ impl ApiKeyRow {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            // Filled by the usage work (issue 9).
-            last_used_time: None,
+            last_used_time: self.last_used_time.map(timestamp),
         }
     }
 }
@@ -219,6 +222,7 @@ pub(crate) fn insert(
         revoke_time: None,
         revision: 1,
         scopes: Scopes::join(&new.scopes),
+        last_used_time: None,
     };
     let name = row.name()?.to_string();
     // 80 random bits collided: astronomically unlikely, but never silently
@@ -291,6 +295,13 @@ impl Store {
                         "state" => apply_op!(q, api_keys::state, p.op, small(p)?),
                         "display_name" => apply_op!(q, api_keys::display_name, p.op, text(p)?),
                         "create_time" => apply_op!(q, api_keys::create_time, p.op, int(p)?),
+                        // Comparisons match only keys used at least once
+                        // (SQL: NULL compares to nothing); `= null` finds
+                        // the others.
+                        "last_used_time" => match optional_int(p)? {
+                            Some(t) => apply_op!(q, api_keys::last_used_time, p.op, t),
+                            None => apply_null!(q, api_keys::last_used_time, p.op),
+                        },
                         _ => return Err(unknown(p)),
                     };
                 }

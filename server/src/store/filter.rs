@@ -17,6 +17,25 @@ macro_rules! apply_op {
 }
 pub(crate) use apply_op;
 
+/// `apply_null!(query, column, op)`: `= null` as IS NULL, `!= null` as IS
+/// NOT NULL (the parser allows no other operator with null).
+macro_rules! apply_null {
+    ($q:expr, $col:expr, $op:expr) => {{
+        use diesel::ExpressionMethods as _;
+        use $crate::domain::filter::Op;
+        match $op {
+            Op::Eq => $q.filter($col.is_null()),
+            Op::Ne => $q.filter($col.is_not_null()),
+            Op::Lt | Op::Le | Op::Gt | Op::Ge => {
+                return Err($crate::domain::Error::Internal(
+                    "an ordering comparison with null".into(),
+                ));
+            }
+        }
+    }};
+}
+pub(crate) use apply_null;
+
 use crate::domain::{
     Error, Result,
     filter::{Predicate, Value},
@@ -27,10 +46,19 @@ use crate::domain::{
 pub fn int(p: &Predicate) -> Result<i64> {
     match &p.value {
         Value::Int(v) => Ok(*v),
-        Value::Text(_) => Err(Error::Internal(format!(
+        Value::Text(_) | Value::Null => Err(Error::Internal(format!(
             "filter {} expects a number",
             p.field
         ))),
+    }
+}
+
+/// The integer value of a predicate on a field that may be unset; `None`
+/// for `null`.
+pub fn optional_int(p: &Predicate) -> Result<Option<i64>> {
+    match &p.value {
+        Value::Null => Ok(None),
+        _ => int(p).map(Some),
     }
 }
 
@@ -38,7 +66,9 @@ pub fn int(p: &Predicate) -> Result<i64> {
 pub fn text(p: &Predicate) -> Result<String> {
     match &p.value {
         Value::Text(v) => Ok(v.clone()),
-        Value::Int(_) => Err(Error::Internal(format!("filter {} expects text", p.field))),
+        Value::Int(_) | Value::Null => {
+            Err(Error::Internal(format!("filter {} expects text", p.field)))
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod rate_limit_policies;
 pub mod schema;
 pub mod signing_keys;
 pub mod tokens;
+pub mod usage;
 pub mod versioned;
 
 use std::sync::Arc;

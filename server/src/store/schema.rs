@@ -66,6 +66,7 @@ diesel::table! {
         revoke_time -> Nullable<BigInt>,
         revision -> BigInt,
         scopes -> Text,
+        last_used_time -> Nullable<BigInt>,
     }
 }
 
@@ -193,6 +194,19 @@ diesel::table! {
         create_time -> BigInt,
         update_time -> BigInt,
         revision -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_minutes (org_id, bucket_start, principal, api_key, method) {
+        org_id -> Text,
+        bucket_start -> BigInt,
+        principal -> Text,
+        api_key -> Text,
+        method -> Text,
+        calls -> BigInt,
+        refused -> BigInt,
+        cost -> BigInt,
     }
 }
 
