@@ -43,6 +43,7 @@ pub mod outbox;
 pub mod peers;
 pub mod policy;
 mod postgres;
+pub mod proxy;
 pub mod rpc;
 mod server;
 pub mod testing_service;

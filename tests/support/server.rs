@@ -96,6 +96,12 @@ enum Storage {
     /// The schema, and a directory with the key-encryption key, which
     /// PostgreSQL has no default for.
     Postgres(PgSchema, TempDir),
+    /// Another server's database, which that server owns: a second
+    /// replica.
+    Replica {
+        url: String,
+        kek: Option<std::path::PathBuf>,
+    },
 }
 
 impl Storage {
@@ -181,6 +187,16 @@ impl Storage {
         match self {
             Storage::Sqlite { url, .. } => url,
             Storage::Postgres(schema, _) => schema.url(),
+            Storage::Replica { url, .. } => url,
+        }
+    }
+
+    /// The key-encryption key file, when the server must be told.
+    fn kek(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Storage::Postgres(_, dir) => Some(dir.path().join("kek")),
+            Storage::Replica { kek, .. } => kek.clone(),
+            Storage::Sqlite { .. } => None,
         }
     }
 }
@@ -242,6 +258,39 @@ impl TestServer {
         configure: impl Fn(&mut tollgate_server::Config) + Send + Sync + 'static,
     ) -> anyhow::Result<Self> {
         Self::start_with(backend, None, Some(Arc::new(configure))).await
+    }
+
+    /// A second server on this one's database (a replica behind the same
+    /// load balancer), with `configure` applied; this server must outlive
+    /// it. It mints no key: use this server's.
+    pub async fn start_replica(
+        &self,
+        configure: impl Fn(&mut tollgate_server::Config) + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        let storage = Storage::Replica {
+            url: self.storage.url().to_owned(),
+            kek: self.storage.kek(),
+        };
+        let grpc = TcpListener::bind("127.0.0.1:0").await?;
+        let admin = TcpListener::bind("127.0.0.1:0").await?;
+        let mut server = TestServer {
+            backend: self.backend.clone(),
+            grpc_addr: grpc.local_addr()?,
+            admin_addr: admin.local_addr()?,
+            admin_key: self.admin_key.clone(),
+            running: None,
+            starts: 0,
+            minted_on_last_start: false,
+            policies: None,
+            configure: Some(Arc::new(configure)),
+            testing: false,
+            listener_stats: Arc::default(),
+            keys: None,
+            usage: None,
+            storage,
+        };
+        server.launch(grpc, admin).await?;
+        Ok(server)
     }
 
     /// Like [`TestServer::start`], also serving the test-only
@@ -332,8 +381,8 @@ impl TestServer {
             usage_flush_interval: Duration::from_secs(3600),
             ..Default::default()
         };
-        if let Storage::Postgres(_, kek) = &self.storage {
-            config.key_encryption_key_file = Some(kek.path().join("kek"));
+        if let Some(kek) = self.storage.kek() {
+            config.key_encryption_key_file = Some(kek);
         }
         if let Some(configure) = &self.configure {
             configure(&mut config);
@@ -509,7 +558,7 @@ impl TestServer {
     pub fn pg_schema(&self) -> Option<&PgSchema> {
         match &self.storage {
             Storage::Postgres(schema, _) => Some(schema),
-            Storage::Sqlite { .. } => None,
+            Storage::Sqlite { .. } | Storage::Replica { .. } => None,
         }
     }
 
