@@ -17,6 +17,7 @@ use crate::{
         authorization_service_client::AuthorizationServiceClient,
         o_auth_client_service_client::OAuthClientServiceClient,
         organization_service_client::OrganizationServiceClient,
+        rate_limit_policy_service_client::RateLimitPolicyServiceClient,
         service_account_service_client::ServiceAccountServiceClient,
         token_service_client::TokenServiceClient, user_service_client::UserServiceClient,
     },
@@ -123,6 +124,12 @@ impl Client {
     /// `tollgate.v1.OAuthClientService`.
     pub fn oauth_clients(&self) -> OAuthClientServiceClient<TollgateChannel> {
         OAuthClientServiceClient::new(self.channel())
+    }
+
+    /// `tollgate.v1.RateLimitPolicyService`: the organization's rate
+    /// limits and quotas, as data.
+    pub fn rate_limit_policies(&self) -> RateLimitPolicyServiceClient<TollgateChannel> {
+        RateLimitPolicyServiceClient::new(self.channel())
     }
 
     /// `tollgate.v1.TokenService`: the OAuth token endpoints over gRPC.

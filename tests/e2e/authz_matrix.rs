@@ -10,7 +10,7 @@ use tollgate_e2e::{
     Client, Code, TestServer, each_backend,
     fixtures::{
         create_key, create_oauth_client, create_org, create_rate_limit_policy, create_sa,
-        create_user, mask, oauth_clients, org_name, rate_limit_policies, roles,
+        create_user, mask, oauth_clients, org_name, roles,
     },
     rpc::assert_error_info,
     v1::{
@@ -608,7 +608,8 @@ impl World {
                 })
                 .await
                 .map(drop),
-            "RateLimitPolicyService/CreateRateLimitPolicy" => rate_limit_policies(client)
+            "RateLimitPolicyService/CreateRateLimitPolicy" => client
+                .rate_limit_policies()
                 .create_rate_limit_policy(CreateRateLimitPolicyRequest {
                     parent: acme,
                     rate_limit_policy_id: format!("hire{n}"),
@@ -623,20 +624,23 @@ impl World {
                 })
                 .await
                 .map(drop),
-            "RateLimitPolicyService/GetRateLimitPolicy" => rate_limit_policies(client)
+            "RateLimitPolicyService/GetRateLimitPolicy" => client
+                .rate_limit_policies()
                 .get_rate_limit_policy(GetRateLimitPolicyRequest {
                     name: self.policy.clone(),
                 })
                 .await
                 .map(drop),
-            "RateLimitPolicyService/ListRateLimitPolicies" => rate_limit_policies(client)
+            "RateLimitPolicyService/ListRateLimitPolicies" => client
+                .rate_limit_policies()
                 .list_rate_limit_policies(ListRateLimitPoliciesRequest {
                     parent: acme,
                     ..Default::default()
                 })
                 .await
                 .map(drop),
-            "RateLimitPolicyService/UpdateRateLimitPolicy" => rate_limit_policies(client)
+            "RateLimitPolicyService/UpdateRateLimitPolicy" => client
+                .rate_limit_policies()
                 .update_rate_limit_policy(UpdateRateLimitPolicyRequest {
                     rate_limit_policy: Some(RateLimitPolicy {
                         name: self.policy.clone(),
@@ -652,7 +656,8 @@ impl World {
                     create_rate_limit_policy(&self.platform, "acme", &format!("doomed{n}"))
                         .await
                         .name;
-                rate_limit_policies(client)
+                client
+                    .rate_limit_policies()
                     .delete_rate_limit_policy(DeleteRateLimitPolicyRequest {
                         name: doomed,
                         etag: String::new(),

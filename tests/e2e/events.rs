@@ -13,7 +13,7 @@ use tollgate_e2e::{
     Client, Code, TestServer, each_backend,
     fixtures::{
         create_key, create_oauth_client, create_org, create_rate_limit_policy, create_sa,
-        create_user, mask, oauth_clients, org_name, rate_limit_policies, roles, with_header,
+        create_user, mask, oauth_clients, org_name, roles, with_header,
     },
     outbox,
     rpc::RpcResult as _,
@@ -411,7 +411,8 @@ async fn write(
         ),
         "RateLimitPolicyService/CreateRateLimitPolicy" => (
             policy.clone(),
-            rate_limit_policies(admin)
+            admin
+                .rate_limit_policies()
                 .create_rate_limit_policy(h!(CreateRateLimitPolicyRequest {
                     parent: parent.clone(),
                     rate_limit_policy_id: "p".into(),
@@ -428,7 +429,8 @@ async fn write(
         ),
         "RateLimitPolicyService/UpdateRateLimitPolicy" => (
             policy.clone(),
-            rate_limit_policies(admin)
+            admin
+                .rate_limit_policies()
                 .update_rate_limit_policy(h!(UpdateRateLimitPolicyRequest {
                     rate_limit_policy: Some(RateLimitPolicy {
                         name: policy.clone(),
@@ -442,7 +444,8 @@ async fn write(
         ),
         "RateLimitPolicyService/DeleteRateLimitPolicy" => (
             policy.clone(),
-            rate_limit_policies(admin)
+            admin
+                .rate_limit_policies()
                 .delete_rate_limit_policy(h!(DeleteRateLimitPolicyRequest {
                     name: policy.clone(),
                     etag: String::new(),

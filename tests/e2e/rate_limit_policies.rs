@@ -9,10 +9,9 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 use tollgate_e2e::{
-    Client, Code, TestServer, curl, each_backend,
+    Client, Code, TestServer, concurrently, curl, each_backend,
     fixtures::{
         create_key, create_org, create_rate_limit_policy, create_sa, mask, micros, org_name,
-        rate_limit_policies,
     },
     outbox,
     rpc::{RpcResult as _, violated_fields},
@@ -66,7 +65,8 @@ async fn create(
     id: &str,
     p: RateLimitPolicy,
 ) -> Result<tollgate_client::tonic::Response<RateLimitPolicy>, tollgate_client::tonic::Status> {
-    rate_limit_policies(client)
+    client
+        .rate_limit_policies()
         .create_rate_limit_policy(CreateRateLimitPolicyRequest {
             parent: org_name(org),
             rate_limit_policy_id: id.into(),
@@ -76,7 +76,8 @@ async fn create(
 }
 
 async fn get(client: &Client, name: &str) -> RateLimitPolicy {
-    rate_limit_policies(client)
+    client
+        .rate_limit_policies()
         .get_rate_limit_policy(GetRateLimitPolicyRequest { name: name.into() })
         .await
         .expect_ok()
@@ -87,7 +88,8 @@ async fn update(
     p: RateLimitPolicy,
     paths: &[&str],
 ) -> Result<tollgate_client::tonic::Response<RateLimitPolicy>, tollgate_client::tonic::Status> {
-    rate_limit_policies(client)
+    client
+        .rate_limit_policies()
         .update_rate_limit_policy(UpdateRateLimitPolicyRequest {
             rate_limit_policy: Some(p),
             update_mask: if paths.is_empty() { None } else { mask(paths) },
@@ -100,7 +102,8 @@ async fn delete(
     name: &str,
     etag: &str,
 ) -> Result<tollgate_client::tonic::Response<()>, tollgate_client::tonic::Status> {
-    rate_limit_policies(client)
+    client
+        .rate_limit_policies()
         .delete_rate_limit_policy(DeleteRateLimitPolicyRequest {
             name: name.into(),
             etag: etag.into(),
@@ -202,7 +205,8 @@ async fn create_get_list_delete() {
         let mut names = Vec::new();
         let mut token = String::new();
         loop {
-            let page = rate_limit_policies(&admin)
+            let page = admin
+                .rate_limit_policies()
                 .list_rate_limit_policies(ListRateLimitPoliciesRequest {
                     parent: org_name("acme"),
                     page_size: 2,
@@ -221,7 +225,8 @@ async fn create_get_list_delete() {
         sorted.sort();
         assert_eq!(names, sorted);
         assert_eq!(names.len(), 3);
-        rate_limit_policies(&admin)
+        admin
+            .rate_limit_policies()
             .list_rate_limit_policies(ListRateLimitPoliciesRequest {
                 parent: org_name("nope"),
                 ..Default::default()
@@ -231,7 +236,8 @@ async fn create_get_list_delete() {
 
         // Delete, then it is gone; deleting again is NOT_FOUND.
         delete(&admin, &created.name, "").await.expect_ok();
-        rate_limit_policies(&admin)
+        admin
+            .rate_limit_policies()
             .get_rate_limit_policy(GetRateLimitPolicyRequest {
                 name: created.name.clone(),
             })
@@ -240,7 +246,8 @@ async fn create_get_list_delete() {
         delete(&admin, &created.name, "")
             .await
             .expect_code(Code::NotFound);
-        rate_limit_policies(&admin)
+        admin
+            .rate_limit_policies()
             .get_rate_limit_policy(GetRateLimitPolicyRequest {
                 name: "organizations/acme/clients/basic".into(),
             })
@@ -748,7 +755,8 @@ async fn bad_input_names_the_field() {
             ]
         );
         // Nothing was created.
-        let list = rate_limit_policies(&admin)
+        let list = admin
+            .rate_limit_policies()
             .list_rate_limit_policies(ListRateLimitPoliciesRequest {
                 parent: org_name("acme"),
                 ..Default::default()
@@ -807,13 +815,15 @@ async fn other_organizations_are_out_of_reach() {
 
         // Another organization's admin can do nothing here.
         let denied = Code::PermissionDenied;
-        rate_limit_policies(&beta_admin)
+        beta_admin
+            .rate_limit_policies()
             .get_rate_limit_policy(GetRateLimitPolicyRequest {
                 name: p.name.clone(),
             })
             .await
             .expect_code(denied);
-        rate_limit_policies(&beta_admin)
+        beta_admin
+            .rate_limit_policies()
             .list_rate_limit_policies(ListRateLimitPoliciesRequest {
                 parent: org_name("acme"),
                 ..Default::default()
@@ -836,7 +846,8 @@ async fn other_organizations_are_out_of_reach() {
         .expect_code(denied);
         delete(&beta_admin, &p.name, "").await.expect_code(denied);
         // ... and learns nothing from a name that does not exist either.
-        let s = rate_limit_policies(&beta_admin)
+        let s = beta_admin
+            .rate_limit_policies()
             .get_rate_limit_policy(GetRateLimitPolicyRequest {
                 name: policy_name("acme", "missing"),
             })
@@ -1212,6 +1223,38 @@ async fn the_engine_reads_every_policy_and_sees_every_change() {
         }
         assert_eq!(seen[2].0, 3);
         assert!(seen[3].1 > seen[2].1, "{seen:?}");
+
+        // Concurrent writers never stamp the same time, so none of their
+        // commits can hide behind another's.
+        let ids: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        for id in &ids {
+            create_rate_limit_policy(&admin, "acme", id).await;
+        }
+        let stamped = concurrently(8, |i| {
+            let admin = admin.clone();
+            let name = policy_name("acme", &format!("c{i}"));
+            async move {
+                admin
+                    .rate_limit_policies()
+                    .update_rate_limit_policy(UpdateRateLimitPolicyRequest {
+                        rate_limit_policy: Some(RateLimitPolicy {
+                            name,
+                            display_name: format!("concurrent {i}"),
+                            ..Default::default()
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .expect_ok()
+                    .update_time
+            }
+        })
+        .await;
+        let mut times: Vec<i64> = stamped.iter().map(|t| micros(t.as_ref())).collect();
+        times.sort_unstable();
+        times.dedup();
+        assert_eq!(times.len(), 8, "{stamped:?}");
+        assert_eq!(replica.fingerprint().await?.1, times.last().copied());
 
         // This replica's own writes signal at once.
         let mut changes = replica.subscribe_rate_limit_changes();

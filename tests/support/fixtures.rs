@@ -11,7 +11,6 @@ use tollgate_client::{
         CreateRateLimitPolicyRequest, CreateServiceAccountRequest, CreateUserRequest, OAuthClient,
         Organization, RateLimit, RateLimitPolicy, ServiceAccount, User, o_auth_client::ClientType,
         o_auth_client_service_client::OAuthClientServiceClient, rate_limit,
-        rate_limit_policy_service_client::RateLimitPolicyServiceClient,
     },
 };
 
@@ -170,16 +169,11 @@ pub fn oauth_clients(client: &Client) -> OAuthClientServiceClient<TollgateChanne
     OAuthClientServiceClient::new(client.channel())
 }
 
-/// `tollgate.v1.RateLimitPolicyService` over `client`'s channel (the
-/// client crate has no accessor for it).
-pub fn rate_limit_policies(client: &Client) -> RateLimitPolicyServiceClient<TollgateChannel> {
-    RateLimitPolicyServiceClient::new(client.channel())
-}
-
 /// A policy of `org` with id `id`: 100 requests per minute per principal,
 /// for every call.
 pub async fn create_rate_limit_policy(client: &Client, org: &str, id: &str) -> RateLimitPolicy {
-    rate_limit_policies(client)
+    client
+        .rate_limit_policies()
         .create_rate_limit_policy(CreateRateLimitPolicyRequest {
             parent: org_name(org),
             rate_limit_policy_id: id.into(),

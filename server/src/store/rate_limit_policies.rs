@@ -30,8 +30,8 @@ use crate::{
         now_micros,
         page::PageRequest,
         rate_limit_policy::{
-            Combination, FailureMode, KeyBy, PolicySpec, Quota, QuotaPeriod, Rate, RateAlgorithm,
-            RateLimitRule, RatePeriod, Selector, check_combination,
+            Combination, FailureMode, KeyBy, MethodMatch, PolicySpec, Quota, QuotaPeriod, Rate,
+            RateAlgorithm, RateLimitRule, RatePeriod, Selector, check_combination,
         },
         timestamp,
     },
@@ -115,6 +115,12 @@ impl RateLimitPolicyRow {
     /// The stored policy read back into checked form; an error names what
     /// is unreadable (a row written by a newer version, or corrupted).
     pub fn spec(&self) -> std::result::Result<PolicySpec, String> {
+        if let Some(m) = &self.method
+            && MethodMatch::parse(m).is_none()
+        {
+            // Never a catch-all by accident.
+            return Err(format!("unparseable method selector {m:?}"));
+        }
         let code = |what: &str, c: Option<i16>| {
             c.map(i32::from).ok_or_else(|| format!("{what} is missing"))
         };
@@ -350,7 +356,15 @@ fn check_merged(cur: &RateLimitPolicyRow, ch: &RateLimitPolicyChanges) -> Result
 
 /// The `update_time` of a write at `now`: now, or just above the table's
 /// greatest, so that every write raises [`Store::fingerprint`]'s maximum.
+/// On PostgreSQL, concurrent writers would read the same maximum and could
+/// stamp the same time, so one update's commit could go unseen: writers of
+/// policies queue on a table lock instead (they are rare; reads and the
+/// fingerprint do not wait). SQLite writers are serialized already.
 fn next_update_time(conn: &mut DbConnection, now: i64) -> Result<i64> {
+    if let DbConnection::Postgres(pg) = conn {
+        diesel::sql_query("LOCK TABLE rate_limit_policies IN SHARE ROW EXCLUSIVE MODE")
+            .execute(pg)?;
+    }
     let greatest: Option<i64> = rate_limit_policies::table
         .select(max(rate_limit_policies::update_time))
         .first(conn)?;
@@ -622,6 +636,11 @@ mod tests {
             ..row()
         };
         assert!(bad.spec().is_err());
+        let bad = RateLimitPolicyRow {
+            method: Some("no slash".into()),
+            ..row()
+        };
+        assert!(bad.to_rule().is_err(), "never a catch-all by accident");
     }
 
     #[test]
