@@ -214,6 +214,15 @@ pub struct Settings {
     /// demand (RotateSigningKey).
     #[arg(long, env = "TOLLGATE_SIGNING_KEY_ROTATION_DAYS")]
     pub signing_key_rotation_days: Option<u64>,
+    /// Redis shared by every replica for rate limits and quotas
+    /// (`redis://[user:password@]host[:port][/db]`, or `rediss://` for
+    /// TLS); in-process limits when unset.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Milliseconds a rate-limit decision waits for Redis before the
+    /// policy's fail-open or fail-closed applies.
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
 }
 
 impl Settings {
@@ -272,6 +281,8 @@ impl Settings {
             signing_key_rotation_days: self
                 .signing_key_rotation_days
                 .or(file.signing_key_rotation_days),
+            redis_url: self.redis_url.or(file.redis_url),
+            redis_timeout_ms: self.redis_timeout_ms.or(file.redis_timeout_ms),
         }
     }
 
@@ -372,6 +383,11 @@ impl Settings {
             },
             throttle_max_failures: d.throttle_max_failures,
             throttle_window: d.throttle_window,
+            redis_url: self.redis_url.filter(|u| !u.trim().is_empty()),
+            redis_timeout: self
+                .redis_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.redis_timeout),
         }
     }
 }
@@ -442,7 +458,18 @@ pub struct Config {
     /// How long failures count, from the first; default 5 minutes. No
     /// flag: tests shorten it.
     pub throttle_window: Duration,
+    /// The Redis shared by every replica for rate limits
+    /// (`--redis-url`, `TOLLGATE_REDIS_URL`); `None`: in-process limits.
+    /// May hold a password: never log it as is.
+    pub redis_url: Option<String>,
+    /// How long a rate-limit decision waits for Redis; default 5 ms,
+    /// at most 1 s (`--redis-timeout-ms`, `TOLLGATE_REDIS_TIMEOUT_MS`).
+    pub redis_timeout: Duration,
 }
+
+/// The longest `--redis-timeout-ms`: a decision must never stall a call
+/// for seconds.
+const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 const DAY_SECS: u64 = 24 * 60 * 60;
 
@@ -468,6 +495,31 @@ impl Config {
         self.limits.validate()?;
         self.tls_files()?;
         check_issuer(&self.issuer)?;
+        self.check_redis()?;
+        Ok(())
+    }
+
+    /// A Redis URL names its scheme, and the timeout is a few
+    /// milliseconds, not zero and not seconds.
+    fn check_redis(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.redis_url {
+            let rest = url
+                .strip_prefix("redis://")
+                .or_else(|| url.strip_prefix("rediss://"));
+            if rest.is_none_or(|rest| rest.is_empty()) {
+                // The URL may hold a password: it is not repeated.
+                return Err(anyhow::anyhow!(
+                    "--redis-url must be redis://[user:password@]host[:port][/db] \
+                     or rediss://… for TLS"
+                ));
+            }
+        }
+        if self.redis_timeout.is_zero() || self.redis_timeout > MAX_REDIS_TIMEOUT {
+            return Err(anyhow::anyhow!(
+                "--redis-timeout-ms must be between 1 and {}",
+                MAX_REDIS_TIMEOUT.as_millis()
+            ));
+        }
         Ok(())
     }
 
@@ -559,6 +611,8 @@ impl Default for Config {
             signing_key_rotation: Some(Duration::from_secs(30 * DAY_SECS)),
             throttle_max_failures: crate::oauth::throttle::MAX_FAILURES,
             throttle_window: crate::oauth::throttle::WINDOW,
+            redis_url: None,
+            redis_timeout: crate::ratelimit::redis::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -599,6 +653,7 @@ mod tests {
         assert_eq!(c.admin_listen.port(), 9090);
         // It spells out the defaults.
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.redis_timeout, Config::default().redis_timeout);
     }
 
     #[test]
@@ -715,6 +770,53 @@ mod tests {
         ] {
             let e = with(bad).validate().unwrap_err().to_string();
             assert!(e.contains("--issuer"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn redis_settings_resolve_and_are_checked() {
+        let c = Settings::default().resolve();
+        assert_eq!(c.redis_url, None);
+        assert_eq!(c.redis_timeout, Duration::from_millis(5));
+        let c = Cli::try_parse_from([
+            "tollgate",
+            "--redis-url",
+            "redis://:secret@127.0.0.1:6379/2",
+            "--redis-timeout-ms",
+            "20",
+        ])
+        .unwrap()
+        .serve
+        .resolve();
+        assert_eq!(
+            c.redis_url.as_deref(),
+            Some("redis://:secret@127.0.0.1:6379/2")
+        );
+        assert_eq!(c.redis_timeout, Duration::from_millis(20));
+        assert!(c.validate().is_ok());
+        let file: Settings =
+            toml::from_str("redis_url = \"rediss://cache.internal\"\nredis_timeout_ms = 3")
+                .unwrap();
+        let c = Settings::default().or(file).resolve();
+        assert_eq!(c.redis_url.as_deref(), Some("rediss://cache.internal"));
+        assert_eq!(c.redis_timeout, Duration::from_millis(3));
+        assert!(c.validate().is_ok());
+
+        let with = |url: Option<&str>, ms: u64| Config {
+            redis_url: url.map(str::to_owned),
+            redis_timeout: Duration::from_millis(ms),
+            ..Config::default()
+        };
+        for (config, flag) in [
+            (with(Some("http://:secret@cache:6379"), 5), "--redis-url"),
+            (with(Some("cache.internal:6379"), 5), "--redis-url"),
+            (with(Some("redis://"), 5), "--redis-url"),
+            (with(None, 0), "--redis-timeout-ms"),
+            (with(None, 1001), "--redis-timeout-ms"),
+        ] {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+            assert!(!e.contains("secret"), "the password is not repeated: {e}");
         }
     }
 

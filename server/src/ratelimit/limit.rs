@@ -73,7 +73,7 @@ pub struct Decision {
 }
 
 /// A counter's state, as the in-process backend keeps it; the Redis
-/// script keeps the same numbers in a hash.
+/// script keeps the same numbers in one string per counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// GCRA: the theoretical arrival time, in µs since the epoch.
@@ -260,7 +260,7 @@ impl Limit {
         } else {
             period.saturating_sub((room as u128 * period as u128 / current as u128) as u64)
         };
-        us(period - into + x.max(0))
+        us(period - into + x)
     }
 
     fn quota(
