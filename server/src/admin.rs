@@ -15,6 +15,12 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Redis round-trip buckets, in seconds: 25 µs to 100 ms (decisions wait a
+/// few milliseconds at most).
+const REDIS_BUCKETS: &[f64] = &[
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
+
 /// The process-wide Prometheus recorder. `metrics` has one global recorder,
 /// so several servers in one process (tests) share it.
 pub fn prometheus() -> PrometheusHandle {
@@ -26,6 +32,12 @@ pub fn prometheus() -> PrometheusHandle {
                     Matcher::Full("tollgate_grpc_request_duration_seconds".into()),
                     BUCKETS,
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("tollgate_ratelimit_redis_duration_seconds".into()),
+                        REDIS_BUCKETS,
+                    )
+                })
                 .map(|b| b.build_recorder());
             match recorder {
                 Ok(recorder) => {

@@ -233,6 +233,15 @@ pub struct Settings {
     /// up to this much. 100 ms to 1 hour.
     #[arg(long, env = "TOLLGATE_USAGE_FLUSH_INTERVAL")]
     pub usage_flush_interval: Option<Interval>,
+    /// Redis shared by every replica for rate limits and quotas
+    /// (`redis://[user:password@]host[:port][/db]`, or `rediss://` for
+    /// TLS); in-process limits when unset.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Milliseconds a rate-limit decision waits for Redis before the
+    /// policy's fail-open or fail-closed applies.
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
 }
 
 impl Settings {
@@ -295,6 +304,8 @@ impl Settings {
             principal_rate_limit: self.principal_rate_limit.or(file.principal_rate_limit),
             rate_limit_capacity: self.rate_limit_capacity.or(file.rate_limit_capacity),
             usage_flush_interval: self.usage_flush_interval.or(file.usage_flush_interval),
+            redis_url: self.redis_url.or(file.redis_url),
+            redis_timeout_ms: self.redis_timeout_ms.or(file.redis_timeout_ms),
         }
     }
 
@@ -395,6 +406,11 @@ impl Settings {
             },
             throttle_max_failures: d.throttle_max_failures,
             throttle_window: d.throttle_window,
+            redis_url: self.redis_url.filter(|u| !u.trim().is_empty()),
+            redis_timeout: self
+                .redis_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.redis_timeout),
             anonymous_rate_limit: self.anonymous_rate_limit.unwrap_or(d.anonymous_rate_limit),
             principal_rate_limit: self.principal_rate_limit.unwrap_or(d.principal_rate_limit),
             rate_limit_capacity: self.rate_limit_capacity.unwrap_or(d.rate_limit_capacity),
@@ -522,7 +538,18 @@ pub struct Config {
     /// How often usage counts are written to the database; default 10 s
     /// (`--usage-flush-interval`, `TOLLGATE_USAGE_FLUSH_INTERVAL`).
     pub usage_flush_interval: Duration,
+    /// The Redis shared by every replica for rate limits
+    /// (`--redis-url`, `TOLLGATE_REDIS_URL`); `None`: in-process limits.
+    /// May hold a password: never log it as is.
+    pub redis_url: Option<String>,
+    /// How long a rate-limit decision waits for Redis; default 5 ms,
+    /// at most 1 s (`--redis-timeout-ms`, `TOLLGATE_REDIS_TIMEOUT_MS`).
+    pub redis_timeout: Duration,
 }
+
+/// The longest `--redis-timeout-ms`: a decision must never stall a call
+/// for seconds.
+const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 const DAY_SECS: u64 = 24 * 60 * 60;
 
@@ -556,6 +583,31 @@ impl Config {
                 "--usage-flush-interval {:?} must be between 100ms and 1 hour",
                 self.usage_flush_interval
             );
+        }
+        self.check_redis()?;
+        Ok(())
+    }
+
+    /// A Redis URL names its scheme, and the timeout is a few
+    /// milliseconds, not zero and not seconds.
+    fn check_redis(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.redis_url {
+            let rest = url
+                .strip_prefix("redis://")
+                .or_else(|| url.strip_prefix("rediss://"));
+            if rest.is_none_or(|rest| rest.is_empty()) {
+                // The URL may hold a password: it is not repeated.
+                return Err(anyhow::anyhow!(
+                    "--redis-url must be redis://[user:password@]host[:port][/db] \
+                     or rediss://… for TLS"
+                ));
+            }
+        }
+        if self.redis_timeout.is_zero() || self.redis_timeout > MAX_REDIS_TIMEOUT {
+            return Err(anyhow::anyhow!(
+                "--redis-timeout-ms must be between 1 and {}",
+                MAX_REDIS_TIMEOUT.as_millis()
+            ));
         }
         Ok(())
     }
@@ -665,6 +717,8 @@ impl Default for Config {
             principal_rate_limit: "off".into(),
             rate_limit_capacity: 1_000_000,
             usage_flush_interval: Duration::from_secs(10),
+            redis_url: None,
+            redis_timeout: crate::ratelimit::redis::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -705,6 +759,7 @@ mod tests {
         assert_eq!(c.admin_listen.port(), 9090);
         // It spells out the defaults.
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.redis_timeout, Config::default().redis_timeout);
     }
 
     #[test]
@@ -861,6 +916,53 @@ mod tests {
             };
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains("--usage-flush-interval"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redis_settings_resolve_and_are_checked() {
+        let c = Settings::default().resolve();
+        assert_eq!(c.redis_url, None);
+        assert_eq!(c.redis_timeout, Duration::from_millis(5));
+        let c = Cli::try_parse_from([
+            "tollgate",
+            "--redis-url",
+            "redis://:secret@127.0.0.1:6379/2",
+            "--redis-timeout-ms",
+            "20",
+        ])
+        .unwrap()
+        .serve
+        .resolve();
+        assert_eq!(
+            c.redis_url.as_deref(),
+            Some("redis://:secret@127.0.0.1:6379/2")
+        );
+        assert_eq!(c.redis_timeout, Duration::from_millis(20));
+        assert!(c.validate().is_ok());
+        let file: Settings =
+            toml::from_str("redis_url = \"rediss://cache.internal\"\nredis_timeout_ms = 3")
+                .unwrap();
+        let c = Settings::default().or(file).resolve();
+        assert_eq!(c.redis_url.as_deref(), Some("rediss://cache.internal"));
+        assert_eq!(c.redis_timeout, Duration::from_millis(3));
+        assert!(c.validate().is_ok());
+
+        let with = |url: Option<&str>, ms: u64| Config {
+            redis_url: url.map(str::to_owned),
+            redis_timeout: Duration::from_millis(ms),
+            ..Config::default()
+        };
+        for (config, flag) in [
+            (with(Some("http://:secret@cache:6379"), 5), "--redis-url"),
+            (with(Some("cache.internal:6379"), 5), "--redis-url"),
+            (with(Some("redis://"), 5), "--redis-url"),
+            (with(None, 0), "--redis-timeout-ms"),
+            (with(None, 1001), "--redis-timeout-ms"),
+        ] {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+            assert!(!e.contains("secret"), "the password is not repeated: {e}");
         }
     }
 

@@ -73,7 +73,7 @@ pub struct Decision {
 }
 
 /// A counter's state, as the in-process backend keeps it; the Redis
-/// script keeps the same numbers in a hash.
+/// script keeps the same numbers in one string per counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// GCRA: the theoretical arrival time, in µs since the epoch.

@@ -6,6 +6,8 @@
 //! - [`rules`]: policies compiled for matching, most specific first.
 //! - [`limiter`]: the decision for one call ([`RateLimiter`]).
 //! - [`local`]: the in-process backend (bounded, idle keys evicted).
+//! - [`redis`]: the Redis backend ([`RedisLimiter`]), shared by every
+//!   replica: one round trip of `EVALSHA` calls per decision.
 
 pub mod descriptors;
 pub mod headers;
@@ -15,7 +17,9 @@ pub mod local;
 pub mod refusal;
 pub mod reload;
 pub mod rules;
+pub mod redis;
 
+pub use self::redis::{RedisLimitError, RedisLimiter};
 pub use limit::{Algorithm, Charge, Decision, Limit, QuotaWindow, State};
 pub use limiter::{Defaults, Outcome, RateLimiter, Verdict};
 pub use rules::{Facts, KeyBy, MethodMatch, Rule, RuleSet};
