@@ -242,8 +242,10 @@ struct Answer {
 }
 
 /// One charge as the script takes it.
-struct Call {
-    key: String,
+struct Call<'a> {
+    /// The counter key, not yet prefixed: a pre-checked charge never
+    /// needs its Redis key.
+    counter: &'a str,
     algorithm: u8,
     limit: u64,
     period_us: u64,
@@ -268,8 +270,8 @@ struct Clamped {
     tolerance_us: u64,
 }
 
-impl Call {
-    fn new(charge: &Charge<'_>) -> Result<Self, RedisLimitError> {
+impl<'a> Call<'a> {
+    fn new(charge: &Charge<'a>) -> Result<Self, RedisLimitError> {
         let limit = charge.limit;
         let period_us = u64::try_from(limit.period.as_micros()).unwrap_or(u64::MAX);
         let out_of_range = || RedisLimitError::OutOfRange {
@@ -306,7 +308,7 @@ impl Call {
             (charge.cost.min(limit.limit + 1), None, limit.limit)
         };
         Ok(Self {
-            key: redis_key(charge.key),
+            counter: charge.key,
             algorithm,
             limit: limit.limit,
             period_us,
@@ -322,7 +324,7 @@ impl Call {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha)
             .arg(1)
-            .arg(&self.key)
+            .arg(redis_key(self.counter))
             .arg(self.algorithm)
             .arg(self.limit)
             .arg(self.period_us)
@@ -562,7 +564,11 @@ impl Inner {
     }
 
     /// The pipeline, and once more for the calls that found no script.
-    async fn round_trip(&self, calls: &[Call], now_us: Option<u64>) -> Result<Vec<Reply>, Fault> {
+    async fn round_trip(
+        &self,
+        calls: &[Call<'_>],
+        now_us: Option<u64>,
+    ) -> Result<Vec<Reply>, Fault> {
         let sha = self.script.get_hash();
         let mut conn = self.manager();
         let mut pipe = redis::pipe();
@@ -968,7 +974,7 @@ mod tests {
         let l = gcra(10, SEC, 4);
         let call = Call::new(&charge("k", &l, u64::MAX)).unwrap();
         assert_eq!(call.cost, 5, "the smallest cost that never fits");
-        assert_eq!(call.key, "tg:rl:{k}");
+        assert_eq!(redis_key(call.counter), "tg:rl:{k}");
         assert!(Call::new(&charge("k", &l, 5)).unwrap().clamped.is_none());
         let l = sliding(7, SEC);
         assert_eq!(Call::new(&charge("k", &l, 1_000)).unwrap().cost, 8);
