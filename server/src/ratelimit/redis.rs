@@ -873,6 +873,17 @@ mod tests {
             .unwrap()
     }
 
+    /// Deletes counters a test leaves behind for long (quotas last until
+    /// the day's or the month's end).
+    async fn forget(admin: &mut redis::aio::MultiplexedConnection, keys: &[&str]) {
+        let keys: Vec<String> = keys.iter().map(|k| redis_key(k)).collect();
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(admin)
+            .await
+            .unwrap();
+    }
+
     async fn pttl(admin: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
         redis::cmd("PTTL")
             .arg(redis_key(key))
@@ -1083,6 +1094,7 @@ mod tests {
             }
             assert_eq!(allowed, burst, "{limit:?}");
             assert_eq!(stored(&mut admin, &key).await, state.map(encode));
+            forget(&mut admin, &[&key]).await;
         }
     }
 
@@ -1472,6 +1484,7 @@ mod tests {
         assert!(!d.allowed && d.retry_after <= refused.retry_after);
         assert!(d.retry_after + SEC > refused.retry_after);
         assert_eq!(l.round_trips(), before);
+        forget(&mut admin(&url).await, &[&key]).await;
 
         let text = crate::admin::prometheus().render();
         assert!(
@@ -1511,6 +1524,7 @@ mod tests {
         let reset = d.reset_after.as_millis();
         // PTTL is read a little later than the decision.
         assert!(ttl + 100 >= reset && ttl <= reset + 3, "{ttl} vs {reset}");
+        forget(&mut admin, &[&key]).await;
 
         // 20 a second: the state matters for 50 ms.
         let key = unique();
