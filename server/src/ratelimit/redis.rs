@@ -242,8 +242,10 @@ struct Answer {
 }
 
 /// One charge as the script takes it.
-struct Call {
-    key: String,
+struct Call<'a> {
+    /// The counter key, not yet prefixed: a pre-checked charge never
+    /// needs its Redis key.
+    counter: &'a str,
     algorithm: u8,
     limit: u64,
     period_us: u64,
@@ -268,8 +270,8 @@ struct Clamped {
     tolerance_us: u64,
 }
 
-impl Call {
-    fn new(charge: &Charge<'_>) -> Result<Self, RedisLimitError> {
+impl<'a> Call<'a> {
+    fn new(charge: &Charge<'a>) -> Result<Self, RedisLimitError> {
         let limit = charge.limit;
         let period_us = u64::try_from(limit.period.as_micros()).unwrap_or(u64::MAX);
         let out_of_range = || RedisLimitError::OutOfRange {
@@ -306,7 +308,7 @@ impl Call {
             (charge.cost.min(limit.limit + 1), None, limit.limit)
         };
         Ok(Self {
-            key: redis_key(charge.key),
+            counter: charge.key,
             algorithm,
             limit: limit.limit,
             period_us,
@@ -322,7 +324,7 @@ impl Call {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha)
             .arg(1)
-            .arg(&self.key)
+            .arg(redis_key(self.counter))
             .arg(self.algorithm)
             .arg(self.limit)
             .arg(self.period_us)
@@ -562,7 +564,11 @@ impl Inner {
     }
 
     /// The pipeline, and once more for the calls that found no script.
-    async fn round_trip(&self, calls: &[Call], now_us: Option<u64>) -> Result<Vec<Reply>, Fault> {
+    async fn round_trip(
+        &self,
+        calls: &[Call<'_>],
+        now_us: Option<u64>,
+    ) -> Result<Vec<Reply>, Fault> {
         let sha = self.script.get_hash();
         let mut conn = self.manager();
         let mut pipe = redis::pipe();
@@ -867,6 +873,17 @@ mod tests {
             .unwrap()
     }
 
+    /// Deletes counters a test leaves behind for long (quotas last until
+    /// the day's or the month's end).
+    async fn forget(admin: &mut redis::aio::MultiplexedConnection, keys: &[&str]) {
+        let keys: Vec<String> = keys.iter().map(|k| redis_key(k)).collect();
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(admin)
+            .await
+            .unwrap();
+    }
+
     async fn pttl(admin: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
         redis::cmd("PTTL")
             .arg(redis_key(key))
@@ -968,7 +985,7 @@ mod tests {
         let l = gcra(10, SEC, 4);
         let call = Call::new(&charge("k", &l, u64::MAX)).unwrap();
         assert_eq!(call.cost, 5, "the smallest cost that never fits");
-        assert_eq!(call.key, "tg:rl:{k}");
+        assert_eq!(redis_key(call.counter), "tg:rl:{k}");
         assert!(Call::new(&charge("k", &l, 5)).unwrap().clamped.is_none());
         let l = sliding(7, SEC);
         assert_eq!(Call::new(&charge("k", &l, 1_000)).unwrap().cost, 8);
@@ -1077,6 +1094,7 @@ mod tests {
             }
             assert_eq!(allowed, burst, "{limit:?}");
             assert_eq!(stored(&mut admin, &key).await, state.map(encode));
+            forget(&mut admin, &[&key]).await;
         }
     }
 
@@ -1466,6 +1484,7 @@ mod tests {
         assert!(!d.allowed && d.retry_after <= refused.retry_after);
         assert!(d.retry_after + SEC > refused.retry_after);
         assert_eq!(l.round_trips(), before);
+        forget(&mut admin(&url).await, &[&key]).await;
 
         let text = crate::admin::prometheus().render();
         assert!(
@@ -1505,6 +1524,7 @@ mod tests {
         let reset = d.reset_after.as_millis();
         // PTTL is read a little later than the decision.
         assert!(ttl + 100 >= reset && ttl <= reset + 3, "{ttl} vs {reset}");
+        forget(&mut admin, &[&key]).await;
 
         // 20 a second: the state matters for 50 ms.
         let key = unique();
