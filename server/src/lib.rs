@@ -154,8 +154,18 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
             .unwrap_or_else(domain::password::Hasher::default_limit),
         domain::password::PERMIT_WAIT,
     );
-    let limiter =
-        ratelimit::RateLimiter::new(config.rate_limit_defaults()?, config.rate_limit_capacity);
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            ratelimit::RedisLimiter::connect(url, config.redis_timeout)
+                .context("the Redis rate limiter")?,
+        ),
+        None => None,
+    };
+    let limiter = ratelimit::RateLimiter::new(
+        config.rate_limit_defaults()?,
+        config.rate_limit_capacity,
+        redis,
+    );
     ratelimit::reload::load(&limiter, &store)
         .await
         .context("loading the rate-limit policies")?;

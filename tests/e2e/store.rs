@@ -293,7 +293,9 @@ async fn every_listed_filter_field_is_queryable() {
                 format!("{field} = {}", name(values[0]).unwrap_or_default())
             }
             FieldType::Text => format!("{field} = \"x\""),
-            FieldType::Timestamp => format!("{field} > \"2020-01-01T00:00:00Z\""),
+            FieldType::Timestamp | FieldType::OptionalTimestamp => {
+                format!("{field} > \"2020-01-01T00:00:00Z\"")
+            }
         };
         let page = || PageRequest::new(10, "", "q").expect("a first page");
         for (field, ty) in organizations::FILTERS {

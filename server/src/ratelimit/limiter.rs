@@ -9,6 +9,7 @@ use std::{
 use metrics::{Counter, counter};
 
 use super::{
+    RedisLimiter,
     limit::{Algorithm, Charge, Decision, Limit},
     local::Local,
     rules::{Facts, Rule, RuleSet},
@@ -173,6 +174,10 @@ pub struct RateLimiter {
 struct Inner {
     rules: RwLock<Arc<RuleSet>>,
     local: Local,
+    /// The store every replica shares, when configured.
+    redis: Option<RedisLimiter>,
+    fail_open: Counter,
+    fail_closed: Counter,
     defaults: Defaults,
     default_handle: Arc<PolicyHandle>,
     /// Per rule set: each policy's handle, by name.
@@ -188,12 +193,17 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    /// An in-process limiter holding at most `capacity` counters.
-    pub fn new(defaults: Defaults, capacity: usize) -> Self {
+    /// A limiter holding at most `capacity` in-process counters, deciding
+    /// on `redis` when given (the in-process counters then serve
+    /// fail-open policies while Redis does not answer).
+    pub fn new(defaults: Defaults, capacity: usize, redis: Option<RedisLimiter>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 rules: RwLock::new(Arc::default()),
                 local: Local::new(capacity),
+                redis,
+                fail_open: counter!("tollgate_ratelimit_store_failures_total", "applied" => "fail_open"),
+                fail_closed: counter!("tollgate_ratelimit_store_failures_total", "applied" => "fail_closed"),
                 defaults,
                 default_handle: Arc::new(PolicyHandle::new("default")),
                 handles: RwLock::default(),
@@ -231,7 +241,7 @@ impl RateLimiter {
 
     /// Whether decisions go to a shared store (and so must be awaited).
     pub fn is_shared(&self) -> bool {
-        false
+        self.inner.redis.is_some()
     }
 
     /// Decides a call of `cost` units (`dry_run`: without taking them),
@@ -251,7 +261,29 @@ impl RateLimiter {
     /// not answer in time, fail-closed policies refuse (UNAVAILABLE) and
     /// the rest fall back to this replica's counters.
     pub async fn execute(&self, plan: Plan, cost: u64, dry_run: bool) -> Verdict {
-        self.execute_local(plan, cost, dry_run)
+        let Some(redis) = &self.inner.redis else {
+            return self.execute_local(plan, cost, dry_run);
+        };
+        if plan.0.is_empty() {
+            return Verdict::default();
+        }
+        let answer = redis.decide(&plan.charges(cost, dry_run)).await;
+        match answer {
+            Ok(decisions) => plan.verdict(decisions),
+            Err(e) => {
+                if let Some(closed) = plan.0.iter().find(|p| p.fail_closed && !p.shadow) {
+                    self.inner.fail_closed.increment(1);
+                    tracing::debug!(error = %e, policy = %closed.policy.name, "rate-limit store unavailable; failing closed");
+                    return Verdict {
+                        outcomes: Vec::new(),
+                        unavailable: Some(closed.policy.name.clone()),
+                    };
+                }
+                self.inner.fail_open.increment(1);
+                tracing::debug!(error = %e, "rate-limit store unavailable; deciding on local counters");
+                self.execute_local(plan, cost, dry_run)
+            }
+        }
     }
 
     /// Decides `plan` on this replica's counters.

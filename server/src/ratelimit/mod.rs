@@ -14,10 +14,10 @@ pub mod headers;
 pub mod limit;
 pub mod limiter;
 pub mod local;
+pub mod redis;
 pub mod refusal;
 pub mod reload;
 pub mod rules;
-pub mod redis;
 
 pub use self::redis::{RedisLimitError, RedisLimiter};
 pub use limit::{Algorithm, Charge, Decision, Limit, QuotaWindow, State};
