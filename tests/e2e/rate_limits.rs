@@ -130,7 +130,7 @@ mod policies {
     use serde_json::json;
     use tollgate_e2e::{
         Client, Code, TestServer, each_backend,
-        fixtures::{org_name, rate_limit_policies, sa_with_key},
+        fixtures::{org_name, sa_with_key},
         rpc::RpcResult as _,
         v1::{
             CheckRateLimitRequest, CreateRateLimitPolicyRequest, DeleteRateLimitPolicyRequest,
@@ -147,7 +147,8 @@ mod policies {
     const GET_ORG: &str = "/tollgate.v1.OrganizationService/GetOrganization";
 
     async fn create(client: &Client, id: &str, policy: RateLimitPolicy) -> String {
-        rate_limit_policies(client)
+        client
+            .rate_limit_policies()
             .create_rate_limit_policy(CreateRateLimitPolicyRequest {
                 parent: org_name("root"),
                 rate_limit_policy_id: id.into(),
@@ -232,7 +233,8 @@ mod policies {
                     .is_ok()
             );
             // Deleting it lifts the limit at once.
-            rate_limit_policies(&admin)
+            admin
+                .rate_limit_policies()
                 .delete_rate_limit_policy(DeleteRateLimitPolicyRequest {
                     name,
                     etag: String::new(),

@@ -11,7 +11,7 @@ use std::{
 
 use tollgate_e2e::{
     Client, Code, TestServer, backends,
-    fixtures::{org_name, rate_limit_policies, sa_with_key},
+    fixtures::{org_name, sa_with_key},
     peers,
     proxy::{Mode, Proxy},
     rpc::RpcResult as _,
@@ -33,7 +33,8 @@ fn redis_addr(url: &str) -> SocketAddr {
 }
 
 async fn policy(admin: &Client, id: &str, principal: &str, limit: i64, mode: FailureMode) {
-    rate_limit_policies(admin)
+    admin
+        .rate_limit_policies()
         .create_rate_limit_policy(CreateRateLimitPolicyRequest {
             parent: org_name("root"),
             rate_limit_policy_id: id.into(),
