@@ -241,6 +241,16 @@ mod policies {
                 })
                 .await
                 .expect_ok();
+            // The replica reloads on its own write's signal: within
+            // moments, not at the next poll.
+            let deadline = std::time::Instant::now() + Duration::from_millis(500);
+            while allowed(&calls(&caller, 1).await) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the deletion did not apply"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             assert_eq!(allowed(&calls(&caller, 3).await), 3);
             Ok(())
         })
@@ -304,24 +314,30 @@ mod policies {
                 4,
                 "hard count"
             );
+            // The metrics registry is the process's, shared by every test
+            // server in it: compare before and after.
+            let shadow_refused = async || -> anyhow::Result<u64> {
+                let metrics = tollgate_e2e::http::get(server.admin_addr(), "/metrics").await?;
+                Ok(metrics
+                    .body
+                    .lines()
+                    .find(|l| {
+                        l.starts_with("tollgate_ratelimit_decisions_total")
+                            && l.contains("rateLimitPolicies/shadow\"")
+                            && l.contains("shadow_refused")
+                    })
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0))
+            };
+            let before = shadow_refused().await?;
             assert_eq!(
                 allowed(&calls(&server.client(&b), 4).await),
                 4,
                 "shadow never refuses"
             );
             // … but counts: three of the four were over its limit.
-            let metrics = tollgate_e2e::http::get(server.admin_addr(), "/metrics").await?;
-            let line = metrics
-                .body
-                .lines()
-                .find(|l| {
-                    l.starts_with("tollgate_ratelimit_decisions_total")
-                        && l.contains("rateLimitPolicies/shadow")
-                        && l.contains("shadow_refused")
-                })
-                .unwrap_or_default()
-                .to_owned();
-            assert!(line.ends_with(" 3"), "{line:?}");
+            assert_eq!(shadow_refused().await? - before, 3);
             let quota = server.client(&c);
             assert_eq!(allowed(&calls(&quota, 3).await), 2, "daily quota");
             let s = quota
@@ -403,7 +419,7 @@ mod policies {
 
             // Envoy's API, from grpcurl: the same policy, the same counters.
             if let Some(bin) = &grpcurl {
-                let body = json!({"domain": "root", "descriptors": [
+                let body = json!({"domain": "root", "hitsAddend": 2, "descriptors": [
                     {"entries": [{"key": "tenant", "value": "t1"}]},
                     {"entries": [{"key": "tenant", "value": "t3"}]},
                     {"entries": [{"key": "other", "value": "x"}]}
@@ -426,7 +442,7 @@ mod policies {
                 assert_eq!(r["statuses"][0]["currentLimit"]["unit"], "MINUTE");
                 assert!(r["statuses"][0]["durationUntilReset"].is_string());
                 assert_eq!(r["statuses"][1]["code"], "OK");
-                assert_eq!(r["statuses"][1]["limitRemaining"], 2);
+                assert_eq!(r["statuses"][1]["limitRemaining"], 1);
                 assert_eq!(r["statuses"][2]["code"], "OK");
                 assert!(r["statuses"][2].get("currentLimit").is_none());
                 let headers = r["responseHeadersToAdd"].as_array().unwrap();

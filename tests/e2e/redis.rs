@@ -24,7 +24,7 @@ use tollgate_e2e::{
 /// The bound a decision waits for Redis in these tests.
 const TIMEOUT: Duration = Duration::from_millis(25);
 /// What a call may take beyond it on a loaded two-core machine.
-const SLACK: Duration = Duration::from_millis(400);
+const SLACK: Duration = Duration::from_millis(750);
 
 fn redis_addr(url: &str) -> SocketAddr {
     let rest = url.trim_start_matches("redis://");
@@ -157,7 +157,12 @@ async fn a_redis_outage_fails_open_or_closed_within_the_bound_and_heals() {
             assert!(took < TIMEOUT + SLACK, "{mode:?}: {took:?}");
             codes.push(code);
         }
-        assert!(codes[0] == Code::Ok, "{mode:?}: {codes:?}");
+        // Never UNAVAILABLE; the first outage starts the replica's own
+        // counter (3 a minute) afresh, the second finds it spent.
+        assert!(!codes.contains(&Code::Unavailable), "{mode:?}: {codes:?}");
+        if mode == Mode::Stall {
+            assert_eq!(codes[..3], [Code::Ok; 3], "{codes:?}");
+        }
         assert!(
             codes.contains(&Code::ResourceExhausted),
             "{mode:?}: local limits hold: {codes:?}"
