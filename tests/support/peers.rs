@@ -198,6 +198,21 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The Redis the Redis tests use (`TOLLGATE_TEST_REDIS_URL`, such as
+/// `redis://127.0.0.1:6379`); `None`, reported as skipped, when unset.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("TOLLGATE_TEST_REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            skip(
+                "the Redis rate-limit tests",
+                "TOLLGATE_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)",
+            );
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,20 +232,5 @@ mod tests {
         );
         std::fs::write(lib.join("grpcurl"), b"").unwrap();
         assert_eq!(venv_grpcurl(root.path()), Some(lib.join("grpcurl")));
-    }
-}
-
-/// The Redis the Redis tests use (`TOLLGATE_TEST_REDIS_URL`, such as
-/// `redis://127.0.0.1:6379`); `None`, reported as skipped, when unset.
-pub fn redis_url() -> Option<String> {
-    match std::env::var("TOLLGATE_TEST_REDIS_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            skip(
-                "the Redis rate-limit tests",
-                "TOLLGATE_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)",
-            );
-            None
-        }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
+    hash::{BuildHasher, Hasher},
     sync::Mutex,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -69,9 +69,7 @@ impl Local {
 
     /// One charge at `now_us`.
     pub fn decide_one(&self, charge: &Charge<'_>, now_us: u64) -> Decision {
-        let mut h = self.hasher.build_hasher();
-        charge.key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(charge.key) as usize) % SHARDS];
         // A poisoned shard only means another call panicked mid-update of
         // plain integers: the data is still usable.
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
