@@ -33,12 +33,7 @@ impl Rule {
         if self.descriptors.is_empty() == facts.descriptors.is_some() {
             return false;
         }
-        let method_ok = match &self.method {
-            MethodMatch::Any => true,
-            MethodMatch::Exact(m) => facts.method == m.as_ref(),
-            MethodMatch::Prefix(p) => facts.method.starts_with(p.as_ref()),
-        };
-        if !method_ok {
+        if !self.method.matches(facts.method) {
             return false;
         }
         let principal = facts.principal;
