@@ -68,6 +68,10 @@ pub struct H2loadSettings {
     pub duration: Duration,
     /// `-n`: a fixed number of requests instead of `duration`.
     pub max_requests: Option<u64>,
+    /// `--rps`: requests per second per connection, for a fixed offered
+    /// rate (open loop, up to `streams` in flight) instead of as fast as
+    /// answers come.
+    pub rps: Option<u64>,
 }
 
 /// The request body file, deleted when dropped.
@@ -265,7 +269,9 @@ pub fn grpc_bearer_headers(credential: &str) -> Vec<String> {
     grpc_headers_with(format!("authorization: Bearer {credential}"))
 }
 
-fn grpc_headers_with(credential_header: String) -> Vec<String> {
+/// The headers of a gRPC call with one more header, `name: value`, as
+/// h2load `-H` values.
+pub fn grpc_headers_with(credential_header: String) -> Vec<String> {
     vec![
         "content-type: application/grpc".to_owned(),
         "te: trailers".to_owned(),
@@ -316,6 +322,9 @@ pub async fn run(
     }
     if let Some(log) = log_file {
         command.arg(format!("--log-file={}", log.display()));
+    }
+    if let Some(rps) = settings.rps {
+        command.arg(format!("--rps={rps}"));
     }
     match settings.max_requests {
         Some(n) => command.arg("-n").arg(n.to_string()),

@@ -20,6 +20,9 @@
 //!   JWT-authenticated call against the same call with an API key (issue 8).
 //! - `ratelimit`: the `ratelimit` subcommand, in-process limiter decisions
 //!   per second beside `governor`'s (issue 9).
+//! - `ratelimit_server`: the `ratelimit-server` subcommand, the rate-limit
+//!   layer's cost on a running server and ext_authz `Check` latency at a
+//!   fixed rate (issue 9).
 #![forbid(unsafe_code)]
 
 mod child;
@@ -28,6 +31,7 @@ mod h2load;
 mod load;
 mod oauth;
 mod ratelimit;
+mod ratelimit_server;
 mod report;
 mod servers;
 mod suite;
@@ -99,6 +103,12 @@ enum Command {
     /// `governor`'s keyed limiter on the same keys (target ≥ 5,000,000/s
     /// hot).
     Ratelimit(ratelimit::Options),
+    /// Rate limiting on running servers (issue 9), under h2load: the
+    /// layer's server CPU per call against the same server without it
+    /// (target ≤ 1.05×), and Envoy ext_authz `Check` p99 at a fixed
+    /// 10,000 calls/s (target < 1 ms). Exits 0 on a miss, non-zero on
+    /// errors.
+    RatelimitServer(Box<ratelimit_server::Options>),
 }
 
 #[derive(Debug, Args)]
@@ -322,6 +332,7 @@ fn main() -> ExitCode {
             transcoding_plan(*options).and_then(|plan| block_on(transcoding::run(&plan)))
         }
         Some(Command::Ratelimit(options)) => ratelimit::run(&options),
+        Some(Command::RatelimitServer(options)) => block_on(ratelimit_server::run(*options)),
         Some(Command::Oauth(options)) => {
             options.plan().and_then(|plan| block_on(oauth::run(&plan)))
         }
@@ -415,6 +426,7 @@ fn transcoding_plan(o: TranscodingOptions) -> Result<transcoding::Plan> {
             warmup: Duration::from_secs(warmup),
             duration: Duration::from_secs(duration),
             max_requests: None,
+            rps: None,
         },
         wrk: WrkSettings {
             bin: o.wrk_bin,
@@ -479,6 +491,7 @@ fn plan(o: Options) -> Result<Plan> {
             warmup,
             duration,
             max_requests: o.requests,
+            rps: None,
         },
         echo: EchoCommand {
             bin: std::env::current_exe().context("cannot locate this binary")?,

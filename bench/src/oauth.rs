@@ -278,6 +278,7 @@ impl Options {
                 warmup: Duration::ZERO,
                 duration,
                 max_requests: None,
+                rps: None,
             },
             warmup,
             duration,

@@ -214,6 +214,18 @@ pub struct Settings {
     /// demand (RotateSigningKey).
     #[arg(long, env = "TOLLGATE_SIGNING_KEY_ROTATION_DAYS")]
     pub signing_key_rotation_days: Option<u64>,
+    /// Whether the rate-limit layer runs (default true). `false` serves
+    /// every call unlimited and unmetered (no usage counts, no `RateLimit`
+    /// headers), for a deployment whose gateway already limits; the
+    /// CheckRateLimit, ext_authz and global rate-limit APIs still answer.
+    #[arg(
+        long,
+        env = "TOLLGATE_RATE_LIMITING",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub rate_limiting: Option<bool>,
     /// The rate limit of anonymous callers (public methods), per source
     /// address, when no policy matches: `LIMIT/UNIT[,burst=N]` with UNIT
     /// one of s, m, h, d (`100/s,burst=200`, the default), or `off`.
@@ -300,6 +312,7 @@ impl Settings {
             signing_key_rotation_days: self
                 .signing_key_rotation_days
                 .or(file.signing_key_rotation_days),
+            rate_limiting: self.rate_limiting.or(file.rate_limiting),
             anonymous_rate_limit: self.anonymous_rate_limit.or(file.anonymous_rate_limit),
             principal_rate_limit: self.principal_rate_limit.or(file.principal_rate_limit),
             rate_limit_capacity: self.rate_limit_capacity.or(file.rate_limit_capacity),
@@ -411,6 +424,7 @@ impl Settings {
                 .redis_timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(d.redis_timeout),
+            rate_limiting: self.rate_limiting.unwrap_or(d.rate_limiting),
             anonymous_rate_limit: self.anonymous_rate_limit.unwrap_or(d.anonymous_rate_limit),
             principal_rate_limit: self.principal_rate_limit.unwrap_or(d.principal_rate_limit),
             rate_limit_capacity: self.rate_limit_capacity.unwrap_or(d.rate_limit_capacity),
@@ -529,6 +543,9 @@ pub struct Config {
     /// How long failures count, from the first; default 5 minutes. No
     /// flag: tests shorten it.
     pub throttle_window: Duration,
+    /// Whether the rate-limit layer runs (`--rate-limiting`); default
+    /// true.
+    pub rate_limiting: bool,
     /// `--anonymous-rate-limit`, as given; see [`Config::rate_limit_defaults`].
     pub anonymous_rate_limit: String,
     /// `--principal-rate-limit`, as given.
@@ -713,6 +730,7 @@ impl Default for Config {
             signing_key_rotation: Some(Duration::from_secs(30 * DAY_SECS)),
             throttle_max_failures: crate::oauth::throttle::MAX_FAILURES,
             throttle_window: crate::oauth::throttle::WINDOW,
+            rate_limiting: true,
             anonymous_rate_limit: "100/s,burst=200".into(),
             principal_rate_limit: "off".into(),
             rate_limit_capacity: 1_000_000,

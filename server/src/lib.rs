@@ -250,6 +250,7 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         tollgate::tollgate::v1::rate_limit_policy_service_server::RateLimitPolicyServiceServer::new(
             api::rate_limit_policies::RateLimitPolicies::new(
                 app.store.clone(),
+                app.limiter.clone(),
                 app.policies.paths(),
             ),
         );
@@ -332,11 +333,14 @@ pub fn layers(app: &App) -> Layers {
         .layer(layers::TraceLayer::new(metrics))
         .layer(layers::AuthenticateLayer::new(app.credentials.clone()))
         .layer(layers::AuthorizeLayer::new(app.policies.clone()))
-        .layer(layers::RateLimitLayer::new(
-            app.limiter.clone(),
-            app.policies.clone(),
-            app.usage.clone(),
-        ))
+        .layer(
+            layers::RateLimitLayer::new(
+                app.limiter.clone(),
+                app.policies.clone(),
+                app.usage.clone(),
+            )
+            .enabled(app.config.rate_limiting),
+        )
         .into_inner()
 }
 

@@ -80,6 +80,31 @@ async fn grpc_calls_over_the_limit_get_resource_exhausted_with_retry_info() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_off_serves_every_call_without_headers() {
+    let backend = backends().remove(0);
+    let mut server = TestServer::start_configured(&backend, |c| {
+        c.principal_rate_limit = "2/h".into();
+        c.rate_limiting = false;
+    })
+    .await
+    .unwrap();
+    let key = sa_with_key(&server.admin(), "root", "unlimited", &["viewer"]).await;
+    let client = server.client(&key);
+    for i in 0..5 {
+        let r = client
+            .organizations()
+            .get_organization(GetOrganizationRequest {
+                name: org_name("root"),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("call {i} refused with the layer off: {s:?}"));
+        assert!(r.metadata().get("ratelimit-policy").is_none());
+        assert!(r.metadata().get("ratelimit").is_none());
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_calls_get_429_retry_after_and_ratelimit_headers() {
     let Some(_) = curl::bin() else {
         return;

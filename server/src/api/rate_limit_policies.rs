@@ -21,6 +21,7 @@ use crate::{
             SelectorInput,
         },
     },
+    ratelimit::RateLimiter,
     store::{
         Store,
         rate_limit_policies::{NewRateLimitPolicy, RateLimitPolicyChanges},
@@ -40,6 +41,9 @@ const MUTABLE: &[&str] = &[
 
 const FIELD: &str = "rate_limit_policy";
 
+/// The longest a policy write waits for this replica's engine to apply it.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn parse_name(field: &str, name: &str) -> Result<RateLimitPolicyName, Status> {
     Ok(RateLimitPolicyName::parse(field, name).map_err(Error::from)?)
 }
@@ -47,6 +51,8 @@ fn parse_name(field: &str, name: &str) -> Result<RateLimitPolicyName, Status> {
 /// The `RateLimitPolicyService` implementation.
 pub struct RateLimitPolicies {
     store: Store,
+    /// The engine a write waits for, so it returns once it applies.
+    limiter: RateLimiter,
     /// Every method path the server serves: an exact method selector must
     /// name one of them.
     methods: Arc<HashSet<Box<str>>>,
@@ -55,10 +61,27 @@ pub struct RateLimitPolicies {
 impl RateLimitPolicies {
     /// Serves policies from `store`; `methods` are the paths the server
     /// serves (`Policies::paths`).
-    pub fn new<'a>(store: Store, methods: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn new<'a>(
+        store: Store,
+        limiter: RateLimiter,
+        methods: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         Self {
             store,
+            limiter,
             methods: Arc::new(methods.into_iter().map(Box::from).collect()),
+        }
+    }
+
+    /// Waits until this replica's engine applies the write just made, so
+    /// the caller's next call is decided by it. Bounded: a slow or failed
+    /// reload does not fail the write, which the next reload applies.
+    async fn applied(&self) {
+        let generation = self.store.rate_limit_generation();
+        if !self.limiter.wait_loaded(generation, APPLY_WAIT).await {
+            tracing::warn!(
+                "rate-limit policies: a write was not applied within {APPLY_WAIT:?}; the next reload applies it"
+            );
         }
     }
 
@@ -184,6 +207,7 @@ impl RateLimitPolicyService for RateLimitPolicies {
             .store
             .create_rate_limit_policy(&caller.write_context(), new)
             .await?;
+        self.applied().await;
         Ok(Response::new(row.to_proto()))
     }
 
@@ -276,6 +300,7 @@ impl RateLimitPolicyService for RateLimitPolicies {
             .store
             .update_rate_limit_policy(&caller.write_context(), name, p.etag, ch)
             .await?;
+        self.applied().await;
         Ok(Response::new(row.to_proto()))
     }
 
@@ -290,6 +315,7 @@ impl RateLimitPolicyService for RateLimitPolicies {
         self.store
             .delete_rate_limit_policy(&caller.write_context(), name, req.etag)
             .await?;
+        self.applied().await;
         Ok(Response::new(()))
     }
 }

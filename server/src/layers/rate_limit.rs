@@ -34,6 +34,7 @@ pub struct RateLimitLayer {
     limiter: RateLimiter,
     policies: Arc<Policies>,
     usage: Usage,
+    enabled: bool,
 }
 
 impl RateLimitLayer {
@@ -45,7 +46,16 @@ impl RateLimitLayer {
             limiter,
             policies,
             usage,
+            enabled: true,
         }
+    }
+
+    /// With `enabled` false, the services pass every call through
+    /// untouched: no limit, no usage count, no headers
+    /// (`--rate-limiting false`).
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
     }
 }
 
@@ -58,6 +68,7 @@ impl<S> Layer<S> for RateLimitLayer {
             limiter: self.limiter.clone(),
             policies: self.policies.clone(),
             usage: self.usage.clone(),
+            enabled: self.enabled,
         }
     }
 }
@@ -69,6 +80,7 @@ pub struct RateLimit<S> {
     limiter: RateLimiter,
     policies: Arc<Policies>,
     usage: Usage,
+    enabled: bool,
 }
 
 pin_project! {
@@ -205,6 +217,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if !self.enabled {
+            return pass(&mut self.inner, req, None);
+        }
         let Some(charged) = self.charged(&req) else {
             return pass(&mut self.inner, req, None);
         };

@@ -4,8 +4,9 @@
 //! stands (remaining units, seconds until full). Only enforced policies
 //! are reported; shadow ones stay between the operator and the metrics.
 
-use std::{fmt::Write as _, time::Duration};
+use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderValue;
 
 use super::{Algorithm, QuotaWindow, Verdict};
@@ -17,35 +18,53 @@ pub const RATELIMIT: &str = "ratelimit";
 
 /// The two header values for `verdict`, `None` when no enforced policy
 /// applied.
+///
+/// Runs on every limited call, so it writes digits with `itoa` rather than
+/// through `fmt`, and hands the buffers over without a copy. `RateLimit`
+/// changes with every call: it is marked sensitive, which HTTP/2 encodes
+/// as a never-indexed literal, so it does not churn the connection's HPACK
+/// table (evicting entries that do repeat, such as `RateLimit-Policy`).
 pub fn values(verdict: &Verdict) -> Option<(HeaderValue, HeaderValue)> {
-    let mut policy = String::new();
-    let mut state = String::new();
+    let mut policy = Vec::with_capacity(48);
+    let mut state = Vec::with_capacity(48);
+    let mut digits = itoa::Buffer::new();
     for o in verdict.outcomes.iter().filter(|o| !o.shadow) {
         if !policy.is_empty() {
-            policy.push_str(", ");
-            state.push_str(", ");
+            policy.extend_from_slice(b", ");
+            state.extend_from_slice(b", ");
         }
-        let name = o.short_name();
+        let name = o.short_name().as_bytes();
         let window = match o.limit.algorithm {
             Algorithm::Quota(QuotaWindow::Day) => 86_400,
             Algorithm::Quota(QuotaWindow::Month) => 2_592_000,
             _ => o.limit.period.as_secs().max(1),
         };
-        let _ = write!(policy, "\"{name}\";q={};w={window}", o.limit.limit);
-        let _ = write!(
-            state,
-            "\"{name}\";r={};t={}",
-            o.decision.remaining,
-            ceil_secs(o.decision.reset_after)
-        );
+        for (out, first, first_value, second, second_value) in [
+            (&mut policy, b";q=", o.limit.limit, b";w=", window),
+            (
+                &mut state,
+                b";r=",
+                o.decision.remaining,
+                b";t=",
+                ceil_secs(o.decision.reset_after),
+            ),
+        ] {
+            out.push(b'"');
+            out.extend_from_slice(name);
+            out.push(b'"');
+            out.extend_from_slice(first);
+            out.extend_from_slice(digits.format(first_value).as_bytes());
+            out.extend_from_slice(second);
+            out.extend_from_slice(digits.format(second_value).as_bytes());
+        }
     }
     if policy.is_empty() {
         return None;
     }
-    Some((
-        HeaderValue::from_str(&policy).ok()?,
-        HeaderValue::from_str(&state).ok()?,
-    ))
+    let policy = HeaderValue::from_maybe_shared(Bytes::from(policy)).ok()?;
+    let mut state = HeaderValue::from_maybe_shared(Bytes::from(state)).ok()?;
+    state.set_sensitive(true);
+    Some((policy, state))
 }
 
 /// `Retry-After` in whole seconds (rounded up, at least 1) for a refusal.
@@ -59,4 +78,87 @@ pub fn retry_after(verdict: &Verdict) -> Option<HeaderValue> {
 
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ratelimit::{
+        Limit,
+        limit::Decision,
+        limiter::{Outcome, Verdict},
+    };
+
+    fn outcome(
+        policy: &str,
+        algorithm: Algorithm,
+        limit: u64,
+        remaining: u64,
+        shadow: bool,
+    ) -> Outcome {
+        Outcome {
+            policy: Arc::from(policy),
+            limit: Limit {
+                algorithm,
+                limit,
+                period: Duration::from_secs(60),
+                burst: limit,
+            },
+            decision: Decision {
+                allowed: true,
+                limit,
+                remaining,
+                reset_after: Duration::from_millis(16_200),
+                retry_after: Duration::ZERO,
+            },
+            shadow,
+        }
+    }
+
+    #[test]
+    fn values_list_enforced_policies_in_structured_field_form() {
+        let verdict = Verdict {
+            outcomes: vec![
+                outcome(
+                    "organizations/o/rateLimitPolicies/api",
+                    Algorithm::Gcra,
+                    100,
+                    42,
+                    false,
+                ),
+                outcome(
+                    "organizations/o/rateLimitPolicies/daily",
+                    Algorithm::Quota(QuotaWindow::Day),
+                    5000,
+                    4999,
+                    false,
+                ),
+                outcome(
+                    "organizations/o/rateLimitPolicies/trial",
+                    Algorithm::Gcra,
+                    1,
+                    0,
+                    true,
+                ),
+            ],
+            ..Verdict::default()
+        };
+        let (policy, state) = values(&verdict).unwrap();
+        assert_eq!(policy, "\"api\";q=100;w=60, \"daily\";q=5000;w=86400");
+        assert_eq!(state, "\"api\";r=42;t=17, \"daily\";r=4999;t=17");
+        assert!(state.is_sensitive(), "never indexed: it changes every call");
+        assert!(!policy.is_sensitive());
+    }
+
+    #[test]
+    fn no_enforced_policy_gives_no_headers() {
+        let only_shadow = Verdict {
+            outcomes: vec![outcome("p", Algorithm::Gcra, 1, 0, true)],
+            ..Verdict::default()
+        };
+        assert!(values(&only_shadow).is_none());
+        assert!(values(&Verdict::default()).is_none());
+    }
 }

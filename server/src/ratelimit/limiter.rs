@@ -182,6 +182,9 @@ struct Inner {
     default_handle: Arc<PolicyHandle>,
     /// Per rule set: each policy's handle, by name.
     handles: RwLock<std::collections::HashMap<Box<str>, Arc<PolicyHandle>>>,
+    /// The store's change generation the loaded rules reflect (see
+    /// [`RateLimiter::wait_loaded`]).
+    loaded: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -207,8 +210,32 @@ impl RateLimiter {
                 defaults,
                 default_handle: Arc::new(PolicyHandle::new("default")),
                 handles: RwLock::default(),
+                loaded: tokio::sync::watch::Sender::new(0),
             }),
         }
+    }
+
+    /// Records that the rules now loaded reflect every policy change up to
+    /// the store's change generation `generation`.
+    pub fn mark_loaded(&self, generation: u64) {
+        self.inner.loaded.send_if_modified(|g| {
+            let newer = generation > *g;
+            if newer {
+                *g = generation;
+            }
+            newer
+        });
+    }
+
+    /// Waits (at most `timeout`) until the loaded rules reflect the store's
+    /// change generation `generation`: a policy write on this replica
+    /// returns only once its calls are decided by it. `false` on timeout
+    /// (the reload failed or is slow; the next one applies it).
+    pub async fn wait_loaded(&self, generation: u64, timeout: std::time::Duration) -> bool {
+        let mut loaded = self.inner.loaded.subscribe();
+        tokio::time::timeout(timeout, loaded.wait_for(|g| *g >= generation))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Replaces the policies; calls decided from now on see the new ones.

@@ -51,6 +51,8 @@ pub async fn run(limiter: RateLimiter, store: Store, token: CancellationToken) {
                 continue;
             }
         };
+        // Taken before reading, so the rules read reflect at least it.
+        let generation = *changes.borrow_and_update();
         let fingerprint = match store.fingerprint().await {
             Ok(f) => f,
             Err(e) => {
@@ -59,12 +61,14 @@ pub async fn run(limiter: RateLimiter, store: Store, token: CancellationToken) {
             }
         };
         if !forced && last == Some(fingerprint) {
+            limiter.mark_loaded(generation);
             continue;
         }
         match store.all_rules().await {
             Ok(rules) => {
                 let count = rules.len();
                 limiter.set_rules(RuleSet::new(rules));
+                limiter.mark_loaded(generation);
                 last = Some(fingerprint);
                 tracing::debug!(policies = count, "rate-limit policies reloaded");
             }

@@ -71,6 +71,12 @@ impl Store {
         self.rate_limit_changes.subscribe()
     }
 
+    /// How many committed changes to the rate-limit policies this store
+    /// has seen: the value [`Store::subscribe_rate_limit_changes`] carries.
+    pub fn rate_limit_generation(&self) -> u64 {
+        *self.rate_limit_changes.borrow()
+    }
+
     /// Runs `f` in one write transaction on behalf of `ctx`; after commit,
     /// applies the events it emitted to the caches. Nothing is applied when
     /// the transaction rolls back.
