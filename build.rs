@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "proto/tollgate/v1/rate_limit.proto",
     "proto/tollgate/v1/usage.proto",
     "proto/tollgate/v1/event.proto",
+    "proto/tollgate/v1/event_service.proto",
     // Envoy's external authorization and global rate-limit services, with
     // what they import (vendored from envoyproxy/data-plane-api, cncf/xds
     // and protoc-gen-validate, Apache-2.0): served natively and listed by

@@ -764,6 +764,9 @@ fn report_layer(pairs: &[(Measured, Measured)]) {
     }
 }
 
+/// One figure of a measured run.
+type Figure = fn(&Measured) -> f64;
+
 /// The Check runs' table beside the echo floor's, and the verdict: the
 /// median run's p99.
 fn report_check(checks: &[Measured], floors: &[Measured], offered: u64) {
@@ -782,7 +785,7 @@ fn report_check(checks: &[Measured], floors: &[Measured], offered: u64) {
     };
     println!("| figure | Check | echo floor |");
     println!("|---|---:|---:|");
-    let rows: [(&str, fn(&Measured) -> f64); 6] = [
+    let rows: [(&str, Figure); 6] = [
         ("answered per second", |m| m.throughput),
         ("p50 latency, µs", |m| m.p50_us),
         ("p99 latency, µs", |m| m.p99_us),

@@ -15,6 +15,7 @@ use crate::{
     v1::{
         api_key_service_client::ApiKeyServiceClient,
         authorization_service_client::AuthorizationServiceClient,
+        event_service_client::EventServiceClient,
         o_auth_client_service_client::OAuthClientServiceClient,
         organization_service_client::OrganizationServiceClient,
         rate_limit_policy_service_client::RateLimitPolicyServiceClient,
@@ -130,6 +131,11 @@ impl Client {
     /// limits and quotas, as data.
     pub fn rate_limit_policies(&self) -> RateLimitPolicyServiceClient<TollgateChannel> {
         RateLimitPolicyServiceClient::new(self.channel())
+    }
+
+    /// `tollgate.v1.EventService`: the audit log.
+    pub fn events(&self) -> EventServiceClient<TollgateChannel> {
+        EventServiceClient::new(self.channel())
     }
 
     /// `tollgate.v1.TokenService`: the OAuth token endpoints over gRPC.

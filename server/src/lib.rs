@@ -299,6 +299,10 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         envoy::rls::Rls::new(app.limiter.clone()),
     );
     others.push((named(&rls), services::Services::boxed(rls)));
+    let events = tollgate::tollgate::v1::event_service_server::EventServiceServer::new(
+        api::events::Events::new(store.clone()),
+    );
+    others.push((named(&events), services::Services::boxed(events)));
     let usage = tollgate::tollgate::v1::usage_service_server::UsageServiceServer::new(
         api::usage::UsageReader::new(store.clone()),
     );

@@ -11,12 +11,6 @@ use tollgate_server::{
     shutdown, telemetry,
 };
 
-/// mimalloc rather than glibc's malloc: a call allocates and frees dozens
-/// of small short-lived objects across two worker threads, where glibc's
-/// arenas spend measurable time consolidating (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

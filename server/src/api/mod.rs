@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod authorization;
 pub mod error;
+pub mod events;
 pub mod oauth_clients;
 pub mod organizations;
 pub mod rate_limit_policies;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use http::HeaderValue;
 
 use super::{Algorithm, QuotaWindow, Verdict};
@@ -25,8 +25,10 @@ pub const RATELIMIT: &str = "ratelimit";
 /// as a never-indexed literal, so it does not churn the connection's HPACK
 /// table (evicting entries that do repeat, such as `RateLimit-Policy`).
 pub fn values(verdict: &Verdict) -> Option<(HeaderValue, HeaderValue)> {
-    let mut policy = Vec::with_capacity(48);
-    let mut state = Vec::with_capacity(48);
+    // Frozen below without a reallocation (a `Vec` would be shrunk to
+    // its length first).
+    let mut policy = BytesMut::with_capacity(64);
+    let mut state = BytesMut::with_capacity(64);
     let mut digits = itoa::Buffer::new();
     for o in verdict.outcomes.iter().filter(|o| !o.shadow) {
         if !policy.is_empty() {
@@ -49,9 +51,9 @@ pub fn values(verdict: &Verdict) -> Option<(HeaderValue, HeaderValue)> {
                 ceil_secs(o.decision.reset_after),
             ),
         ] {
-            out.push(b'"');
+            out.extend_from_slice(b"\"");
             out.extend_from_slice(name);
-            out.push(b'"');
+            out.extend_from_slice(b"\"");
             out.extend_from_slice(first);
             out.extend_from_slice(digits.format(first_value).as_bytes());
             out.extend_from_slice(second);
@@ -61,8 +63,8 @@ pub fn values(verdict: &Verdict) -> Option<(HeaderValue, HeaderValue)> {
     if policy.is_empty() {
         return None;
     }
-    let policy = HeaderValue::from_maybe_shared(Bytes::from(policy)).ok()?;
-    let mut state = HeaderValue::from_maybe_shared(Bytes::from(state)).ok()?;
+    let policy = HeaderValue::from_maybe_shared(policy.freeze()).ok()?;
+    let mut state = HeaderValue::from_maybe_shared(state.freeze()).ok()?;
     state.set_sensitive(true);
     Some((policy, state))
 }

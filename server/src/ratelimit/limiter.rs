@@ -114,6 +114,38 @@ impl Plan {
             .collect()
     }
 
+    /// The verdict of deciding each charge with `decide`, in order.
+    fn decide_each(
+        self,
+        mut decide: impl FnMut(Charge<'_>) -> Decision,
+        cost: u64,
+        dry_run: bool,
+    ) -> Verdict {
+        let outcomes = self
+            .0
+            .into_iter()
+            .map(|p| {
+                let decision = decide(Charge {
+                    key: &p.key,
+                    limit: &p.limit,
+                    cost,
+                    dry_run,
+                });
+                p.policy.record(p.shadow, &decision);
+                Outcome {
+                    policy: p.policy.name.clone(),
+                    limit: p.limit,
+                    decision,
+                    shadow: p.shadow,
+                }
+            })
+            .collect();
+        Verdict {
+            outcomes,
+            unavailable: None,
+        }
+    }
+
     fn verdict(self, decisions: Vec<Decision>) -> Verdict {
         let outcomes = self
             .0
@@ -318,9 +350,11 @@ impl RateLimiter {
         if plan.0.is_empty() {
             return Verdict::default();
         }
-        let charges = plan.charges(cost, dry_run);
-        let decisions = self.inner.local.decide(&charges);
-        plan.verdict(decisions)
+        // One charge at a time, straight into the verdict: this runs on
+        // every limited call, so no intermediate vectors.
+        let now = super::local::now_us();
+        let local = &self.inner.local;
+        plan.decide_each(|charge| local.decide_one(&charge, now), cost, dry_run)
     }
 
     /// The charges a call makes: the most specific enforced rate limit
