@@ -454,9 +454,8 @@ pub async fn run(
             token.clone(),
         ))
     });
-    let relay_task = tokio::spawn(
-        relay::Relay::new(store.clone(), bus, nats, relay_status).run(token.clone()),
-    );
+    let relay_task =
+        tokio::spawn(relay::Relay::new(store.clone(), bus, nats, relay_status).run(token.clone()));
     // Its own token, cancelled once the listener drained: the calls that
     // finish during the drain are counted in the last flush.
     let usage_token = CancellationToken::new();

@@ -84,7 +84,9 @@ const LEADER_LOCK_SPACE: i32 = 0x7472;
 #[derive(Clone, Default, Debug)]
 pub struct Status {
     leader: Arc<AtomicBool>,
-    lag_micros: Arc<std::sync::atomic::AtomicU64>,
+    /// The create time (µs) of the oldest unrelayed event the leader last
+    /// read; 0 when there was none.
+    oldest: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Status {
@@ -93,15 +95,26 @@ impl Status {
         self.leader.load(Ordering::Acquire)
     }
 
-    /// The age of the oldest unrelayed event when the leader last looked;
-    /// zero when there was none (or this replica does not lead).
+    /// The age now of the oldest unrelayed event the leader last read
+    /// (it grows while publishing is stuck); zero when there was none, or
+    /// this replica does not lead.
     pub fn lag(&self) -> Duration {
-        Duration::from_micros(self.lag_micros.load(Ordering::Acquire))
+        match self.oldest.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            oldest => Duration::from_micros(
+                u64::try_from(now_micros().saturating_sub(oldest)).unwrap_or(0),
+            ),
+        }
     }
 
-    fn set_lag(&self, micros: u64) {
-        self.lag_micros.store(micros, Ordering::Release);
-        metrics::gauge!("tollgate_relay_lag_seconds").set(micros as f64 / 1e6);
+    /// Records the oldest unrelayed event's create time (`None`: none).
+    fn set_oldest(&self, oldest: Option<i64>) {
+        self.oldest.store(oldest.unwrap_or(0), Ordering::Release);
+        self.show_lag();
+    }
+
+    fn show_lag(&self) {
+        metrics::gauge!("tollgate_relay_lag_seconds").set(self.lag().as_secs_f64());
     }
 
     fn set_leader(&self, leader: bool) {
@@ -232,10 +245,22 @@ impl Relay {
         let mut backoff = Backoff::default();
         let mut checked = tokio::time::Instant::now();
         self.status.set_leader(false);
+        // The lag gauge keeps rising while a publish is stuck waiting.
+        let gauge = {
+            let status = self.status.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    status.show_lag();
+                }
+            })
+        };
         if let Some(nats) = &self.nats {
             match nats.ensure_stream().await {
                 Ok(()) => self.stream_ready = true,
-                Err(e) => tracing::warn!(error = %e, "NATS stream not ready; retrying when publishing"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "NATS stream not ready; retrying when publishing")
+                }
             }
         }
         while !token.is_cancelled() {
@@ -255,6 +280,7 @@ impl Relay {
                 if !lease.check().await {
                     tracing::warn!("the event relay's lock connection was lost; contending again");
                     self.status.set_leader(false);
+                    self.status.set_oldest(None);
                     continue;
                 }
             }
@@ -262,7 +288,7 @@ impl Relay {
                 Ok(n) if n < BATCH as usize => {
                     backoff.reset();
                     if n == 0 {
-                        self.status.set_lag(0);
+                        self.status.set_oldest(None);
                     }
                     tokio::select! {
                         () = token.cancelled() => break,
@@ -281,8 +307,9 @@ impl Relay {
                 }
             }
         }
+        gauge.abort();
         self.status.set_leader(false);
-        self.status.set_lag(0);
+        self.status.set_oldest(None);
         // Dropping the lease closes its connection, which releases the
         // lock for the next replica.
         drop(lease);
@@ -295,8 +322,7 @@ impl Relay {
         let Some(oldest) = rows.iter().map(|r| r.create_time).min() else {
             return Ok(0);
         };
-        self.status
-            .set_lag(u64::try_from(now_micros().saturating_sub(oldest)).unwrap_or(0));
+        self.status.set_oldest(Some(oldest));
         let published = match self.nats.clone() {
             Some(nats) => {
                 if !self.stream_ready {
@@ -373,7 +399,8 @@ async fn publish(nats: &Nats, rows: &[Pending]) -> Result<(), Failure> {
             match ack.await {
                 Ok(_) => wave_acked.push(id),
                 Err(e) => {
-                    failed.get_or_insert_with(|| anyhow::anyhow!("event {id} not acknowledged: {e}"));
+                    failed
+                        .get_or_insert_with(|| anyhow::anyhow!("event {id} not acknowledged: {e}"));
                 }
             }
         }
@@ -411,7 +438,10 @@ fn unrelayed(conn: &mut DbConnection, limit: i64) -> domain::Result<Vec<Pending>
             // say: skipping it would break the organization's sequence, and
             // stopping on it would stall the relay for good.
             let mut event = decoded.unwrap_or_else(|| {
-                tracing::error!(id, "outbox row with an unreadable payload; publishing its columns");
+                tracing::error!(
+                    id,
+                    "outbox row with an unreadable payload; publishing its columns"
+                );
                 Event {
                     r#type: kind,
                     organization: format!("organizations/{org}"),
@@ -523,6 +553,8 @@ struct Lease {
     target: Target,
     /// The lock's connection while the lock is held.
     conn: Option<Arc<std::sync::Mutex<diesel::PgConnection>>>,
+    /// SQLite: taken at the first `acquire`, never lost.
+    sqlite: bool,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -533,16 +565,21 @@ struct Locked {
 
 impl Lease {
     fn new(target: Target) -> Self {
-        Self { target, conn: None }
+        Self {
+            target,
+            conn: None,
+            sqlite: false,
+        }
     }
 
     fn held(&self) -> bool {
-        self.target.is_sqlite() || self.conn.is_some()
+        self.sqlite || self.conn.is_some()
     }
 
     /// Tries once to take the lock.
     async fn acquire(&mut self) -> bool {
         if self.target.is_sqlite() {
+            self.sqlite = true;
             return true;
         }
         let target = self.target.clone();
@@ -569,7 +606,7 @@ impl Lease {
     /// Whether the lock's connection still answers; forgets it otherwise.
     async fn check(&mut self) -> bool {
         let Some(conn) = self.conn.clone() else {
-            return self.target.is_sqlite();
+            return self.sqlite;
         };
         let alive = tokio::time::timeout(
             CONTEND,

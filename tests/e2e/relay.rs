@@ -51,7 +51,10 @@ impl Stream {
         }
     }
 
-    fn configure(&self, url: &str) -> impl Fn(&mut tollgate_server::Config) + Send + Sync + 'static {
+    fn configure(
+        &self,
+        url: &str,
+    ) -> impl Fn(&mut tollgate_server::Config) + Send + Sync + 'static {
         let (url, name, prefix) = (url.to_owned(), self.name.clone(), self.prefix.clone());
         move |c| {
             c.nats_url = Some(url.clone());
@@ -186,7 +189,10 @@ async fn every_event_once_in_order_per_organization() {
             .await
             .unwrap_or_else(|e| panic!("[{backend}] {e:#}"));
         assert!(n >= 63, "[{backend}] only {n} events");
-        assert!(server.relay().is_leader(), "[{backend}] the only server leads");
+        assert!(
+            server.relay().is_leader(),
+            "[{backend}] the only server leads"
+        );
         assert_eq!(server.relay().lag(), Duration::ZERO);
         server.stop().await.unwrap();
     }
@@ -303,7 +309,9 @@ async fn two_replicas_one_relay_and_revocation_within_a_second() {
     // Still exactly one a while later: the other keeps failing to lock.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        one_leader(&[&first, &second], Duration::ZERO).await.unwrap(),
+        one_leader(&[&first, &second], Duration::ZERO)
+            .await
+            .unwrap(),
         leader
     );
 
