@@ -254,6 +254,28 @@ pub struct Settings {
     /// policy's fail-open or fail-closed applies.
     #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
+    /// NATS with JetStream that events are published to and every replica
+    /// learns of other replicas' changes from (`nats://host:4222`, or
+    /// `tls://`); events stay in process when unset.
+    #[arg(long, env = "TOLLGATE_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream the events go to (default `TOLLGATE_EVENTS`),
+    /// created or updated at start-up.
+    #[arg(long, env = "TOLLGATE_NATS_STREAM")]
+    pub nats_stream: Option<String>,
+    /// How long the stream keeps events, e.g. `7d` (the default), `12h`.
+    #[arg(long, env = "TOLLGATE_NATS_MAX_AGE")]
+    pub nats_max_age: Option<Interval>,
+    /// How long JetStream remembers a published event id to drop a
+    /// republish, e.g. `2m` (the default).
+    #[arg(long, env = "TOLLGATE_NATS_DUPLICATE_WINDOW")]
+    pub nats_duplicate_window: Option<Interval>,
+    /// The first tokens of every event subject (default `tollgate.events`,
+    /// giving `tollgate.events.<org>.<type>`); deployments sharing one
+    /// NATS account each need their own, since JetStream streams may not
+    /// share subjects.
+    #[arg(long, env = "TOLLGATE_NATS_SUBJECT_PREFIX")]
+    pub nats_subject_prefix: Option<String>,
 }
 
 impl Settings {
@@ -319,6 +341,11 @@ impl Settings {
             usage_flush_interval: self.usage_flush_interval.or(file.usage_flush_interval),
             redis_url: self.redis_url.or(file.redis_url),
             redis_timeout_ms: self.redis_timeout_ms.or(file.redis_timeout_ms),
+            nats_url: self.nats_url.or(file.nats_url),
+            nats_stream: self.nats_stream.or(file.nats_stream),
+            nats_max_age: self.nats_max_age.or(file.nats_max_age),
+            nats_duplicate_window: self.nats_duplicate_window.or(file.nats_duplicate_window),
+            nats_subject_prefix: self.nats_subject_prefix.or(file.nats_subject_prefix),
         }
     }
 
@@ -431,12 +458,19 @@ impl Settings {
             usage_flush_interval: self
                 .usage_flush_interval
                 .map_or(d.usage_flush_interval, |i| i.0),
+            nats_url: self.nats_url.filter(|u| !u.trim().is_empty()),
+            nats_stream: self.nats_stream.unwrap_or(d.nats_stream),
+            nats_max_age: self.nats_max_age.map_or(d.nats_max_age, |i| i.0),
+            nats_duplicate_window: self
+                .nats_duplicate_window
+                .map_or(d.nats_duplicate_window, |i| i.0),
+            nats_subject_prefix: self.nats_subject_prefix.unwrap_or(d.nats_subject_prefix),
         }
     }
 }
 
-/// A duration setting written with its unit: `500ms`, `10s`, `1m`; a
-/// bare number is seconds (in TOML too).
+/// A duration setting written with its unit: `500ms`, `10s`, `1m`, `12h`,
+/// `7d`; a bare number is seconds (in TOML too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval(pub Duration);
 
@@ -451,6 +485,10 @@ impl std::str::FromStr for Interval {
             (n, Duration::from_secs)
         } else if let Some(n) = s.strip_suffix('m') {
             (n, |m| Duration::from_secs(m.saturating_mul(60)))
+        } else if let Some(n) = s.strip_suffix('h') {
+            (n, |h| Duration::from_secs(h.saturating_mul(3600)))
+        } else if let Some(n) = s.strip_suffix('d') {
+            (n, |d| Duration::from_secs(d.saturating_mul(DAY_SECS)))
         } else {
             (s, Duration::from_secs)
         };
@@ -562,6 +600,20 @@ pub struct Config {
     /// How long a rate-limit decision waits for Redis; default 5 ms,
     /// at most 1 s (`--redis-timeout-ms`, `TOLLGATE_REDIS_TIMEOUT_MS`).
     pub redis_timeout: Duration,
+    /// NATS JetStream for published events and cross-replica cache
+    /// invalidation (`--nats-url`, `TOLLGATE_NATS_URL`); `None`: events
+    /// stay in process. May hold credentials: never log it as is.
+    pub nats_url: Option<String>,
+    /// The stream; default `TOLLGATE_EVENTS` (`--nats-stream`).
+    pub nats_stream: String,
+    /// The stream's retention; default 7 days (`--nats-max-age`).
+    pub nats_max_age: Duration,
+    /// The stream's deduplication window; default 2 minutes
+    /// (`--nats-duplicate-window`).
+    pub nats_duplicate_window: Duration,
+    /// The subjects' first tokens; default `tollgate.events`
+    /// (`--nats-subject-prefix`).
+    pub nats_subject_prefix: String,
 }
 
 /// The longest `--redis-timeout-ms`: a decision must never stall a call
@@ -602,6 +654,54 @@ impl Config {
             );
         }
         self.check_redis()?;
+        self.check_nats()?;
+        Ok(())
+    }
+
+    /// A NATS URL names its scheme; the stream name is one JetStream
+    /// accepts; the duplicate window fits in the retention (JetStream
+    /// refuses a longer one).
+    fn check_nats(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.nats_url {
+            let rest = ["nats://", "tls://"]
+                .iter()
+                .find_map(|scheme| url.strip_prefix(scheme));
+            if rest.is_none_or(|rest| rest.is_empty()) {
+                // The URL may hold credentials: it is not repeated.
+                anyhow::bail!("--nats-url must be nats://[user:password@]host[:port] or tls://…");
+            }
+        }
+        let name = &self.nats_stream;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            anyhow::bail!(
+                "--nats-stream must be 1 to 64 characters of letters, digits, '_' or '-'"
+            );
+        }
+        let prefix = &self.nats_subject_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 128
+            || prefix.split('.').any(|token| {
+                token.is_empty()
+                    || !token
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        {
+            anyhow::bail!(
+                "--nats-subject-prefix must be dot-separated tokens of letters, digits, '_' or '-'"
+            );
+        }
+        if self.nats_max_age.is_zero() || self.nats_duplicate_window.is_zero() {
+            anyhow::bail!("--nats-max-age and --nats-duplicate-window must not be zero");
+        }
+        if self.nats_duplicate_window > self.nats_max_age {
+            anyhow::bail!("--nats-duplicate-window must not exceed --nats-max-age");
+        }
         Ok(())
     }
 
@@ -737,6 +837,11 @@ impl Default for Config {
             usage_flush_interval: Duration::from_secs(10),
             redis_url: None,
             redis_timeout: crate::ratelimit::redis::DEFAULT_TIMEOUT,
+            nats_url: None,
+            nats_stream: "TOLLGATE_EVENTS".to_owned(),
+            nats_max_age: Duration::from_secs(7 * DAY_SECS),
+            nats_duplicate_window: Duration::from_secs(120),
+            nats_subject_prefix: "tollgate.events".to_owned(),
         }
     }
 }
@@ -934,6 +1039,73 @@ mod tests {
             };
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains("--usage-flush-interval"), "{e}");
+        }
+    }
+
+    #[test]
+    fn nats_settings_resolve_and_are_checked() {
+        let c = Settings::default().resolve();
+        assert_eq!(c.nats_url, None);
+        assert_eq!(c.nats_stream, "TOLLGATE_EVENTS");
+        assert_eq!(c.nats_max_age, Duration::from_secs(7 * DAY_SECS));
+        assert_eq!(c.nats_duplicate_window, Duration::from_secs(120));
+        let c = Cli::try_parse_from([
+            "tollgate",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+            "--nats-stream",
+            "EV_1",
+            "--nats-max-age",
+            "12h",
+            "--nats-duplicate-window",
+            "30s",
+        ])
+        .unwrap()
+        .serve
+        .resolve();
+        assert_eq!(c.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(c.nats_stream, "EV_1");
+        assert_eq!(c.nats_max_age, Duration::from_secs(12 * 3600));
+        assert_eq!(c.nats_duplicate_window, Duration::from_secs(30));
+        assert!(c.validate().is_ok());
+        let file: Settings =
+            toml::from_str("nats_url = \"tls://nats.internal\"\nnats_max_age = \"1d\"").unwrap();
+        let c = Settings::default().or(file).resolve();
+        assert_eq!(c.nats_url.as_deref(), Some("tls://nats.internal"));
+        assert_eq!(c.nats_max_age, Duration::from_secs(DAY_SECS));
+        for (config, flag) in [
+            (
+                Config {
+                    nats_url: Some("http://u:secret@nats".into()),
+                    ..Config::default()
+                },
+                "--nats-url",
+            ),
+            (
+                Config {
+                    nats_stream: "a.b".into(),
+                    ..Config::default()
+                },
+                "--nats-stream",
+            ),
+            (
+                Config {
+                    nats_subject_prefix: "tollgate.>".into(),
+                    ..Config::default()
+                },
+                "--nats-subject-prefix",
+            ),
+            (
+                Config {
+                    nats_duplicate_window: Duration::from_secs(8 * DAY_SECS),
+                    ..Config::default()
+                },
+                "--nats-duplicate-window",
+            ),
+        ] {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+            assert!(!e.contains("secret"), "{e}");
         }
     }
 

@@ -15,6 +15,9 @@
 //!   the outbox.
 //! - [`events`]: the typed event every write appends, and the write
 //!   context (actor, request id) it carries.
+//! - [`relay`]: the one relay across replicas that publishes the outbox
+//!   (to NATS JetStream, or in process), and every replica's delivery;
+//!   [`bus`]: the in-process hub of relayed events.
 //! - [`policy`]: method policies read from the proto options.
 //! - [`usage`]: per-minute usage counters, counted in memory on every
 //!   permitted call and flushed to the store in batches.
@@ -34,6 +37,7 @@
 pub mod admin;
 pub mod api;
 pub mod bootstrap;
+pub mod bus;
 pub mod components;
 pub mod config;
 pub mod domain;
@@ -46,6 +50,7 @@ pub mod listener;
 pub mod oauth;
 pub mod policy;
 pub mod ratelimit;
+pub mod relay;
 pub mod services;
 pub mod shutdown;
 pub mod store;
@@ -111,6 +116,13 @@ pub struct App {
     /// [`run`] flushes them to the store (tests flush with
     /// [`usage::Usage::flush_now`]).
     pub usage: usage::Usage,
+    /// This replica's hub of relayed events.
+    pub bus: bus::Bus,
+    /// Whether this replica's relay leads (tests read it; `/metrics` shows
+    /// it as `tollgate_relay_leader`).
+    pub relay: relay::Status,
+    /// The NATS connection, when `--nats-url` is set.
+    pub nats: Option<relay::Nats>,
 }
 
 /// Checks the configuration, loads the TLS certificate, reads policies,
@@ -169,7 +181,11 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
     ratelimit::reload::load(&limiter, &store)
         .await
         .context("loading the rate-limit policies")?;
+    let nats = relay::Nats::connect(&config, &store).await?;
     Ok(App {
+        bus: bus::Bus::default(),
+        relay: relay::Status::default(),
+        nats,
         limiter,
         credentials,
         provider,
@@ -429,8 +445,21 @@ pub async fn run(
         credentials,
         limiter,
         usage,
+        bus,
+        relay: relay_status,
+        nats,
         ..
     } = app;
+    let subscriber_task = nats.clone().map(|nats| {
+        tokio::spawn(relay::subscribe(
+            nats,
+            store.clone(),
+            bus.clone(),
+            token.clone(),
+        ))
+    });
+    let relay_task =
+        tokio::spawn(relay::Relay::new(store.clone(), bus, nats, relay_status).run(token.clone()));
     // Its own token, cancelled once the listener drained: the calls that
     // finish during the drain are counted in the last flush.
     let usage_token = CancellationToken::new();
@@ -510,6 +539,10 @@ pub async fn run(
     let _ = keys_task.await;
     let _ = revocations_task.await;
     let _ = limits_task.await;
+    let _ = relay_task.await;
+    if let Some(task) = subscriber_task {
+        let _ = task.await;
+    }
     if let Some(task) = reload_task {
         let _ = task.await;
     }

@@ -67,3 +67,46 @@ pub async fn rows_after(database_url: &str, after: i64) -> Vec<Row> {
 pub async fn last_id(database_url: &str) -> i64 {
     rows_after(database_url, 0).await.last().map_or(0, |r| r.id)
 }
+
+/// How many outbox rows the relay has not marked relayed yet.
+pub async fn unrelayed(database_url: &str) -> i64 {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = Target::parse(&url)
+            .expect("a database URL")
+            .establish()
+            .expect("a connection to the test database");
+        outbox::table
+            .filter(outbox::relay_time.is_null())
+            .count()
+            .get_result::<i64>(&mut conn)
+            .expect("counting unrelayed rows")
+    })
+    .await
+    .expect("the outbox reader panicked")
+}
+
+/// Marks the last `k` rows unrelayed again, as if the relay had died
+/// between publishing them and marking them; returns their ids.
+pub async fn unmark_last(database_url: &str, k: i64) -> Vec<i64> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = Target::parse(&url)
+            .expect("a database URL")
+            .establish()
+            .expect("a connection to the test database");
+        let ids: Vec<i64> = outbox::table
+            .order(outbox::id.desc())
+            .limit(k)
+            .select(outbox::id)
+            .load(&mut conn)
+            .expect("reading the last ids");
+        diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+            .set(outbox::relay_time.eq(None::<i64>))
+            .execute(&mut conn)
+            .expect("unmarking rows");
+        ids
+    })
+    .await
+    .expect("the outbox writer panicked")
+}

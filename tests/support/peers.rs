@@ -124,7 +124,7 @@ pub fn venv() -> PathBuf {
 }
 
 /// What installs the suite's PyPI tools in [`venv`].
-pub const VENV_INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install openapi-spec-validator schemathesis websockets 'PyJWT[crypto]'";
+pub const VENV_INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install openapi-spec-validator schemathesis websockets 'PyJWT[crypto]' nats-py";
 
 /// The program `name` of [`venv`] (`bin/<name>`: a console script, or
 /// `python3`). `None` (after [`skip`] for `what`) when it is not there.
@@ -207,6 +207,22 @@ pub fn redis_url() -> Option<String> {
             skip(
                 "the Redis rate-limit tests",
                 "TOLLGATE_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)",
+            );
+            None
+        }
+    }
+}
+
+/// The NATS with JetStream the relay tests use (`TOLLGATE_TEST_NATS_URL`,
+/// such as `nats://127.0.0.1:4222`); `None`, reported as skipped, when
+/// unset.
+pub fn nats_url() -> Option<String> {
+    match std::env::var("TOLLGATE_TEST_NATS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
+        _ => {
+            skip(
+                "the NATS relay tests",
+                "TOLLGATE_TEST_NATS_URL is not set (e.g. nats://127.0.0.1:4222)",
             );
             None
         }

@@ -240,6 +240,8 @@ pub struct TestServer {
     /// The usage counters of the current start and the store they flush
     /// to, so a test can flush without waiting for the interval.
     usage: Option<(tollgate_server::usage::Usage, tollgate_server::store::Store)>,
+    /// The relay's leadership and lag, of the current start.
+    relay: Option<tollgate_server::relay::Status>,
     // Last, so it is dropped after the server was told to stop.
     storage: Storage,
 }
@@ -287,6 +289,7 @@ impl TestServer {
             listener_stats: Arc::default(),
             keys: None,
             usage: None,
+            relay: None,
             storage,
         };
         server.launch(grpc, admin).await?;
@@ -314,6 +317,7 @@ impl TestServer {
             listener_stats: Arc::default(),
             keys: None,
             usage: None,
+            relay: None,
             storage,
         };
         let key = server.launch(grpc, admin).await?;
@@ -352,6 +356,7 @@ impl TestServer {
             listener_stats: Arc::default(),
             keys: None,
             usage: None,
+            relay: None,
             storage,
         };
         let key = server.launch(grpc, admin).await?;
@@ -411,6 +416,7 @@ impl TestServer {
         self.listener_stats = app.listener_stats.clone();
         self.keys = Some(app.keys.clone());
         self.usage = Some((app.usage.clone(), app.store.clone()));
+        self.relay = Some(app.relay.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tollgate_server::run(app, grpc, admin, async move {
             let _ = rx.await;
@@ -530,6 +536,11 @@ impl TestServer {
             .flush_now(store)
             .await
             .map_err(|e| anyhow::anyhow!("usage flush: {e}"))
+    }
+
+    /// The relay's leadership and lag (of the current start).
+    pub fn relay(&self) -> &tollgate_server::relay::Status {
+        self.relay.as_ref().expect("a started server has a relay")
     }
 
     /// The main listener's live counts: connections open, requests in

@@ -254,6 +254,12 @@ impl Db {
         Ok(Self { pool, sqlite })
     }
 
+    /// Where the pool connects: for a connection of its own outside the
+    /// pool's rotation (the relay's leadership lock).
+    pub fn target(&self) -> &Target {
+        &self.pool.manager().target
+    }
+
     /// Runs pending migrations of the matching backend.
     pub async fn migrate(&self) -> Result<usize, Error> {
         self.run(|conn| {

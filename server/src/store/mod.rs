@@ -29,7 +29,7 @@ pub mod versioned;
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 pub use cache::{CacheConfig, Caches};
 pub use db::{Db, DbConnection, Target};
@@ -51,6 +51,10 @@ pub struct Store {
     /// organization's deletion takes its policies along), so this
     /// replica's engine reloads at once instead of at its next poll.
     rate_limit_changes: Arc<watch::Sender<u64>>,
+    /// Notified after every commit that emitted events, so this replica's
+    /// relay (when it leads) publishes them at once instead of at its
+    /// next poll.
+    committed: Arc<Notify>,
 }
 
 impl Store {
@@ -60,6 +64,27 @@ impl Store {
             db,
             caches: Arc::new(Caches::new(&caches)),
             rate_limit_changes: Arc::new(watch::Sender::new(0)),
+            committed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified after each commit through this store that emitted events
+    /// (a permit is kept when nobody waits, so a commit between two
+    /// waits is not missed).
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
+    /// Applies an event committed elsewhere (another replica, delivered
+    /// by the bus) as [`Store::write`] applies its own: caches forget
+    /// what it made stale, and a rate-limit policy change reloads the
+    /// engine at once. Idempotent, so an event applied twice costs only
+    /// cache misses.
+    pub fn apply_committed(&self, event: &Event) {
+        self.caches.apply(event);
+        if changes_rate_limits(&event.r#type) {
+            self.rate_limit_changes
+                .send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -106,6 +131,9 @@ impl Store {
         if rate_limits_changed {
             self.rate_limit_changes
                 .send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if !events.is_empty() {
+            self.committed.notify_one();
         }
         Ok(value)
     }
