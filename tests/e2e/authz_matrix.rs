@@ -20,12 +20,12 @@ use tollgate_e2e::{
         DeleteOrganizationRequest, DeleteRateLimitPolicyRequest, DeleteServiceAccountRequest,
         DeleteUserRequest, GetApiKeyRequest, GetOAuthClientRequest, GetOrganizationRequest,
         GetRateLimitPolicyRequest, GetServiceAccountRequest, GetUsageRequest, GetUserRequest,
-        IntrospectTokenRequest, IssueTokenRequest, ListApiKeysRequest, ListOAuthClientsRequest,
-        ListOrganizationsRequest, ListRateLimitPoliciesRequest, ListServiceAccountsRequest,
-        ListSigningKeysRequest, ListUsersRequest, OAuthClient, Organization, RateLimit,
-        RateLimitDescriptor, RateLimitPolicy, RevokeApiKeyRequest, RevokeTokenRequest,
-        RotateOAuthClientSecretRequest, RotateSigningKeyRequest, ServiceAccount,
-        SetPasswordRequest, UpdateOAuthClientRequest, UpdateOrganizationRequest,
+        IntrospectTokenRequest, IssueTokenRequest, ListApiKeysRequest, ListEventsRequest,
+        ListOAuthClientsRequest, ListOrganizationsRequest, ListRateLimitPoliciesRequest,
+        ListServiceAccountsRequest, ListSigningKeysRequest, ListUsersRequest, OAuthClient,
+        Organization, RateLimit, RateLimitDescriptor, RateLimitPolicy, RevokeApiKeyRequest,
+        RevokeTokenRequest, RotateOAuthClientSecretRequest, RotateSigningKeyRequest,
+        ServiceAccount, SetPasswordRequest, UpdateOAuthClientRequest, UpdateOrganizationRequest,
         UpdateRateLimitPolicyRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
         check_request, o_auth_client::ClientType, rate_limit, rate_limit_descriptor,
         rate_limit_service_client::RateLimitServiceClient,
@@ -167,6 +167,7 @@ const ROWS: &[Row] = &[
     row("RateLimitPolicyService/DeleteRateLimitPolicy", Min::Editor),
     row("RateLimitService/CheckRateLimit", Min::Viewer),
     row("UsageService/GetUsage", Min::Viewer),
+    row("EventService/ListEvents", Min::Viewer),
 ];
 
 impl Row {
@@ -683,6 +684,14 @@ impl World {
                 .map(drop),
             "UsageService/GetUsage" => UsageServiceClient::new(client.channel())
                 .get_usage(GetUsageRequest {
+                    parent: acme,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "EventService/ListEvents" => client
+                .events()
+                .list_events(ListEventsRequest {
                     parent: acme,
                     ..Default::default()
                 })
