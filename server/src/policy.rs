@@ -289,6 +289,7 @@ mod tests {
             [
                 "tollgate.v1.ApiKeyService",
                 "tollgate.v1.AuthorizationService",
+                "tollgate.v1.EventService",
                 "tollgate.v1.OAuthClientService",
                 "tollgate.v1.OrganizationService",
                 "tollgate.v1.RateLimitPolicyService",
