@@ -943,6 +943,7 @@ mod tests {
         // It spells out the defaults.
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.redis_timeout, Config::default().redis_timeout);
+        assert_eq!(c.event_retention, Config::default().event_retention);
     }
 
     #[test]
