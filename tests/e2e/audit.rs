@@ -231,7 +231,11 @@ async fn every_list_events_filter_has_an_index_on_postgres() {
     else {
         return;
     };
-    let mut server = TestServer::start(&backend).await.unwrap();
+    // Retention off: the rows below are dated 2023 and relayed, which the
+    // default 90 days would start deleting under the planner.
+    let mut server = TestServer::start_configured(&backend, |c| c.event_retention = None)
+        .await
+        .unwrap();
     let url = server.database_url().to_owned();
     let plans = tokio::task::spawn_blocking(move || {
         let mut conn = Target::parse(&url).unwrap().establish().unwrap();
