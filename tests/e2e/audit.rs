@@ -11,11 +11,11 @@ use diesel::{ExpressionMethods, QueryDsl, QueryableByName, RunQueryDsl, sql_type
 use tollgate_e2e::{
     Backend, Client, Code, TestServer, backends, curl, each_backend,
     fixtures::{
-        create_key, create_org, create_sa, create_user, org_name, quoted_time, sa_with_key,
+        create_key, create_org, create_sa, create_user, mask, org_name, quoted_time, sa_with_key,
     },
     outbox,
     rpc::RpcResult as _,
-    v1::{Event, ListEventsRequest, RevokeApiKeyRequest},
+    v1::{Event, ListEventsRequest, RevokeApiKeyRequest, UpdateUserRequest, User},
 };
 use tollgate_server::{
     domain::now_micros,
@@ -451,4 +451,60 @@ async fn the_server_purges_on_its_own_shortly_after_start() {
         );
         server.stop().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_name_the_fields_their_change_altered() {
+    each_backend(async |server: &mut TestServer| {
+        let admin = server.admin();
+        create_org(&admin, "changes", "Changes").await;
+        let ada = create_user(&admin, "changes", "ada", &["viewer"]).await;
+        admin
+            .users()
+            .update_user(UpdateUserRequest {
+                user: Some(User {
+                    name: ada.name.clone(),
+                    display_name: "Ada L.".into(),
+                    // Unchanged although in the mask: not listed.
+                    roles: vec!["viewer".into()],
+                    ..Default::default()
+                }),
+                update_mask: mask(&["display_name", "roles"]),
+            })
+            .await
+            .expect_ok();
+        let sa = create_sa(&admin, "changes", "robot", &["editor"]).await;
+        let key = create_key(&admin, &sa.name, "ci").await;
+        admin
+            .api_keys()
+            .revoke_api_key(RevokeApiKeyRequest {
+                name: key.name.clone(),
+                etag: String::new(),
+            })
+            .await
+            .expect_ok();
+        let (events, _) = all(&admin, &org_name("changes"), "", 0).await;
+        let changed: Vec<(&str, Vec<&str>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.r#type.as_str(),
+                    e.changed_fields.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                ("organization.created", vec![]),
+                ("user.created", vec![]),
+                ("user.updated", vec!["display_name"]),
+                ("serviceAccount.created", vec![]),
+                ("apiKey.created", vec![]),
+                ("apiKey.revoked", vec!["state", "revoke_time"]),
+            ]
+        );
+        Ok(())
+    })
+    .await;
 }

@@ -38,6 +38,7 @@ pub(crate) fn append(
     org: &str,
     resource: String,
     after: After,
+    changed_fields: Vec<String>,
 ) -> Result<Event> {
     if let DbConnection::Postgres(pg) = conn {
         // Held until commit: this organization's next append waits, so its
@@ -56,6 +57,7 @@ pub(crate) fn append(
         request_id: ctx.request_id().to_owned(),
         time: Some(timestamp(now)),
         resource,
+        changed_fields,
         after: Some(after),
     };
     diesel::insert_into(outbox::table)
