@@ -276,6 +276,11 @@ pub struct Settings {
     /// share subjects.
     #[arg(long, env = "TOLLGATE_NATS_SUBJECT_PREFIX")]
     pub nats_subject_prefix: Option<String>,
+    /// How long the audit log keeps relayed events, e.g. `90d` (the
+    /// default), `12h`, `30m` (at least `1m`), or `off` to keep them for
+    /// ever. Unrelayed events are never deleted.
+    #[arg(long, env = "TOLLGATE_EVENT_RETENTION")]
+    pub event_retention: Option<Retention>,
 }
 
 impl Settings {
@@ -346,6 +351,7 @@ impl Settings {
             nats_max_age: self.nats_max_age.or(file.nats_max_age),
             nats_duplicate_window: self.nats_duplicate_window.or(file.nats_duplicate_window),
             nats_subject_prefix: self.nats_subject_prefix.or(file.nats_subject_prefix),
+            event_retention: self.event_retention.or(file.event_retention),
         }
     }
 
@@ -465,6 +471,7 @@ impl Settings {
                 .nats_duplicate_window
                 .map_or(d.nats_duplicate_window, |i| i.0),
             nats_subject_prefix: self.nats_subject_prefix.unwrap_or(d.nats_subject_prefix),
+            event_retention: self.event_retention.map_or(d.event_retention, |r| r.0),
         }
     }
 }
@@ -514,6 +521,48 @@ impl<'de> Deserialize<'de> for Interval {
         }
     }
 }
+
+/// `--event-retention`: a duration as [`Interval`] takes it, or `off`
+/// (`None`: events are kept for ever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(Retention(None));
+        }
+        s.parse::<Interval>()
+            .map(|i| Retention(Some(i.0)))
+            .map_err(|_| {
+                format!(
+                    "'{}' is not a duration such as 90d, 12h or 30m, nor off",
+                    s.trim()
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Secs(u64),
+            Text(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Secs(n) => Ok(Retention(Some(Duration::from_secs(n)))),
+            Written::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The shortest `--event-retention`: shorter would purge events before
+/// a watcher that reconnects within a minute could resume from them.
+pub const MIN_EVENT_RETENTION: Duration = Duration::from_secs(60);
 
 /// The resolved configuration `run` takes.
 #[derive(Debug, Clone)]
@@ -614,6 +663,11 @@ pub struct Config {
     /// The subjects' first tokens; default `tollgate.events`
     /// (`--nats-subject-prefix`).
     pub nats_subject_prefix: String,
+    /// How long relayed events stay in the outbox (the audit log) before
+    /// the retention task deletes them; `None`: for ever. Default 90 days,
+    /// at least [`MIN_EVENT_RETENTION`] (`--event-retention`,
+    /// `TOLLGATE_EVENT_RETENTION`).
+    pub event_retention: Option<Duration>,
 }
 
 /// The longest `--redis-timeout-ms`: a decision must never stall a call
@@ -655,6 +709,11 @@ impl Config {
         }
         self.check_redis()?;
         self.check_nats()?;
+        if let Some(retention) = self.event_retention
+            && retention < MIN_EVENT_RETENTION
+        {
+            anyhow::bail!("--event-retention {retention:?} must be at least 1m, or off");
+        }
         Ok(())
     }
 
@@ -842,6 +901,7 @@ impl Default for Config {
             nats_max_age: Duration::from_secs(7 * DAY_SECS),
             nats_duplicate_window: Duration::from_secs(120),
             nats_subject_prefix: "tollgate.events".to_owned(),
+            event_retention: Some(Duration::from_secs(90 * DAY_SECS)),
         }
     }
 }
@@ -883,6 +943,7 @@ mod tests {
         // It spells out the defaults.
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.redis_timeout, Config::default().redis_timeout);
+        assert_eq!(c.event_retention, Config::default().event_retention);
     }
 
     #[test]
@@ -1154,6 +1215,68 @@ mod tests {
             assert!(e.contains(flag), "{e}");
             assert!(!e.contains("secret"), "the password is not repeated: {e}");
         }
+    }
+
+    #[test]
+    fn event_retention_takes_a_duration_or_off() {
+        assert_eq!(
+            Settings::default().resolve().event_retention,
+            Some(Duration::from_secs(90 * DAY_SECS)),
+            "90 days by default"
+        );
+        for (written, want) in [
+            ("90d", Some(Duration::from_secs(90 * DAY_SECS))),
+            ("12h", Some(Duration::from_secs(12 * 3600))),
+            ("30m", Some(Duration::from_secs(30 * 60))),
+            ("off", None),
+            ("OFF", None),
+        ] {
+            let c = Cli::try_parse_from(["tollgate", "--event-retention", written])
+                .unwrap()
+                .serve
+                .resolve();
+            assert_eq!(c.event_retention, want, "{written}");
+            assert!(c.validate().is_ok(), "{written}");
+        }
+        for bad in ["never", "90 days", "-1d", ""] {
+            assert!(
+                Cli::try_parse_from(["tollgate", "--event-retention", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let file: Settings = toml::from_str("event_retention = \"7d\"").unwrap();
+        assert_eq!(
+            file.resolve().event_retention,
+            Some(Duration::from_secs(7 * DAY_SECS))
+        );
+        let file: Settings = toml::from_str("event_retention = \"off\"").unwrap();
+        assert_eq!(file.resolve().event_retention, None);
+        let flag = Cli::try_parse_from(["tollgate", "--event-retention", "1d"])
+            .unwrap()
+            .serve;
+        let file: Settings = toml::from_str("event_retention = \"off\"").unwrap();
+        assert_eq!(
+            flag.or(file).resolve().event_retention,
+            Some(Duration::from_secs(DAY_SECS)),
+            "the flag wins over the file"
+        );
+        for short in ["59s", "0", "0d"] {
+            let c = Cli::try_parse_from(["tollgate", "--event-retention", short])
+                .unwrap()
+                .serve
+                .resolve();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("--event-retention"), "{short}: {e}");
+        }
+        assert!(
+            Cli::try_parse_from(["tollgate", "--event-retention", "1m"])
+                .unwrap()
+                .serve
+                .resolve()
+                .validate()
+                .is_ok(),
+            "1m is the minimum"
+        );
     }
 
     #[test]

@@ -21,7 +21,54 @@
 
 use std::{fmt, sync::Arc};
 
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, ReflectMessage as _, Value};
+
 pub use tollgate::tollgate::v1::{Event, event::After};
+
+/// Fields every change touches, never listed in `Event.changed_fields`.
+const BOOKKEEPING: [&str; 2] = ["update_time", "etag"];
+
+/// The top-level fields of the resource that differ between `before` and
+/// `after`, in field-number order, without [`BOOKKEEPING`]: the
+/// `Event.changed_fields` of a change. Read through reflection so a field
+/// added to a resource is covered without touching this.
+pub fn changed_fields(before: &After, after: &After) -> Vec<String> {
+    let (Some(before), Some(after)) = (resource(before), resource(after)) else {
+        return Vec::new();
+    };
+    if before.descriptor() != after.descriptor() {
+        return Vec::new();
+    }
+    after
+        .descriptor()
+        .fields()
+        .filter(|f| !BOOKKEEPING.contains(&f.name()))
+        .filter(|f| before.get_field(f) != after.get_field(f))
+        .map(|f| f.name().to_owned())
+        .collect()
+}
+
+/// The resource message inside `after`, as a dynamic message.
+fn resource(after: &After) -> Option<DynamicMessage> {
+    let event = Event {
+        after: Some(after.clone()),
+        ..Event::default()
+    };
+    let dynamic = DynamicMessage::decode(
+        crate::http::descriptors().get_message_by_name("tollgate.v1.Event")?,
+        event.encode_to_vec().as_slice(),
+    )
+    .ok()?;
+    let field = dynamic
+        .descriptor()
+        .fields()
+        .find(|f| dynamic.has_field(f))?;
+    match dynamic.get_field(&field).into_owned() {
+        Value::Message(m) => Some(m),
+        _ => None,
+    }
+}
 
 /// The actor of changes made by the server itself or by an operator's
 /// offline command (bootstrap, `admin create-key`, `admin recover`).
@@ -178,6 +225,32 @@ impl WriteContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_fields_are_the_differing_fields_without_bookkeeping() {
+        use tollgate::tollgate::v1::User;
+        let before = User {
+            name: "organizations/a/users/u".into(),
+            display_name: "U".into(),
+            etag: "1".into(),
+            ..User::default()
+        };
+        let after = User {
+            display_name: "V".into(),
+            roles: vec!["viewer".into()],
+            etag: "2".into(),
+            update_time: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..before.clone()
+        };
+        assert_eq!(
+            changed_fields(&After::User(before.clone()), &After::User(after)),
+            ["display_name", "roles"]
+        );
+        assert!(changed_fields(&After::User(before.clone()), &After::User(before)).is_empty());
+    }
 
     #[test]
     fn kinds_round_trip_by_name() {

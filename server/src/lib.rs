@@ -17,7 +17,8 @@
 //!   context (actor, request id) it carries.
 //! - [`relay`]: the one relay across replicas that publishes the outbox
 //!   (to NATS JetStream, or in process), and every replica's delivery;
-//!   [`bus`]: the in-process hub of relayed events.
+//!   [`bus`]: the in-process hub of relayed events; [`retention`]: the
+//!   purge of old relayed events.
 //! - [`policy`]: method policies read from the proto options.
 //! - [`usage`]: per-minute usage counters, counted in memory on every
 //!   permitted call and flushed to the store in batches.
@@ -51,6 +52,7 @@ pub mod oauth;
 pub mod policy;
 pub mod ratelimit;
 pub mod relay;
+pub mod retention;
 pub mod services;
 pub mod shutdown;
 pub mod store;
@@ -460,6 +462,9 @@ pub async fn run(
     });
     let relay_task =
         tokio::spawn(relay::Relay::new(store.clone(), bus, nats, relay_status).run(token.clone()));
+    let retention_task = config
+        .event_retention
+        .map(|retention| tokio::spawn(retention::run(store.clone(), retention, token.clone())));
     // Its own token, cancelled once the listener drained: the calls that
     // finish during the drain are counted in the last flush.
     let usage_token = CancellationToken::new();
@@ -540,6 +545,9 @@ pub async fn run(
     let _ = revocations_task.await;
     let _ = limits_task.await;
     let _ = relay_task.await;
+    if let Some(task) = retention_task {
+        let _ = task.await;
+    }
     if let Some(task) = subscriber_task {
         let _ = task.await;
     }

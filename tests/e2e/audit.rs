@@ -1,19 +1,26 @@
 //! The audit log: `EventService.ListEvents` over gRPC and HTTP/JSON, its
 //! filters and keyset pages, who may read it, and on PostgreSQL the index
-//! each filter's query uses (EXPLAIN).
+//! each filter's query uses (EXPLAIN), and retention (the purge of old
+//! relayed events, in batches).
 
 use std::collections::BTreeSet;
 
-use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
+use std::time::Duration;
+
+use diesel::{ExpressionMethods, QueryDsl, QueryableByName, RunQueryDsl, sql_types::Text};
 use tollgate_e2e::{
     Backend, Client, Code, TestServer, backends, curl, each_backend,
     fixtures::{
-        create_key, create_org, create_sa, create_user, org_name, quoted_time, sa_with_key,
+        create_key, create_org, create_sa, create_user, mask, org_name, quoted_time, sa_with_key,
     },
+    outbox,
     rpc::RpcResult as _,
-    v1::{Event, ListEventsRequest, RevokeApiKeyRequest},
+    v1::{Event, ListEventsRequest, RevokeApiKeyRequest, UpdateUserRequest, User},
 };
-use tollgate_server::store::Target;
+use tollgate_server::{
+    domain::now_micros,
+    store::{Target, schema::outbox as table},
+};
 
 /// Every event of `parent` matching `filter`, page by page (`size` each):
 /// the events, and how many pages it took.
@@ -224,7 +231,11 @@ async fn every_list_events_filter_has_an_index_on_postgres() {
     else {
         return;
     };
-    let mut server = TestServer::start(&backend).await.unwrap();
+    // Retention off: the rows below are dated 2023 and relayed, which the
+    // default 90 days would start deleting under the planner.
+    let mut server = TestServer::start_configured(&backend, |c| c.event_retention = None)
+        .await
+        .unwrap();
     let url = server.database_url().to_owned();
     let plans = tokio::task::spawn_blocking(move || {
         let mut conn = Target::parse(&url).unwrap().establish().unwrap();
@@ -271,4 +282,229 @@ async fn every_list_events_filter_has_an_index_on_postgres() {
         );
     }
     server.stop().await.unwrap();
+}
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Sets the create time of the outbox rows `ids` to `time` (µs) and their
+/// relay time to `relayed` (`None`: not relayed yet), as if they had been
+/// written and relayed that long ago.
+async fn age_rows(url: &str, ids: &[i64], time: i64, relayed: Option<i64>) {
+    let url = url.to_owned();
+    let ids = ids.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = Target::parse(&url).unwrap().establish().unwrap();
+        diesel::update(table::table.filter(table::id.eq_any(&ids)))
+            .set((table::create_time.eq(time), table::relay_time.eq(relayed)))
+            .execute(&mut conn)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// A server whose relay can never publish (its NATS refuses every
+/// connection), so events stay unrelayed unless a test marks them
+/// relayed; `retention` as `--event-retention`.
+async fn server_without_relay(backend: &Backend, retention: Option<Duration>) -> TestServer {
+    TestServer::start_configured(backend, move |c| {
+        c.nats_url = Some("nats://127.0.0.1:9".into());
+        c.event_retention = retention;
+    })
+    .await
+    .unwrap_or_else(|e| panic!("[{backend}] cannot start the server: {e:#}"))
+}
+
+/// Writes `organizations/<org>` and eight users: nine events, returned
+/// as their ids in order.
+async fn nine_events(server: &TestServer, org: &str) -> Vec<i64> {
+    let url = server.database_url().to_owned();
+    let before = outbox::last_id(&url).await;
+    let admin = server.admin();
+    create_org(&admin, org, "Retained").await;
+    for user in ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"] {
+        create_user(&admin, org, user, &["viewer"]).await;
+    }
+    let ids: Vec<i64> = outbox::rows_after(&url, before)
+        .await
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids.len(), 9, "one event per write");
+    ids
+}
+
+fn event_ids(events: &[Event]) -> Vec<i64> {
+    events
+        .iter()
+        .map(|e| i64::try_from(e.id).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_old_relayed_events_in_batches_and_never_unrelayed_ones() {
+    for backend in backends() {
+        eprintln!("=== scenario on {backend}");
+        // No background purge: only the test's calls delete.
+        let mut server = server_without_relay(&backend, None).await;
+        let url = server.database_url().to_owned();
+        let ids = nine_events(&server, "retained").await;
+        let now = now_micros();
+        let old = now - 2 * DAY_MICROS;
+        // Old and relayed: purged. Old but unrelayed: kept however old.
+        // Young and relayed: kept.
+        age_rows(&url, &ids[..5], old, Some(old)).await;
+        age_rows(&url, &ids[5..7], old, None).await;
+        age_rows(&url, &ids[7..], now, Some(now)).await;
+        let admin = server.admin();
+        let (events, _) = all(&admin, &org_name("retained"), "", 0).await;
+        assert_eq!(event_ids(&events), ids, "[{backend}] all listed before");
+
+        let purged = server
+            .store()
+            .purge_events(now - DAY_MICROS, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            purged, 5,
+            "[{backend}] the five old relayed rows, in batches of 2 (three batches)"
+        );
+        let left: Vec<i64> = outbox::rows_after(&url, ids[0] - 1)
+            .await
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, ids[5..], "[{backend}] unrelayed and young rows stay");
+        let (events, _) = all(&admin, &org_name("retained"), "", 0).await;
+        assert_eq!(
+            event_ids(&events),
+            ids[5..],
+            "[{backend}] ListEvents no longer shows the purged events"
+        );
+        let (events, _) = all(&admin, &org_name("retained"), "type = \"user.created\"", 1).await;
+        assert_eq!(event_ids(&events), ids[5..], "[{backend}] filtered too");
+
+        // Nothing left to purge; once relayed, the old rows go too.
+        assert_eq!(
+            server
+                .store()
+                .purge_events(now - DAY_MICROS, 2)
+                .await
+                .unwrap(),
+            0,
+            "[{backend}] a second purge finds nothing"
+        );
+        age_rows(&url, &ids[5..7], old, Some(now)).await;
+        assert_eq!(
+            server
+                .store()
+                .purge_events(now - DAY_MICROS, 1000)
+                .await
+                .unwrap(),
+            2,
+            "[{backend}] old rows go once relayed"
+        );
+        assert_eq!(
+            outbox::rows_after(&url, ids[0] - 1)
+                .await
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            ids[7..],
+            "[{backend}]"
+        );
+        server.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_purges_on_its_own_shortly_after_start() {
+    for backend in backends() {
+        eprintln!("=== scenario on {backend}");
+        let mut server = server_without_relay(&backend, Some(Duration::from_secs(3600))).await;
+        let url = server.database_url().to_owned();
+        let ids = nine_events(&server, "retained").await;
+        let old = now_micros() - 2 * 3_600_000_000;
+        age_rows(&url, &ids[..4], old, Some(old)).await;
+        age_rows(&url, &ids[4..6], old, None).await;
+        // The first round runs soon after start; should this scenario have
+        // been slower than that, the next one within a minute.
+        let deadline = tokio::time::Instant::now()
+            + tollgate_server::retention::FIRST
+            + tollgate_server::retention::EVERY
+            + Duration::from_secs(10);
+        let left = loop {
+            let left: Vec<i64> = outbox::rows_after(&url, ids[0] - 1)
+                .await
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            if left.len() < ids.len() || tokio::time::Instant::now() > deadline {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(
+            left,
+            ids[4..],
+            "[{backend}] the retention task deleted the old relayed events, and only those"
+        );
+        server.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_name_the_fields_their_change_altered() {
+    each_backend(async |server: &mut TestServer| {
+        let admin = server.admin();
+        create_org(&admin, "changes", "Changes").await;
+        let ada = create_user(&admin, "changes", "ada", &["viewer"]).await;
+        admin
+            .users()
+            .update_user(UpdateUserRequest {
+                user: Some(User {
+                    name: ada.name.clone(),
+                    display_name: "Ada L.".into(),
+                    // Unchanged although in the mask: not listed.
+                    roles: vec!["viewer".into()],
+                    ..Default::default()
+                }),
+                update_mask: mask(&["display_name", "roles"]),
+            })
+            .await
+            .expect_ok();
+        let sa = create_sa(&admin, "changes", "robot", &["editor"]).await;
+        let key = create_key(&admin, &sa.name, "ci").await;
+        admin
+            .api_keys()
+            .revoke_api_key(RevokeApiKeyRequest {
+                name: key.name.clone(),
+                etag: String::new(),
+            })
+            .await
+            .expect_ok();
+        let (events, _) = all(&admin, &org_name("changes"), "", 0).await;
+        let changed: Vec<(&str, Vec<&str>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.r#type.as_str(),
+                    e.changed_fields.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                ("organization.created", vec![]),
+                ("user.created", vec![]),
+                ("user.updated", vec!["display_name"]),
+                ("serviceAccount.created", vec![]),
+                ("apiKey.created", vec![]),
+                ("apiKey.revoked", vec!["state", "revoke_time"]),
+            ]
+        );
+        Ok(())
+    })
+    .await;
 }

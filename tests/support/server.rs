@@ -538,6 +538,13 @@ impl TestServer {
             .map_err(|e| anyhow::anyhow!("usage flush: {e}"))
     }
 
+    /// The server's store (of the current start), for tests that call its
+    /// upkeep directly instead of waiting for its schedule (the event
+    /// purge).
+    pub fn store(&self) -> &tollgate_server::store::Store {
+        &self.usage.as_ref().expect("a started server has a store").1
+    }
+
     /// The relay's leadership and lag (of the current start).
     pub fn relay(&self) -> &tollgate_server::relay::Status {
         self.relay.as_ref().expect("a started server has a relay")

@@ -340,7 +340,13 @@ impl Store {
                 .execute(tx.conn)?;
             let row = ApiKeyRow::load(tx.conn, &name, Lock::None)?
                 .ok_or_else(|| Error::not_found(&resource))?;
-            tx.emit(EventKind::ApiKeyRevoked, &row.org_id, resource, row.after())?;
+            tx.emit_change(
+                EventKind::ApiKeyRevoked,
+                &row.org_id,
+                resource,
+                &cur.after(),
+                row.after(),
+            )?;
             Ok(row)
         })
         .await

@@ -171,7 +171,24 @@ impl Tx<'_> {
         resource: String,
         after: After,
     ) -> Result<()> {
-        let event = outbox::append(self.conn, self.ctx, kind, org, resource, after)?;
+        let event = outbox::append(self.conn, self.ctx, kind, org, resource, after, Vec::new())?;
+        self.events.push(event);
+        Ok(())
+    }
+
+    /// Appends the event of a change to an existing resource, naming the
+    /// fields that differ between `before` and `after`
+    /// (`Event.changed_fields`).
+    pub fn emit_change(
+        &mut self,
+        kind: EventKind,
+        org: &str,
+        resource: String,
+        before: &After,
+        after: After,
+    ) -> Result<()> {
+        let changed = crate::events::changed_fields(before, &after);
+        let event = outbox::append(self.conn, self.ctx, kind, org, resource, after, changed)?;
         self.events.push(event);
         Ok(())
     }

@@ -309,6 +309,7 @@ pub(crate) fn disable_clients_of(tx: &mut Tx<'_>, org: &str, sa_id: &str) -> Res
                 oauth_clients::revision.eq(row.revision + 1),
             ))
             .execute(tx.conn)?;
+        let before = row.after();
         let after = OAuthClientRow {
             state: State::Disabled as i16,
             update_time: now,
@@ -316,7 +317,13 @@ pub(crate) fn disable_clients_of(tx: &mut Tx<'_>, org: &str, sa_id: &str) -> Res
             ..row
         };
         let resource = after.name().to_string();
-        tx.emit(EventKind::OAuthClientUpdated, org, resource, after.after())?;
+        tx.emit_change(
+            EventKind::OAuthClientUpdated,
+            org,
+            resource,
+            &before,
+            after.after(),
+        )?;
     }
     Ok(())
 }
@@ -696,10 +703,11 @@ impl Store {
             }
             let row = OAuthClientRow::load(tx.conn, &name, Lock::None)?
                 .ok_or_else(|| Error::not_found(&resource))?;
-            tx.emit(
+            tx.emit_change(
                 EventKind::OAuthClientSecretRotated,
                 &row.org_id,
                 resource,
+                &cur.after(),
                 row.after(),
             )?;
             Ok((row, minted.secret))

@@ -38,6 +38,7 @@ pub(crate) fn append(
     org: &str,
     resource: String,
     after: After,
+    changed_fields: Vec<String>,
 ) -> Result<Event> {
     if let DbConnection::Postgres(pg) = conn {
         // Held until commit: this organization's next append waits, so its
@@ -56,6 +57,7 @@ pub(crate) fn append(
         request_id: ctx.request_id().to_owned(),
         time: Some(timestamp(now)),
         resource,
+        changed_fields,
         after: Some(after),
     };
     diesel::insert_into(outbox::table)
@@ -100,7 +102,56 @@ fn decode(id: i64, payload: &str) -> Result<Event> {
     Ok(event)
 }
 
+/// The pause between two purge batches, so a large purge leaves the
+/// table to writers and the relay between its short deletes.
+const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Store {
+    /// Deletes relayed events created before `cutoff_micros`, at most
+    /// `batch` rows per statement, pausing between statements, so a large
+    /// purge never holds locks on the outbox for long. Unrelayed rows are
+    /// never deleted, whatever their age: they are not published yet.
+    /// Returns how many rows were deleted (also counted in
+    /// `tollgate_events_purged_total`).
+    pub async fn purge_events(&self, cutoff_micros: i64, batch: i64) -> Result<u64> {
+        let batch = batch.max(1);
+        let mut purged = 0u64;
+        loop {
+            let (selected, deleted) = self
+                .db
+                .run(move |conn| {
+                    // Selected first, then deleted by id: a bounded
+                    // DELETE … LIMIT exists on neither backend as such.
+                    let ids: Vec<i64> = outbox::table
+                        .filter(outbox::create_time.lt(cutoff_micros))
+                        .filter(outbox::relay_time.is_not_null())
+                        .order(outbox::id.asc())
+                        .limit(batch)
+                        .select(outbox::id)
+                        .load(conn)?;
+                    if ids.is_empty() {
+                        return Ok((0, 0));
+                    }
+                    let n = diesel::delete(
+                        outbox::table
+                            .filter(outbox::id.eq_any(&ids))
+                            // Re-checked: a row is never deleted unrelayed.
+                            .filter(outbox::relay_time.is_not_null()),
+                    )
+                    .execute(conn)?;
+                    Ok((ids.len(), n))
+                })
+                .await?;
+            let n = u64::try_from(deleted).unwrap_or(u64::MAX);
+            purged = purged.saturating_add(n);
+            metrics::counter!("tollgate_events_purged_total").increment(n);
+            if selected < usize::try_from(batch).unwrap_or(usize::MAX) {
+                return Ok(purged);
+            }
+            tokio::time::sleep(PURGE_PAUSE).await;
+        }
+    }
+
     /// A page of events of `org` (of every organization when `None`),
     /// oldest first, filtered by `filter` (fields `type`, `actor`,
     /// `resource`, `time`; see `ListEventsRequest.filter`). Keyset on the

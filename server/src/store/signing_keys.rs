@@ -238,6 +238,7 @@ impl Store {
                 .select(signing_keys::kid)
                 .load(tx.conn)?;
             for kid in &replaced {
+                let before = After::SigningKey(load(tx.conn, kid)?.to_proto(now));
                 let n = diesel::update(signing_keys::table.find(kid))
                     .filter(signing_keys::deactivate_time.is_null())
                     .set((
@@ -251,10 +252,11 @@ impl Store {
                     )));
                 }
                 let row = load(tx.conn, kid)?;
-                tx.emit(
+                tx.emit_change(
                     EventKind::SigningKeyReplaced,
                     ROOT_ORG,
                     format!("signingKeys/{kid}"),
+                    &before,
                     After::SigningKey(row.to_proto(now)),
                 )?;
             }

@@ -120,7 +120,7 @@ pub(crate) fn update_versioned<R: Versioned>(
         return Err(Error::Aborted { resource });
     }
     let row = R::load(tx.conn, name, Lock::None)?.ok_or_else(|| Error::not_found(&resource))?;
-    tx.emit(kind, row.org(), resource, row.after())?;
+    tx.emit_change(kind, row.org(), resource, &current.after(), row.after())?;
     Ok(row)
 }
 
