@@ -471,15 +471,37 @@ pub async fn http1_request(
 /// Prometheus text page (0 before the first call).
 pub fn ok_in_metrics(page: &str) -> u64 {
     let method = format!("method=\"{GET_ORGANIZATION_PATH}\"");
+    counter_sum(
+        page,
+        "tollgate_grpc_requests_total",
+        &[&method, "code=\"OK\""],
+    )
+}
+
+/// The sum of the Prometheus counter `name` over its series whose labels
+/// include every one of `labels` (each written `key="value"`).
+pub fn counter_sum(page: &str, name: &str, labels: &[&str]) -> u64 {
     page.lines()
         .filter(|l| {
-            l.starts_with("tollgate_grpc_requests_total{")
-                && l.contains(&method)
-                && l.contains("code=\"OK\"")
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && labels.iter().all(|label| l.contains(label))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
+}
+
+/// The answered requests' durations in h2load's `--log-file` `log` (see
+/// [`latencies_from_log`]); an error when it holds none.
+pub fn read_latencies(log: &Path) -> Result<Vec<u64>> {
+    let text = std::fs::read_to_string(log)
+        .with_context(|| format!("cannot read h2load's log {}", log.display()))?;
+    let latencies = latencies_from_log(&text)?;
+    if latencies.is_empty() {
+        bail!("h2load's log {} has no answered request", log.display());
+    }
+    Ok(latencies)
 }
 
 /// The durations of the answered requests in an h2load `--log-file`, in

@@ -37,12 +37,7 @@
 //! [`TARGET_JWT_CPU_RATIO`]× the API-key call's (median of the per-round
 //! ratios).
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -692,7 +687,7 @@ async fn run_target(
             usage.server_ok,
         )?;
     }
-    let latencies = read_latencies(&log)?;
+    let latencies = h2load::read_latencies(&log)?;
     let at = |q| h2load::percentile(&latencies, q).map_or(f64::NAN, |us| us as f64);
     Ok(Measured {
         calls: summary.succeeded,
@@ -726,16 +721,6 @@ fn check_ok(target: Target, calls: u64, most: u64, server_ok: u64) -> Result<()>
         );
     }
     Ok(())
-}
-
-fn read_latencies(log: &Path) -> Result<Vec<u64>> {
-    let text = std::fs::read_to_string(log)
-        .with_context(|| format!("cannot read h2load's log {}", log.display()))?;
-    let latencies = h2load::latencies_from_log(&text)?;
-    if latencies.is_empty() {
-        bail!("h2load's log {} has no answered request", log.display());
-    }
-    Ok(latencies)
 }
 
 /// With `--perf-record`, attaches `perf record` to the server for one

@@ -30,12 +30,7 @@
 //! whose decision was not an allow (the policy's allowed count must grow
 //! by the answered requests).
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use prost::Message as _;
@@ -287,7 +282,7 @@ pub async fn run(options: Options) -> Result<()> {
             } else {
                 "(b) layer on"
             };
-            let m = measure(name, server, &settings, warmup, &request, i == 1).await?;
+            let m = measure(name, Some(server), &settings, warmup, &request, i == 1).await?;
             println!(
                 "round {}  {name:<14} {:>7.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  server CPU {:>5.1} µs/call  other load {:>3.0}%",
                 round + 1,
@@ -368,9 +363,17 @@ pub async fn run(options: Options) -> Result<()> {
         };
         for is_check in order {
             let m = if is_check {
-                measure("ext_authz Check", on, &check, warmup, &check_request, true).await?
+                measure(
+                    "ext_authz Check",
+                    Some(on),
+                    &check,
+                    warmup,
+                    &check_request,
+                    true,
+                )
+                .await?
             } else {
-                floor(&check, warmup, &echo_request).await?
+                measure("echo floor", None, &check, warmup, &echo_request, false).await?
             };
             let what = if is_check { "Check" } else { "echo floor" };
             if m.throughput < offered as f64 * MIN_OFFERED_SHARE {
@@ -573,13 +576,14 @@ async fn check_request(server: &Server) -> Result<Body> {
     Body::of_bytes(&h2load::grpc_frame(&request.encode_to_vec())?)
 }
 
-/// A warm-up run, then a measured one, of `request` on `server`: h2load's
-/// figures with the server's CPU per call. `decides`: the server's
-/// policy must have allowed at least as many calls as h2load had answered
-/// (the layer, or the Check, really decided each).
+/// A warm-up run, then a measured one, of `request`: h2load's figures,
+/// with the server's CPU per call when `server` is Tollgate (the echo
+/// floor keeps no metrics: h2load's figures only). `decides`: the
+/// server's policy must have allowed at least as many calls as h2load had
+/// answered (the layer, or the Check, really decided each).
 async fn measure(
     name: &str,
-    server: &Server,
+    server: Option<&Server>,
     settings: &H2loadSettings,
     warmup: Duration,
     request: &Request<'_>,
@@ -598,20 +602,31 @@ async fn measure(
         .tempdir()
         .context("cannot create a temporary directory")?;
     let log = dir.path().join("requests.tsv");
-    let allowed_before = allowed(server.admin).await?;
-    let window = Window::open(server.pid, server.admin).await?;
-    let summary = h2load::run(name, settings, request, Some(&log)).await?;
-    let usage = window.close(server.pid, server.admin).await?;
-    let decided = allowed(server.admin).await?.saturating_sub(allowed_before);
-    h2load::check_http(name, &summary)?;
-    if decides && decided < summary.succeeded {
-        bail!(
-            "{name}: h2load had {} successes but policy {POLICY_ID} allowed only {decided} calls; \
-             the others were not decided (or were refused), so the figures are not valid",
-            summary.succeeded
-        );
-    }
-    let latencies = read_latencies(&log)?;
+    let (summary, usage) = match server {
+        Some(server) => {
+            let allowed_before = allowed(server.admin).await?;
+            let window = Window::open(server.pid, server.admin).await?;
+            let summary = h2load::run(name, settings, request, Some(&log)).await?;
+            let usage = window.close(server.pid, server.admin).await?;
+            let decided = allowed(server.admin).await?.saturating_sub(allowed_before);
+            h2load::check_http(name, &summary)?;
+            if decides && decided < summary.succeeded {
+                bail!(
+                    "{name}: h2load had {} successes but policy {POLICY_ID} allowed only \
+                     {decided} calls; the others were not decided (or were refused), so the \
+                     figures are not valid",
+                    summary.succeeded
+                );
+            }
+            (summary, Some(usage))
+        }
+        None => {
+            let summary = h2load::run(name, settings, request, Some(&log)).await?;
+            h2load::check_http(name, &summary)?;
+            (summary, None)
+        }
+    };
+    let latencies = h2load::read_latencies(&log)?;
     let at = |q| h2load::percentile(&latencies, q).map_or(f64::NAN, |us| us as f64);
     Ok(Measured {
         calls: summary.succeeded,
@@ -620,44 +635,10 @@ async fn measure(
         p99_us: at(0.99),
         p999_us: at(0.999),
         max_us: latencies.last().map_or(f64::NAN, |&us| us as f64),
-        cpu_us: usage.server_cpu.as_secs_f64() * 1e6 / summary.succeeded.max(1) as f64,
-        other_load: usage.other_load,
-    })
-}
-
-/// One run of the echo floor: h2load's figures only (the echo keeps no
-/// metrics; every answer must still be a 2xx).
-async fn floor(
-    settings: &H2loadSettings,
-    warmup: Duration,
-    request: &Request<'_>,
-) -> Result<Measured> {
-    let name = "echo floor";
-    if !warmup.is_zero() {
-        let run = H2loadSettings {
-            duration: warmup,
-            ..settings.clone()
-        };
-        h2load::check_http(name, &h2load::run(name, &run, request, None).await?)?;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("tollgate-bench-h2log-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let log = dir.path().join("requests.tsv");
-    let summary = h2load::run(name, settings, request, Some(&log)).await?;
-    h2load::check_http(name, &summary)?;
-    let latencies = read_latencies(&log)?;
-    let at = |q| h2load::percentile(&latencies, q).map_or(f64::NAN, |us| us as f64);
-    Ok(Measured {
-        calls: summary.succeeded,
-        throughput: summary.succeeded as f64 / summary.elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
-        p50_us: at(0.50),
-        p99_us: at(0.99),
-        p999_us: at(0.999),
-        max_us: latencies.last().map_or(f64::NAN, |&us| us as f64),
-        cpu_us: f64::NAN,
-        other_load: f64::NAN,
+        cpu_us: usage.as_ref().map_or(f64::NAN, |u| {
+            u.server_cpu.as_secs_f64() * 1e6 / summary.succeeded.max(1) as f64
+        }),
+        other_load: usage.as_ref().map_or(f64::NAN, |u| u.other_load),
     })
 }
 
@@ -668,25 +649,11 @@ async fn allowed(admin: SocketAddr) -> Result<u64> {
 
 fn allowed_in_metrics(page: &str) -> u64 {
     let policy = format!("policy=\"organizations/{ORG_ID}/rateLimitPolicies/{POLICY_ID}\"");
-    page.lines()
-        .filter(|l| {
-            l.starts_with("tollgate_ratelimit_decisions_total{")
-                && l.contains(&policy)
-                && l.contains("outcome=\"allowed\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
-fn read_latencies(log: &Path) -> Result<Vec<u64>> {
-    let text = std::fs::read_to_string(log)
-        .with_context(|| format!("cannot read h2load's log {}", log.display()))?;
-    let latencies = h2load::latencies_from_log(&text)?;
-    if latencies.is_empty() {
-        bail!("h2load's log {} has no answered request", log.display());
-    }
-    Ok(latencies)
+    h2load::counter_sum(
+        page,
+        "tollgate_ratelimit_decisions_total",
+        &[&policy, "outcome=\"allowed\""],
+    )
 }
 
 /// The layer's table and verdict: the median round by the CPU ratio.

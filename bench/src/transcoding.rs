@@ -30,12 +30,7 @@
 //! call at most [`TARGET_CPU_RATIO`]× gRPC's, throughput at least
 //! [`TARGET_THROUGHPUT_RATIO`]× gRPC's.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
 
@@ -411,7 +406,7 @@ async fn run_h2load(
     // `started` already holds the measured run's own abandoned streams.
     let most = summary.started + warmup_leftovers(plan, in_flight);
     check_ok(protocol, summary.succeeded, most, usage.server_ok)?;
-    let latencies = read_latencies(&log)?;
+    let latencies = h2load::read_latencies(&log)?;
     let at = |q| h2load::percentile(&latencies, q).map_or(f64::NAN, |us| us as f64);
     Ok(Measured {
         calls: summary.succeeded,
@@ -466,16 +461,6 @@ async fn start_perf(
     tokio::time::sleep(Duration::from_millis(300)).await;
     process.ensure_running()?;
     Ok(Some(process))
-}
-
-fn read_latencies(log: &Path) -> Result<Vec<u64>> {
-    let text = std::fs::read_to_string(log)
-        .with_context(|| format!("cannot read h2load's log {}", log.display()))?;
-    let latencies = h2load::latencies_from_log(&text)?;
-    if latencies.is_empty() {
-        bail!("h2load's log {} has no answered request", log.display());
-    }
-    Ok(latencies)
 }
 
 async fn run_wrk(plan: &Plan, server: &Server, round: usize) -> Result<Measured> {
