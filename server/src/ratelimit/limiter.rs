@@ -131,13 +131,7 @@ impl Plan {
                     cost,
                     dry_run,
                 });
-                p.policy.record(p.shadow, &decision);
-                Outcome {
-                    policy: p.policy.name.clone(),
-                    limit: p.limit,
-                    decision,
-                    shadow: p.shadow,
-                }
+                p.outcome(decision)
             })
             .collect();
         Verdict {
@@ -146,24 +140,31 @@ impl Plan {
         }
     }
 
+    /// The verdict of `decisions`, one per charge in order (a shared
+    /// store's answer to [`Plan::charges`]).
     fn verdict(self, decisions: Vec<Decision>) -> Verdict {
         let outcomes = self
             .0
             .into_iter()
             .zip(decisions)
-            .map(|(p, decision)| {
-                p.policy.record(p.shadow, &decision);
-                Outcome {
-                    policy: p.policy.name.clone(),
-                    limit: p.limit,
-                    decision,
-                    shadow: p.shadow,
-                }
-            })
+            .map(|(p, decision)| p.outcome(decision))
             .collect();
         Verdict {
             outcomes,
             unavailable: None,
+        }
+    }
+}
+
+impl Planned {
+    /// Counts `decision` in the policy's metrics and makes its outcome.
+    fn outcome(self, decision: Decision) -> Outcome {
+        self.policy.record(self.shadow, &decision);
+        Outcome {
+            policy: self.policy.name.clone(),
+            limit: self.limit,
+            decision,
+            shadow: self.shadow,
         }
     }
 }
