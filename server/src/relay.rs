@@ -47,7 +47,6 @@ use std::{
 };
 
 use async_nats::jetstream;
-use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use futures::StreamExt as _;
@@ -430,19 +429,18 @@ fn unrelayed(conn: &mut DbConnection, limit: i64) -> domain::Result<Vec<Pending>
     Ok(raw
         .into_iter()
         .map(|(id, org, kind, resource, payload, create_time)| {
-            let decoded = STANDARD
-                .decode(payload)
-                .ok()
-                .and_then(|b| Event::decode(b.as_slice()).ok());
             // An undecodable row is still published, with what its columns
             // say: skipping it would break the organization's sequence, and
             // stopping on it would stall the relay for good.
-            let mut event = decoded.unwrap_or_else(|| {
+            let event = crate::store::outbox::decode(id, &payload).unwrap_or_else(|e| {
                 tracing::error!(
                     id,
+                    error = %e,
                     "outbox row with an unreadable payload; publishing its columns"
                 );
                 Event {
+                    // Ids are BIGSERIAL / INTEGER PRIMARY KEY: never negative.
+                    id: u64::try_from(id).unwrap_or_default(),
                     r#type: kind,
                     organization: format!("organizations/{org}"),
                     resource,
@@ -450,8 +448,6 @@ fn unrelayed(conn: &mut DbConnection, limit: i64) -> domain::Result<Vec<Pending>
                     ..Event::default()
                 }
             });
-            // Ids are BIGSERIAL / INTEGER PRIMARY KEY: never negative.
-            event.id = u64::try_from(id).unwrap_or_default();
             Pending {
                 id,
                 org,

@@ -92,7 +92,7 @@ fn prefix_pattern(prefix: &str) -> String {
 }
 
 /// Decodes an outbox row's payload into its event, with the row's id.
-fn decode(id: i64, payload: &str) -> Result<Event> {
+pub(crate) fn decode(id: i64, payload: &str) -> Result<Event> {
     let bytes = STANDARD
         .decode(payload)
         .map_err(|e| Error::Internal(format!("outbox row {id}: payload is not base64: {e}")))?;
