@@ -33,7 +33,9 @@ async def main(url, stream, delete):
     while got < expected or quiet < 1:
         try:
             msgs = await sub.fetch(256, timeout=1)
-        except NatsTimeout:
+        # nats-py raises its own TimeoutError from some fetch paths and
+        # asyncio's from others (_fetch_n): both mean "nothing yet".
+        except (NatsTimeout, asyncio.TimeoutError):
             if got >= expected:
                 quiet += 1
                 continue
