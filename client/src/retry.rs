@@ -212,6 +212,7 @@ mod tests {
             // Reads, and questions that change nothing (AuthorizationService).
             let read = name.starts_with("Get")
                 || name.starts_with("List")
+                || name.starts_with("Watch")
                 || matches!(name.as_str(), "Check" | "BatchCheck");
             assert_eq!(
                 is_idempotent(path),

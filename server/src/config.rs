@@ -281,6 +281,11 @@ pub struct Settings {
     /// ever. Unrelayed events are never deleted.
     #[arg(long, env = "TOLLGATE_EVENT_RETENTION")]
     pub event_retention: Option<Retention>,
+    /// Events a watcher (WatchEvents) may fall behind its organization's
+    /// newest before it is ended with its cursor to resume from; default
+    /// 1024. The buffer is shared by an organization's watchers.
+    #[arg(long, env = "TOLLGATE_WATCH_BUFFER")]
+    pub watch_buffer: Option<usize>,
 }
 
 impl Settings {
@@ -352,6 +357,7 @@ impl Settings {
             nats_duplicate_window: self.nats_duplicate_window.or(file.nats_duplicate_window),
             nats_subject_prefix: self.nats_subject_prefix.or(file.nats_subject_prefix),
             event_retention: self.event_retention.or(file.event_retention),
+            watch_buffer: self.watch_buffer.or(file.watch_buffer),
         }
     }
 
@@ -472,6 +478,7 @@ impl Settings {
                 .map_or(d.nats_duplicate_window, |i| i.0),
             nats_subject_prefix: self.nats_subject_prefix.unwrap_or(d.nats_subject_prefix),
             event_retention: self.event_retention.map_or(d.event_retention, |r| r.0),
+            watch_buffer: self.watch_buffer.unwrap_or(d.watch_buffer).max(1),
         }
     }
 }
@@ -668,6 +675,9 @@ pub struct Config {
     /// at least [`MIN_EVENT_RETENTION`] (`--event-retention`,
     /// `TOLLGATE_EVENT_RETENTION`).
     pub event_retention: Option<Duration>,
+    /// Events a watcher may fall behind before it is ended
+    /// (`--watch-buffer`); default 1024.
+    pub watch_buffer: usize,
 }
 
 /// The longest `--redis-timeout-ms`: a decision must never stall a call
@@ -902,6 +912,7 @@ impl Default for Config {
             nats_duplicate_window: Duration::from_secs(120),
             nats_subject_prefix: "tollgate.events".to_owned(),
             event_retention: Some(Duration::from_secs(90 * DAY_SECS)),
+            watch_buffer: crate::bus::Bus::CAPACITY,
         }
     }
 }

@@ -58,6 +58,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod usage;
+pub mod watch;
 
 use std::{
     future::Future,
@@ -183,9 +184,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
     ratelimit::reload::load(&limiter, &store)
         .await
         .context("loading the rate-limit policies")?;
-    let nats = relay::Nats::connect(&config, &store).await?;
+    let bus = bus::Bus::new(config.watch_buffer);
+    let nats = relay::Nats::connect(&config, &store, &bus).await?;
     Ok(App {
-        bus: bus::Bus::default(),
+        bus,
         relay: relay::Status::default(),
         nats,
         limiter,
@@ -318,7 +320,7 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
     );
     others.push((named(&rls), services::Services::boxed(rls)));
     let events = tollgate::tollgate::v1::event_service_server::EventServiceServer::new(
-        api::events::Events::new(store.clone()),
+        api::events::Events::new(store.clone(), app.bus.clone()),
     );
     others.push((named(&events), services::Services::boxed(events)));
     let usage = tollgate::tollgate::v1::usage_service_server::UsageServiceServer::new(
@@ -460,6 +462,15 @@ pub async fn run(
             token.clone(),
         ))
     });
+    {
+        // Watchers end (with their cursors) when the server stops, rather
+        // than holding the listener's drain open.
+        let (bus, token) = (bus.clone(), token.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            bus.close();
+        });
+    }
     let relay_task =
         tokio::spawn(relay::Relay::new(store.clone(), bus, nats, relay_status).run(token.clone()));
     let retention_task = config

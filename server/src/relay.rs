@@ -134,13 +134,19 @@ pub struct Nats {
 impl Nats {
     /// Connects to `config.nats_url` (in the background: a NATS that is
     /// down at start-up delays publishing, not serving). After a
-    /// reconnect `store`'s caches are flushed, since events published
-    /// while disconnected were missed. `None` without a URL.
-    pub async fn connect(config: &Config, store: &Store) -> anyhow::Result<Option<Self>> {
+    /// reconnect `store`'s caches are flushed and `bus`'s watchers replay
+    /// from the table, since events published while disconnected were
+    /// missed. `None` without a URL.
+    pub async fn connect(
+        config: &Config,
+        store: &Store,
+        bus: &Bus,
+    ) -> anyhow::Result<Option<Self>> {
         let Some(url) = &config.nats_url else {
             return Ok(None);
         };
         let caches = store.caches.clone();
+        let bus = bus.clone();
         let was_down = Arc::new(AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .name("tollgate")
@@ -148,6 +154,7 @@ impl Nats {
             .max_reconnects(None)
             .event_callback(move |event| {
                 let caches = caches.clone();
+                let bus = bus.clone();
                 let was_down = was_down.clone();
                 async move {
                     match event {
@@ -162,7 +169,8 @@ impl Nats {
                                 // What other replicas changed meanwhile was
                                 // never received.
                                 caches.flush();
-                                tracing::info!("NATS reconnected; caches flushed");
+                                bus.resync();
+                                tracing::info!("NATS reconnected; caches flushed, watchers replay");
                             }
                         }
                         other => tracing::debug!(event = %other, "NATS"),

@@ -27,8 +27,8 @@ use tollgate_e2e::{
         RevokeTokenRequest, RotateOAuthClientSecretRequest, RotateSigningKeyRequest,
         ServiceAccount, SetPasswordRequest, UpdateOAuthClientRequest, UpdateOrganizationRequest,
         UpdateRateLimitPolicyRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
-        check_request, o_auth_client::ClientType, rate_limit, rate_limit_descriptor,
-        rate_limit_service_client::RateLimitServiceClient,
+        WatchEventsRequest, check_request, o_auth_client::ClientType, rate_limit,
+        rate_limit_descriptor, rate_limit_service_client::RateLimitServiceClient,
         usage_service_client::UsageServiceClient,
     },
 };
@@ -168,6 +168,7 @@ const ROWS: &[Row] = &[
     row("RateLimitService/CheckRateLimit", Min::Viewer),
     row("UsageService/GetUsage", Min::Viewer),
     row("EventService/ListEvents", Min::Viewer),
+    row("EventService/WatchEvents", Min::Viewer),
 ];
 
 impl Row {
@@ -692,6 +693,15 @@ impl World {
             "EventService/ListEvents" => client
                 .events()
                 .list_events(ListEventsRequest {
+                    parent: acme,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            // Authorized when the stream opens; dropping it ends the watch.
+            "EventService/WatchEvents" => client
+                .events()
+                .watch_events(WatchEventsRequest {
                     parent: acme,
                     ..Default::default()
                 })

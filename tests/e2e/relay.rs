@@ -22,7 +22,7 @@ use tollgate_e2e::{
     outbox, peers,
     proxy::{Mode, Proxy},
     rpc::RpcResult as _,
-    v1::RevokeApiKeyRequest,
+    v1::{ListEventsRequest, RevokeApiKeyRequest, WatchEventsRequest},
 };
 
 /// One message as the consumer printed it.
@@ -215,10 +215,22 @@ async fn an_outage_loses_and_duplicates_nothing() {
         let admin = server.admin();
         write_across_orgs(&admin, "pre", 5).await;
         drained(&server, Duration::from_secs(20)).await.unwrap();
+        // A watcher of this replica, whose hub is fed through NATS.
+        create_org(&admin, "followed", "Followed").await;
+        let mut watcher = admin
+            .events()
+            .watch_events(WatchEventsRequest {
+                parent: "organizations/followed".into(),
+                cursor: "0".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_ok();
 
         proxy.set(Mode::Cut);
         // The API keeps answering while NATS is away.
         write_across_orgs(&admin, "cut", 5).await;
+        create_sa(&admin, "followed", "during", &[]).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(
             outbox::unrelayed(server.database_url()).await >= 18,
@@ -232,9 +244,29 @@ async fn an_outage_loses_and_duplicates_nothing() {
 
         proxy.set(Mode::Open);
         write_across_orgs(&admin, "post", 3).await;
+        create_sa(&admin, "followed", "after", &[]).await;
         drained(&server, Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("[{backend}] {e:#}"));
+        // The watcher missed nothing and saw nothing twice.
+        let expected = admin
+            .events()
+            .list_events(ListEventsRequest {
+                parent: "organizations/followed".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_ok()
+            .events;
+        assert_eq!(expected.len(), 3, "[{backend}] {expected:?}");
+        let mut watched = Vec::new();
+        while watched.len() < expected.len() {
+            match tokio::time::timeout(Duration::from_secs(10), watcher.message()).await {
+                Ok(Ok(Some(r))) => watched.push(r.event.unwrap()),
+                other => panic!("[{backend}] the watcher stopped at {watched:?}: {other:?}"),
+            }
+        }
+        assert_eq!(watched, expected, "[{backend}]");
         let seen = consume(&url, &stream.name, true).await.unwrap();
         check_stream(&server, &stream.prefix, &seen)
             .await
@@ -323,6 +355,16 @@ async fn two_replicas_one_relay_and_revocation_within_a_second() {
     let on_second = second.client(&key.secret);
     assert_eq!(probe(&on_second, "acme").await, Code::Ok);
     assert_eq!(probe(&on_second, "acme").await, Code::Ok);
+    // A watcher of the second replica sees the first's changes.
+    let mut watcher = second
+        .admin()
+        .events()
+        .watch_events(WatchEventsRequest {
+            parent: "organizations/acme".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_ok();
 
     // Revoked through the first, refused by the second within a second
     // (its cache TTL is 30 s: only the bus can explain it).
@@ -348,6 +390,14 @@ async fn two_replicas_one_relay_and_revocation_within_a_second() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let watched = tokio::time::timeout(Duration::from_secs(1), watcher.message())
+        .await
+        .expect("the revocation reaches the other replica's watcher within a second")
+        .expect("the watch goes on")
+        .and_then(|r| r.event)
+        .expect("an event");
+    assert_eq!(watched.r#type, "apiKey.revoked");
+    assert_eq!(watched.resource, key.name);
 
     // Stopping the leader hands the relay to the other within seconds,
     // and events keep flowing.

@@ -754,6 +754,17 @@ fn ours() -> Vec<Row> {
                 filter: s("type = \"apiKey.revoked\""),
             }),
         ),
+        row(
+            "GET",
+            "/v1/organizations/acme/events:watch?cursor=42&filter=actor%20%3D%20%22system%22",
+            "",
+            "EventService/WatchEvents",
+            req(v1::WatchEventsRequest {
+                parent: org("acme"),
+                filter: s("actor = \"system\""),
+                cursor: s("42"),
+            }),
+        ),
     ]
 }
 
@@ -1384,9 +1395,9 @@ fn every_binding_has_a_row() {
         .collect();
     let missing: Vec<_> = compiled.difference(&covered).collect();
     assert!(missing.is_empty(), "bindings without a row: {missing:?}");
-    // Every binding of `tollgate.v1`: 45 routes, additional bindings
+    // Every binding of `tollgate.v1`: 46 routes, additional bindings
     // included.
-    assert_eq!(transcoders()[0].routes().count(), 45);
+    assert_eq!(transcoders()[0].routes().count(), 46);
 }
 
 /// A typed response in, JSON out.

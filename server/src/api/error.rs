@@ -68,6 +68,32 @@ impl From<Error> for Status {
     }
 }
 
+impl From<crate::watch::End> for Status {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place gRPC statuses are built"
+    )]
+    fn from(end: crate::watch::End) -> Status {
+        use crate::watch::End;
+        let message = end.to_string();
+        let mut details = ErrorDetails::new();
+        let (code, reason, cursor) = match end {
+            End::FellBehind { cursor } => (Code::Aborted, "WATCH_FELL_BEHIND", cursor),
+            End::ShuttingDown { cursor } => {
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (Code::Unavailable, "SHUTTING_DOWN", cursor)
+            }
+            End::Store(e) => return e.into(),
+        };
+        details.set_error_info(
+            reason,
+            ERROR_DOMAIN,
+            HashMap::from([("cursor".to_owned(), cursor.to_string())]),
+        );
+        Status::with_error_details(code, message, details)
+    }
+}
+
 impl From<crate::ratelimit::refusal::Refusal> for Status {
     #[expect(
         clippy::disallowed_methods,

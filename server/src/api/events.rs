@@ -1,15 +1,21 @@
 //! `EventService`: the audit log, read from the outbox the writes append
 //! to.
 
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt as _};
 use tollgate::tollgate::v1::{
-    ListEventsRequest, ListEventsResponse, event_service_server::EventService,
+    ListEventsRequest, ListEventsResponse, WatchEventsRequest, WatchEventsResponse,
+    event_service_server::EventService,
 };
 use tonic::{Request, Response, Status};
 
 use super::{caller, list_params};
 use crate::{
+    bus::Bus,
     domain::{Error, filter::FieldType, names::OrgName},
     store::Store,
+    watch::{Start, Watch},
 };
 
 /// What ListEvents may filter on (`ListEventsRequest.filter`).
@@ -26,17 +32,49 @@ const ALL_ORGANIZATIONS: &str = "organizations/-";
 /// The `EventService` implementation.
 pub struct Events {
     store: Store,
+    bus: Bus,
 }
 
 impl Events {
-    /// Serves the events `store` holds.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// Serves the events `store` holds, and follows new ones on `bus`.
+    pub fn new(store: Store, bus: Bus) -> Self {
+        Self { store, bus }
     }
 }
 
+/// A watch's responses.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEventsResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl EventService for Events {
+    type WatchEventsStream = WatchStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = caller(&req)?;
+        let req = req.into_inner();
+        if req.parent == ALL_ORGANIZATIONS {
+            return Err(Error::invalid(
+                "parent",
+                "a watch follows one organization (ids are ordered within one only); \
+                 follow every organization on NATS",
+            )
+            .into());
+        }
+        let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
+        caller.authorize(&parent.org)?;
+        let filter = crate::domain::filter::parse(&req.filter, FILTERS)?;
+        let start = Start::parse("cursor", &req.cursor)?;
+        let watch = Watch::start(self.store.clone(), &self.bus, parent.org, filter, start).await?;
+        let stream = watch.into_stream().map(|item| {
+            item.map(|event| WatchEventsResponse { event: Some(event) })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn list_events(
         &self,
         req: Request<ListEventsRequest>,

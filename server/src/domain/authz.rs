@@ -59,7 +59,7 @@ impl Role {
             // reveals no more than reading does.
             (
                 Role::Editor | Role::Viewer,
-                Verb::Get | Verb::List | Verb::Introspect | Verb::Check,
+                Verb::Get | Verb::List | Verb::Watch | Verb::Introspect | Verb::Check,
             ) => true,
             // An organization's own settings are for its admins.
             (
@@ -100,6 +100,8 @@ pub enum Verb {
     Get,
     /// Read a collection.
     List,
+    /// Follow a collection's changes (WatchEvents).
+    Watch,
     /// Add a resource.
     Create,
     /// Change a resource.
@@ -120,9 +122,10 @@ pub enum Verb {
 
 impl Verb {
     /// Every verb, in the order of the permission strings' documentation.
-    pub const ALL: [Verb; 10] = [
+    pub const ALL: [Verb; 11] = [
         Verb::Get,
         Verb::List,
+        Verb::Watch,
         Verb::Create,
         Verb::Update,
         Verb::Delete,
@@ -138,6 +141,7 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::List => "list",
+            Verb::Watch => "watch",
             Verb::Create => "create",
             Verb::Update => "update",
             Verb::Delete => "delete",
@@ -503,7 +507,7 @@ mod tests {
                 Role::Viewer.grants(&p),
                 matches!(
                     verb,
-                    Verb::Get | Verb::List | Verb::Introspect | Verb::Check
+                    Verb::Get | Verb::List | Verb::Watch | Verb::Introspect | Verb::Check
                 ),
                 "{p}"
             );

@@ -77,6 +77,16 @@ impl PageRequest {
         Ok(Self { size, after, query })
     }
 
+    /// A page of `size` rows after `key`, for the server's own paging
+    /// (a watcher replaying from its cursor), which hands out no token.
+    pub fn after_key(size: usize, key: Option<String>) -> Self {
+        Self {
+            size: size.clamp(1, MAX_PAGE_SIZE),
+            after: key,
+            query: 0,
+        }
+    }
+
     /// How many rows to fetch: one more than a page, to know whether another
     /// page follows.
     pub fn fetch_limit(&self) -> i64 {

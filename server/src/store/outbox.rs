@@ -16,7 +16,7 @@ use super::{
 use crate::{
     domain::{
         Error, Result,
-        filter::{Op, Predicate},
+        filter::{Op, Predicate, Value},
         now_micros,
         page::PageRequest,
         timestamp,
@@ -102,6 +102,52 @@ pub(crate) fn decode(id: i64, payload: &str) -> Result<Event> {
     Ok(event)
 }
 
+/// Whether `event` passes `filter` (ListEvents' fields), with the same
+/// meaning as the query [`Store::list_events`] runs, so a watcher's live
+/// events are filtered as its replayed ones were.
+pub fn event_matches(filter: &[Predicate], event: &Event) -> bool {
+    use std::cmp::Ordering;
+    fn compare(op: Op, ord: Ordering) -> bool {
+        match op {
+            Op::Eq => ord.is_eq(),
+            Op::Ne => ord.is_ne(),
+            Op::Lt => ord.is_lt(),
+            Op::Le => ord.is_le(),
+            Op::Gt => ord.is_gt(),
+            Op::Ge => ord.is_ge(),
+        }
+    }
+    filter.iter().all(|p| {
+        let field = match p.field {
+            "type" => &event.r#type,
+            "actor" => &event.actor,
+            "resource" => &event.resource,
+            "time" => {
+                let Value::Int(micros) = p.value else {
+                    return false;
+                };
+                let time = event.time.as_ref().map_or(0, |t| {
+                    t.seconds
+                        .saturating_mul(1_000_000)
+                        .saturating_add(i64::from(t.nanos / 1000))
+                });
+                return compare(p.op, time.cmp(&micros));
+            }
+            _ => return false,
+        };
+        let Value::Text(value) = &p.value else {
+            return false;
+        };
+        match (p.field, value.strip_suffix('*')) {
+            ("resource", Some(prefix)) => {
+                // `=` keeps the names under the prefix, `!=` the others.
+                field.starts_with(prefix) == (p.op == Op::Eq)
+            }
+            _ => compare(p.op, field.as_str().cmp(value.as_str())),
+        }
+    })
+}
+
 /// The pause between two purge batches, so a large purge leaves the
 /// table to writers and the relay between its short deletes.
 const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
@@ -150,6 +196,21 @@ impl Store {
             }
             tokio::time::sleep(PURGE_PAUSE).await;
         }
+    }
+
+    /// The id of `org`'s latest event, 0 when it has none (retained).
+    pub async fn latest_event_id(&self, org: &str) -> Result<u64> {
+        let org = org.to_owned();
+        let max: Option<i64> = self
+            .db
+            .run(move |conn| {
+                Ok(outbox::table
+                    .filter(outbox::org_id.eq(org))
+                    .select(diesel::dsl::max(outbox::id))
+                    .first(conn)?)
+            })
+            .await?;
+        Ok(max.map_or(0, |id| u64::try_from(id).unwrap_or_default()))
     }
 
     /// A page of events of `org` (of every organization when `None`),
