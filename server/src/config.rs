@@ -479,6 +479,7 @@ impl Settings {
             nats_subject_prefix: self.nats_subject_prefix.unwrap_or(d.nats_subject_prefix),
             event_retention: self.event_retention.map_or(d.event_retention, |r| r.0),
             watch_buffer: self.watch_buffer.unwrap_or(d.watch_buffer).max(1),
+            watch_recheck: d.watch_recheck,
         }
     }
 }
@@ -678,6 +679,9 @@ pub struct Config {
     /// Events a watcher may fall behind before it is ended
     /// (`--watch-buffer`); default 1024.
     pub watch_buffer: usize,
+    /// How often a watch checks that its caller may still read; default
+    /// [`crate::watch::RECHECK`]. Not a flag: tests shorten it.
+    pub watch_recheck: Duration,
 }
 
 /// The longest `--redis-timeout-ms`: a decision must never stall a call
@@ -913,6 +917,7 @@ impl Default for Config {
             nats_subject_prefix: "tollgate.events".to_owned(),
             event_retention: Some(Duration::from_secs(90 * DAY_SECS)),
             watch_buffer: crate::bus::Bus::CAPACITY,
+            watch_recheck: crate::watch::RECHECK,
         }
     }
 }

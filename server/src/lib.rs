@@ -320,7 +320,12 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
     );
     others.push((named(&rls), services::Services::boxed(rls)));
     let events = tollgate::tollgate::v1::event_service_server::EventServiceServer::new(
-        api::events::Events::new(store.clone(), app.bus.clone()),
+        api::events::Events::new(
+            store.clone(),
+            app.bus.clone(),
+            app.credentials.clone(),
+            app.config.watch_recheck,
+        ),
     );
     others.push((named(&events), services::Services::boxed(events)));
     let usage = tollgate::tollgate::v1::usage_service_server::UsageServiceServer::new(

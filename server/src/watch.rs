@@ -18,22 +18,57 @@
 //! long) replays once more instead. When the hub itself missed events (its
 //! NATS subscription was cut, see [`Bus::resync`]) it closes the channels,
 //! and every watcher subscribes again and replays what it missed.
+//!
+//! Access is checked when the watch opens and again every [`RECHECK`]
+//! (`Config::watch_recheck`): the caller's credential is resolved anew (from the caches
+//! the bus keeps current), so a watch whose key is revoked, whose token
+//! expired or whose principal lost its role ends with the refusal a new
+//! call would get.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use futures::Stream;
-use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::{
+    sync::broadcast::{Receiver, error::RecvError},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::Bus,
     domain::{Error, filter::Predicate, page::PageRequest},
     events::Event,
+    layers::{authenticate::Credentials, authorize::Caller},
     store::{Store, outbox::event_matches},
 };
 
 /// Events read from the table per replay query.
 const REPLAY_PAGE: usize = 500;
+
+/// How often a watch checks that its caller may still read, by default.
+pub const RECHECK: Duration = Duration::from_secs(10);
+
+/// What a watch needs to check its caller again.
+pub struct Access {
+    /// Resolves the credential.
+    pub credentials: Credentials,
+    /// The credential the watch was opened with.
+    pub credential: String,
+    /// The permit it was opened with.
+    pub caller: Caller,
+    /// How often to check.
+    pub every: Duration,
+}
+
+impl Access {
+    /// Whether the credential still resolves to a principal that may read
+    /// `org`; the refusal a new call would get otherwise.
+    async fn check(&self, org: &str) -> Result<(), Error> {
+        let principal = self.credentials.resolve(&self.credential).await?;
+        self.caller.with_principal(principal).authorize(org)?;
+        Ok(())
+    }
+}
 
 /// Why a watch ended before the client left; each carries the cursor to
 /// resume from (the id of the last event sent).
@@ -55,9 +90,9 @@ pub enum End {
         /// Where to resume.
         cursor: u64,
     },
-    /// Reading the table failed.
+    /// Reading the table failed, or the caller may no longer read.
     #[error(transparent)]
-    Store(#[from] Error),
+    Error(#[from] Error),
 }
 
 /// Where a watch starts.
@@ -105,6 +140,9 @@ pub struct Watch {
     live: bool,
     /// Replays started by a lag since the hub last delivered.
     lag_replays: u8,
+    access: Access,
+    /// When [`Access::check`] runs next.
+    next_check: Instant,
     done: bool,
     _gauge: WatcherGauge,
 }
@@ -114,6 +152,7 @@ impl Watch {
     pub async fn start(
         store: Store,
         bus: &Bus,
+        access: Access,
         org: String,
         filter: Vec<Predicate>,
         start: Start,
@@ -138,6 +177,8 @@ impl Watch {
             replaying,
             live: false,
             lag_replays: 0,
+            next_check: Instant::now() + access.every,
+            access,
             done: false,
             _gauge: WatcherGauge::open(),
         })
@@ -166,6 +207,10 @@ impl Watch {
 
     async fn advance(&mut self) -> Result<Event, End> {
         loop {
+            if Instant::now() >= self.next_check {
+                self.access.check(&self.org).await?;
+                self.next_check = Instant::now() + self.access.every;
+            }
             if let Some(event) = self.page.pop_front() {
                 return Ok(event);
             }
@@ -178,6 +223,7 @@ impl Watch {
                 () = self.closing.cancelled() => {
                     return Err(End::ShuttingDown { cursor: self.cursor });
                 }
+                () = tokio::time::sleep_until(self.next_check) => continue,
                 received = self.rx.recv() => received,
             };
             match received {

@@ -15,11 +15,12 @@ use tollgate_client::{
 };
 use tollgate_e2e::{
     Backend, Client, Code, TestServer, concurrently, each_backend,
-    fixtures::{create_org, create_user, mask, org_name, sa_with_key},
+    fixtures::{create_key, create_org, create_sa, create_user, mask, org_name, sa_with_key},
     peers,
     rpc::RpcResult as _,
     v1::{
-        Event, ListEventsRequest, Organization, UpdateOrganizationRequest, WatchEventsRequest,
+        Event, ListEventsRequest, Organization, RevokeApiKeyRequest, ServiceAccount,
+        UpdateOrganizationRequest, UpdateServiceAccountRequest, WatchEventsRequest,
         WatchEventsResponse,
     },
 };
@@ -257,6 +258,76 @@ async fn a_watch_is_refused_clearly() {
         Ok(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_when_its_caller_may_no_longer_read() {
+    for backend in tollgate_e2e::backends() {
+        let mut server = TestServer::start_configured(&backend, |c| {
+            c.watch_recheck = Duration::from_millis(200);
+        })
+        .await
+        .unwrap();
+        let admin = server.admin();
+        create_org(&admin, "guarded", "Guarded").await;
+        let org = org_name("guarded");
+
+        // A revoked key.
+        let sa = create_sa(&admin, "guarded", "revoked", &["viewer"]).await;
+        let key = create_key(&admin, &sa.name, "watch").await;
+        let mut revoked = watch(&server.client(&key.secret), &org, "", "").await;
+        // A principal that loses its role.
+        let sa = create_sa(&admin, "guarded", "demoted", &["viewer"]).await;
+        let demoted_key = create_key(&admin, &sa.name, "watch").await;
+        let mut demoted = watch(&server.client(&demoted_key.secret), &org, "", "").await;
+        // One whose access stays.
+        let kept_key = sa_with_key(&admin, "guarded", "kept", &["viewer"]).await;
+        let mut kept = watch(&server.client(&kept_key), &org, "", "").await;
+
+        admin
+            .api_keys()
+            .revoke_api_key(RevokeApiKeyRequest {
+                name: key.name.clone(),
+                etag: String::new(),
+            })
+            .await
+            .expect_ok();
+        admin
+            .service_accounts()
+            .update_service_account(UpdateServiceAccountRequest {
+                service_account: Some(ServiceAccount {
+                    name: sa.name.clone(),
+                    roles: Vec::new(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["roles"]),
+            })
+            .await
+            .expect_ok();
+        for (stream, code) in [
+            (&mut revoked, Code::Unauthenticated),
+            (&mut demoted, Code::PermissionDenied),
+        ] {
+            let status = loop {
+                match tokio::time::timeout(ARRIVES, stream.message()).await {
+                    Ok(Ok(Some(_))) => continue,
+                    Ok(Ok(None)) => panic!("ended without a status"),
+                    Ok(Err(status)) => break status,
+                    Err(_) => panic!("the watch went on after its caller lost access"),
+                }
+            };
+            assert_eq!(status.code(), code, "{status:?}");
+        }
+        // The other watcher goes on, and saw both changes.
+        let seen = take(&mut kept, 2).await;
+        assert_eq!(
+            seen.iter().map(|e| e.r#type.as_str()).collect::<Vec<_>>(),
+            ["apiKey.revoked", "serviceAccount.updated"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_quiet(&mut kept).await;
+        server.stop().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

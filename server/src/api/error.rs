@@ -83,7 +83,7 @@ impl From<crate::watch::End> for Status {
                 details.set_retry_info(Some(Duration::from_secs(1)));
                 (Code::Unavailable, "SHUTTING_DOWN", cursor)
             }
-            End::Store(e) => return e.into(),
+            End::Error(e) => return e.into(),
         };
         details.set_error_info(
             reason,

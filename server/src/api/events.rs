@@ -14,8 +14,9 @@ use super::{caller, list_params};
 use crate::{
     bus::Bus,
     domain::{Error, filter::FieldType, names::OrgName},
+    layers::authenticate::{self, Credentials},
     store::Store,
-    watch::{Start, Watch},
+    watch::{Access, Start, Watch},
 };
 
 /// What ListEvents may filter on (`ListEventsRequest.filter`).
@@ -33,12 +34,26 @@ const ALL_ORGANIZATIONS: &str = "organizations/-";
 pub struct Events {
     store: Store,
     bus: Bus,
+    credentials: Credentials,
+    recheck: std::time::Duration,
 }
 
 impl Events {
-    /// Serves the events `store` holds, and follows new ones on `bus`.
-    pub fn new(store: Store, bus: Bus) -> Self {
-        Self { store, bus }
+    /// Serves the events `store` holds, and follows new ones on `bus`;
+    /// watches check their callers again with `credentials` every
+    /// `recheck`.
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        credentials: Credentials,
+        recheck: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            credentials,
+            recheck,
+        }
     }
 }
 
@@ -54,6 +69,9 @@ impl EventService for Events {
         req: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let caller = caller(&req)?;
+        let credential = authenticate::credential(req.metadata().as_ref())?
+            .unwrap_or_default()
+            .to_owned();
         let req = req.into_inner();
         if req.parent == ALL_ORGANIZATIONS {
             return Err(Error::invalid(
@@ -67,7 +85,21 @@ impl EventService for Events {
         caller.authorize(&parent.org)?;
         let filter = crate::domain::filter::parse(&req.filter, FILTERS)?;
         let start = Start::parse("cursor", &req.cursor)?;
-        let watch = Watch::start(self.store.clone(), &self.bus, parent.org, filter, start).await?;
+        let access = Access {
+            credentials: self.credentials.clone(),
+            credential,
+            caller,
+            every: self.recheck,
+        };
+        let watch = Watch::start(
+            self.store.clone(),
+            &self.bus,
+            access,
+            parent.org,
+            filter,
+            start,
+        )
+        .await?;
         let stream = watch.into_stream().map(|item| {
             item.map(|event| WatchEventsResponse { event: Some(event) })
                 .map_err(Status::from)

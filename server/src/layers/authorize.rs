@@ -87,6 +87,16 @@ impl Caller {
         Ok(Some(&self.principal.org))
     }
 
+    /// The same permit for `principal`: the caller's credential resolved
+    /// again, for a call that lasts (a watch) to check it still holds.
+    pub fn with_principal(&self, principal: Arc<Principal>) -> Caller {
+        Caller {
+            principal,
+            policy: self.policy.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+
     /// The method's policy, for its cost.
     pub fn policy(&self) -> &Policy {
         &self.policy
