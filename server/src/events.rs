@@ -121,11 +121,13 @@ pub enum EventKind {
     RateLimitPolicyUpdated,
     /// A rate-limit policy was deleted.
     RateLimitPolicyDeleted,
+    /// An OAuth access token, or a refresh token family, was revoked.
+    TokenRevoked,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::OrganizationCreated,
         EventKind::OrganizationUpdated,
         EventKind::OrganizationDeleted,
@@ -147,6 +149,7 @@ impl EventKind {
         EventKind::RateLimitPolicyCreated,
         EventKind::RateLimitPolicyUpdated,
         EventKind::RateLimitPolicyDeleted,
+        EventKind::TokenRevoked,
     ];
 
     /// The name in `Event.type` and in NATS subjects.
@@ -173,6 +176,7 @@ impl EventKind {
             EventKind::RateLimitPolicyCreated => "rateLimitPolicy.created",
             EventKind::RateLimitPolicyUpdated => "rateLimitPolicy.updated",
             EventKind::RateLimitPolicyDeleted => "rateLimitPolicy.deleted",
+            EventKind::TokenRevoked => "token.revoked",
         }
     }
 

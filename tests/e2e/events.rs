@@ -33,8 +33,10 @@ const ADMIN: &str = "organizations/root/serviceAccounts/admin";
 
 /// Writes this table does not cover, and why.
 const ELSEWHERE: &[&str] = &[
-    // Credentials, not resources: codes, refresh tokens and revocations
-    // have no resource name; their trail is the security log.
+    // Credentials, not resources: issuing appends nothing (the security
+    // log is its trail). Revoking, called by an OAuth client rather than
+    // a principal, appends `token.revoked`: checked in
+    // oauth::revocation::revocations_are_events.
     "TokenService/IssueToken",
     "TokenService/IntrospectToken",
     "TokenService/RevokeToken",
@@ -497,6 +499,7 @@ async fn every_write_appends_exactly_one_typed_event() {
                 }
                 After::SigningKey(k) => &k.name,
                 After::RateLimitPolicy(p) => &p.name,
+                After::RevokedToken(t) => &t.client,
             };
             assert_eq!(after_name, &resource, "{method}");
             if let (After::User(u), "user.updated") = (e.after.as_ref().unwrap(), *kind) {

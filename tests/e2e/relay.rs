@@ -18,11 +18,14 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use tollgate_e2e::{
     Backend, Client, Code, TestServer, backends,
-    fixtures::{create_key, create_org, create_sa, probe, sa_with_key},
+    fixtures::{create_key, create_oauth_client, create_org, create_sa, probe, sa_with_key},
     outbox, peers,
     proxy::{Mode, Proxy},
     rpc::RpcResult as _,
-    v1::{ListEventsRequest, RevokeApiKeyRequest, WatchEventsRequest},
+    v1::{
+        GetUserRequest, IssueTokenRequest, ListEventsRequest, RevokeApiKeyRequest,
+        RevokeTokenRequest, WatchEventsRequest,
+    },
 };
 
 /// One message as the consumer printed it.
@@ -334,7 +337,16 @@ async fn two_replicas_one_relay_and_revocation_within_a_second() {
     let mut first = TestServer::start_configured(&backend, stream.configure(&url))
         .await
         .unwrap();
-    let mut second = first.start_replica(stream.configure(&url)).await.unwrap();
+    // Behind one load balancer, replicas share the issuer.
+    let issuer = format!("http://{}", first.grpc_addr());
+    let configure = stream.configure(&url);
+    let mut second = first
+        .start_replica(move |c| {
+            configure(c);
+            c.issuer = issuer.clone();
+        })
+        .await
+        .unwrap();
     let leader = one_leader(&[&first, &second], Duration::from_secs(5))
         .await
         .unwrap();
@@ -398,6 +410,64 @@ async fn two_replicas_one_relay_and_revocation_within_a_second() {
         .expect("an event");
     assert_eq!(watched.r#type, "apiKey.revoked");
     assert_eq!(watched.resource, key.name);
+
+    // An access token revoked through the first is refused by the second
+    // within a second: its `token.revoked` event reaches the second's
+    // verifier (the database poll alone takes 5 s).
+    let oauth = create_oauth_client(&admin, "acme", "svc", false, Some(&sa.name)).await;
+    let token = first
+        .anonymous()
+        .tokens()
+        .issue_token(IssueTokenRequest {
+            grant_type: "client_credentials".into(),
+            client_id: oauth.name.clone(),
+            client_secret: oauth.secret.clone(),
+            scope: "users.get".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_ok()
+        .access_token;
+    let with_token = second
+        .builder()
+        .bearer_token(&token)
+        .connect_lazy()
+        .unwrap();
+    let read = async || {
+        with_token
+            .users()
+            .get_user(GetUserRequest {
+                name: "organizations/acme/users/nobody".into(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| s.code())
+    };
+    assert_eq!(read().await, Err(Code::NotFound), "accepted before");
+    first
+        .anonymous()
+        .tokens()
+        .revoke_token(RevokeTokenRequest {
+            token: token.clone(),
+            client_id: oauth.name.clone(),
+            client_secret: oauth.secret.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_ok();
+    let revoked = Instant::now();
+    loop {
+        match read().await {
+            Err(Code::Unauthenticated) => break,
+            other => assert_eq!(other, Err(Code::NotFound), "unexpected answer"),
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "the second replica still accepts the revoked token after {:?}",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Stopping the leader hands the relay to the other within seconds,
     // and events keep flowing.

@@ -52,11 +52,13 @@ impl TokenService for Tokens {
         req: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
         let ip = source(&req);
+        let request_id = request_id(&req);
         let r = req.into_inner();
         let token = self
             .provider
             .token(
                 TokenRequest {
+                    request_id,
                     grant_type: r.grant_type,
                     client_id: r.client_id,
                     client_secret: some(r.client_secret),
@@ -107,6 +109,7 @@ impl TokenService for Tokens {
         req: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenResponse>, Status> {
         let ip = source(&req);
+        let request_id = request_id(&req);
         let r = req.into_inner();
         if r.token.is_empty() {
             return Err(OAuthError::invalid_request("token is required").into());
@@ -115,7 +118,7 @@ impl TokenService for Tokens {
             .provider
             .authenticate_client(&r.client_id, some(r.client_secret).as_deref(), ip)
             .await?;
-        self.provider.revoke(&client, &r.token).await?;
+        self.provider.revoke(&client, &r.token, &request_id).await?;
         Ok(Response::new(RevokeTokenResponse {}))
     }
 
@@ -132,4 +135,15 @@ impl TokenService for Tokens {
     ) -> Result<Response<SigningKey>, Status> {
         self.signing_keys.rotate(req).await
     }
+}
+
+/// The call's request id (set by the trace layer), for the events of what
+/// it changes.
+fn request_id<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<std::sync::Arc<crate::layers::call::Call>>()
+        .map_or_else(
+            || crate::layers::request_id::RequestId::assign().to_string(),
+            |call| call.request_id().to_string(),
+        )
 }

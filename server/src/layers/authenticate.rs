@@ -19,15 +19,23 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use tollgate::tollgate::v1::RevokedToken;
+
 use super::{BoxFuture, call::Call};
 use crate::{
     domain::{Error, api_key::PresentedKey, authz::Principal, names::PrincipalName},
+    events::WriteContext,
     oauth::{
         claims::AccessClaims,
         verifier::{AccessTokens, VerifiedAccess, looks_like_jwt},
     },
     store::Store,
 };
+
+/// When a revoked access token would have expired, in seconds.
+pub fn expire_seconds(revoked: &RevokedToken) -> i64 {
+    revoked.expire_time.as_ref().map_or(0, |t| t.seconds)
+}
 
 /// What `authenticate` found out about the caller; `authorize` decides
 /// what it means for the method called.
@@ -98,25 +106,33 @@ impl Credentials {
         }
     }
 
-    /// Revokes the access token `jti` (expiring at `exp`, seconds) on
-    /// this replica at once; others learn it from the database within
-    /// [`REVOCATION_POLL`].
-    pub async fn revoke_access_token(&self, jti: &str, exp: i64) -> Result<(), Error> {
-        self.store
-            .revoke_jti(jti, exp.saturating_mul(1_000_000))
-            .await?;
+    /// Revokes the access token `revoked.jti` of `org` on this replica at
+    /// once; others learn it from its `token.revoked` event through the
+    /// bus, or from the database within [`REVOCATION_POLL`].
+    pub async fn revoke_access_token(
+        &self,
+        ctx: &WriteContext,
+        org: &str,
+        revoked: RevokedToken,
+    ) -> Result<(), Error> {
+        let (jti, exp) = (revoked.jti.clone(), expire_seconds(&revoked));
+        self.store.revoke_jti(ctx, org, revoked).await?;
         if let Some(tokens) = &self.tokens {
-            tokens.note_revoked(jti.to_owned(), exp);
+            tokens.note_revoked(jti, exp);
         }
         self.store.caches.bump();
         Ok(())
     }
 
-    /// Loads the revocations other replicas recorded, until `shutdown`.
+    /// Learns the revocations other replicas recorded, until `shutdown`:
+    /// at once from their `token.revoked` events (through the bus, see
+    /// [`Store::subscribe_token_revocations`]), and from the database
+    /// every [`REVOCATION_POLL`] for when the bus is down.
     pub async fn poll_revocations(self, shutdown: tokio_util::sync::CancellationToken) {
         let Some(tokens) = self.tokens.clone() else {
             return;
         };
+        let mut events = self.store.subscribe_token_revocations();
         let mut since = 0;
         loop {
             match self.store.revoked_jtis_since(since).await {
@@ -132,9 +148,27 @@ impl Credentials {
                 }
                 Err(e) => tracing::warn!(error = %e, "loading token revocations"),
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(REVOCATION_POLL) => {}
+            let next_poll = tokio::time::Instant::now() + REVOCATION_POLL;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep_until(next_poll) => break,
+                    event = events.recv() => match event {
+                        Ok((jti, exp)) => {
+                            tokens.note_revoked(jti, exp);
+                            self.store.caches.bump();
+                        }
+                        // Missed some: the database has them all.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            since = 0;
+                            break;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            tokio::time::sleep_until(next_poll).await;
+                            break;
+                        }
+                    },
+                }
             }
         }
     }

@@ -22,7 +22,10 @@ use super::{
     keys::JWKS_MAX_AGE,
     provider::{Provider, TokenRequest, Viewer, grant},
 };
-use crate::{domain::scope::Scopes, layers::authenticate::Credentials};
+use crate::{
+    domain::scope::Scopes,
+    layers::{authenticate::Credentials, request_id::RequestId},
+};
 
 /// The largest form body accepted; real token requests are well under
 /// 8 KiB, and a larger body is refused before it is buffered further.
@@ -357,6 +360,7 @@ async fn token(State(ctx): State<Ctx>, request: Request) -> Response {
         }
     }
     let req = TokenRequest {
+        request_id: RequestId::from_headers(headers).to_string(),
         grant_type: form.owned("grant_type").unwrap_or_default(),
         client_id,
         client_secret,
@@ -573,7 +577,8 @@ async fn revoke(State(ctx): State<Ctx>, request: Request) -> Response {
         Ok(c) => c,
         Err(e) => return refuse(e),
     };
-    match ctx.provider.revoke(&client, token).await {
+    let request_id = RequestId::from_headers(headers).to_string();
+    match ctx.provider.revoke(&client, token, &request_id).await {
         Ok(()) => json_response(StatusCode::OK, Bytes::new(), None),
         Err(e) => refuse(e),
     }

@@ -12,7 +12,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use sha2::Digest as _;
-use tollgate::tollgate::v1::IntrospectTokenResponse;
+use tollgate::tollgate::v1::{IntrospectTokenResponse, RevokedToken};
 
 use super::{
     claims::{ACCESS_TOKEN_TYP, AccessClaims, Actor, Audience, ID_TOKEN_TYP, IdClaims, at_hash},
@@ -28,11 +28,12 @@ use crate::{
         now_micros,
         scope::{Scope, Scopes},
     },
+    events::WriteContext,
     layers::authenticate::Credentials,
     store::{
         Store,
         oauth_clients::{ClientAuthError, OAuthClientRow},
-        tokens::{GrantRefusal, NewCode, NewFamily},
+        tokens::{self, GrantRefusal, NewCode, NewFamily},
     },
 };
 
@@ -78,6 +79,9 @@ pub struct TokenRequest {
     pub subject_token_type: Option<String>,
     /// token-exchange: the wanted token type.
     pub requested_token_type: Option<String>,
+    /// The request's id (`x-request-id`), for the events of what the
+    /// grant changes (a reused refresh token revokes its family).
+    pub request_id: String,
 }
 
 /// A successful token response (RFC 6749 section 5.1).
@@ -523,7 +527,12 @@ impl Provider {
         let row = match self
             .inner
             .store
-            .redeem_authorization_code(code, &client.org_id, &client.client_id)
+            .redeem_authorization_code(
+                &write_context(client, &req.request_id),
+                code,
+                &client.org_id,
+                &client.client_id,
+            )
             .await?
         {
             Ok(row) => row,
@@ -661,7 +670,13 @@ impl Provider {
             let refusal = match self
                 .inner
                 .store
-                .rotate_refresh_token(token, &client.org_id, &client.client_id, String::new())
+                .rotate_refresh_token(
+                    &write_context(client, &req.request_id),
+                    token,
+                    &client.org_id,
+                    &client.client_id,
+                    String::new(),
+                )
                 .await?
             {
                 Ok(_) => GrantRefusal::Unknown,
@@ -688,6 +703,7 @@ impl Provider {
             .inner
             .store
             .rotate_refresh_token(
+                &write_context(client, &req.request_id),
                 token,
                 &client.org_id,
                 &client.client_id,
@@ -933,14 +949,21 @@ impl Provider {
         }
     }
 
-    /// RFC 7009: revokes `token` for the client that holds it. Unknown
-    /// tokens succeed; another client's token is `unauthorized_client`.
-    pub async fn revoke(&self, client: &OAuthClientRow, token: &str) -> Result<(), OAuthError> {
+    /// RFC 7009: revokes `token` for the client that holds it, for
+    /// request `request_id`. Unknown tokens succeed; another client's
+    /// token is `unauthorized_client`.
+    pub async fn revoke(
+        &self,
+        client: &OAuthClientRow,
+        token: &str,
+        request_id: &str,
+    ) -> Result<(), OAuthError> {
+        let ctx = write_context(client, request_id);
         if token.starts_with(crate::domain::secret::REFRESH_PREFIX) {
             return match self
                 .inner
                 .store
-                .revoke_refresh_token(token, &client.org_id, &client.client_id)
+                .revoke_refresh_token(&ctx, token, &client.org_id, &client.client_id)
                 .await?
             {
                 Ok(_) => Ok(()),
@@ -961,9 +984,21 @@ impl Provider {
                 "the token was issued to another client",
             ));
         }
+        let revoked = RevokedToken {
+            token_type: tokens::ACCESS_TOKEN_TYPE.into(),
+            jti: claims.jti.clone(),
+            client: claims.client_id.clone(),
+            subject: claims.sub.clone(),
+            expire_time: Some(prost_types::Timestamp {
+                seconds: claims.exp,
+                nanos: 0,
+            }),
+            reason: tokens::REVOKED.into(),
+            ..RevokedToken::default()
+        };
         self.inner
             .credentials
-            .revoke_access_token(&claims.jti, claims.exp)
+            .revoke_access_token(&ctx, &client.org_id, revoked)
             .await?;
         tracing::info!(
             target: "tollgate::security",
@@ -974,6 +1009,12 @@ impl Provider {
         );
         Ok(())
     }
+}
+
+/// The write context of what `client`'s request `request_id` changes:
+/// the client is the actor.
+fn write_context(client: &OAuthClientRow, request_id: &str) -> WriteContext {
+    WriteContext::new(client.name().to_string(), request_id)
 }
 
 /// RFC 7636 S256: `BASE64URL(SHA256(verifier)) == challenge`, after

@@ -291,18 +291,25 @@ mod tests {
         };
         assert!(credentials.resolve(&token("a")).await.is_ok());
         assert!(!tokens.revocations_overflowed());
+        let ctx = crate::events::WriteContext::system("test");
+        let revoked = |jti: &str| tollgate::tollgate::v1::RevokedToken {
+            jti: jti.into(),
+            client: "organizations/root/clients/c".into(),
+            expire_time: Some(prost_types::Timestamp {
+                seconds: now + 600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
         for jti in ["r1", "r2", "r3", "r4"] {
             credentials
-                .revoke_access_token(jti, now + 600)
+                .revoke_access_token(&ctx, "root", revoked(jti))
                 .await
                 .unwrap();
         }
         assert!(tokens.revocations_overflowed());
         // Revoked in the database only.
-        store
-            .revoke_jti("b", (now + 600) * 1_000_000)
-            .await
-            .unwrap();
+        store.revoke_jti(&ctx, "root", revoked("b")).await.unwrap();
         let refused = credentials.resolve(&token("b")).await.unwrap_err();
         assert!(refused.to_string().contains("revoked"), "{refused}");
         // Every revoked token stays refused, in memory or not.

@@ -156,6 +156,11 @@ impl Caches {
             EventKind::RateLimitPolicyCreated
             | EventKind::RateLimitPolicyUpdated
             | EventKind::RateLimitPolicyDeleted => Ok(()),
+            // Not cached here: the access-token verifier learns revoked
+            // ids from `Store::subscribe_token_revocations`, and the bump
+            // above makes verified tokens resolve again; refresh tokens
+            // are read from the database on every use.
+            EventKind::TokenRevoked => Ok(()),
             EventKind::OAuthClientCreated
             | EventKind::OAuthClientUpdated
             | EventKind::OAuthClientDeleted

@@ -29,7 +29,7 @@ pub mod versioned;
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 pub use cache::{CacheConfig, Caches};
 pub use db::{Db, DbConnection, Target};
@@ -55,7 +55,14 @@ pub struct Store {
     /// relay (when it leads) publishes them at once instead of at its
     /// next poll.
     committed: Arc<Notify>,
+    /// Every access token revoked (its `token.revoked` event, committed
+    /// here or applied from the bus), for the verifier's revocation list.
+    token_revocations: broadcast::Sender<Revocation>,
 }
+
+/// An access token revoked: its `jti`, and when it would have expired
+/// (seconds since the epoch).
+pub type Revocation = (String, i64);
 
 impl Store {
     /// A store over `db` with caches sized by `caches`.
@@ -65,6 +72,25 @@ impl Store {
             caches: Arc::new(Caches::new(&caches)),
             rate_limit_changes: Arc::new(watch::Sender::new(0)),
             committed: Arc::new(Notify::new()),
+            token_revocations: broadcast::channel(1024).0,
+        }
+    }
+
+    /// The access tokens revoked from now on, on any replica this one
+    /// hears from. A receiver that lags has missed some: it must reload
+    /// the revocations from the database.
+    pub fn subscribe_token_revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.token_revocations.subscribe()
+    }
+
+    /// What every committed event changes beyond the caches.
+    fn note_committed(&self, event: &Event) {
+        if let Some(After::RevokedToken(revoked)) = &event.after
+            && !revoked.jti.is_empty()
+        {
+            let exp = revoked.expire_time.as_ref().map_or(0, |t| t.seconds);
+            // Nobody listening (no verifier) is not an error.
+            let _ = self.token_revocations.send((revoked.jti.clone(), exp));
         }
     }
 
@@ -82,6 +108,7 @@ impl Store {
     /// cache misses.
     pub fn apply_committed(&self, event: &Event) {
         self.caches.apply(event);
+        self.note_committed(event);
         if changes_rate_limits(&event.r#type) {
             self.rate_limit_changes
                 .send_modify(|n| *n = n.wrapping_add(1));
@@ -126,6 +153,7 @@ impl Store {
         let mut rate_limits_changed = false;
         for event in &events {
             self.caches.apply(event);
+            self.note_committed(event);
             rate_limits_changed |= changes_rate_limits(&event.r#type);
         }
         if rate_limits_changed {

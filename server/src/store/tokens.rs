@@ -14,15 +14,20 @@
 
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, RunQueryDsl, SelectableHelper};
 
+use tollgate::tollgate::v1::RevokedToken;
+
 use super::{
-    Store,
+    Store, Tx,
     schema::{authorization_codes, refresh_tokens, revoked_tokens},
 };
-use crate::domain::{
-    Result,
-    names::PrincipalKind,
-    now_micros,
-    secret::{self, CODE_PREFIX, REFRESH_PREFIX, Secret},
+use crate::{
+    domain::{
+        Result,
+        names::{PrincipalKind, PrincipalName},
+        now_micros,
+        secret::{self, CODE_PREFIX, REFRESH_PREFIX, Secret},
+    },
+    events::{After, EventKind, WriteContext},
 };
 
 /// How long an authorization code may wait for its exchange (RFC 6749
@@ -186,15 +191,63 @@ fn family_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Revokes every live token of `family` as of `now`.
-fn revoke_family(conn: &mut super::DbConnection, family: &str, now: i64) -> Result<usize> {
-    Ok(diesel::update(
+/// Revokes every live token of `family` (of `org`'s `client`, acting as
+/// `subject`) as of `now`, with its `token.revoked` event when any was
+/// live.
+fn revoke_family(
+    tx: &mut Tx<'_>,
+    family: &str,
+    (org, client, subject): (&str, &str, String),
+    reason: &str,
+    now: i64,
+) -> Result<usize> {
+    let revoked = diesel::update(
         refresh_tokens::table
             .filter(refresh_tokens::family_id.eq(family))
             .filter(refresh_tokens::revoke_time.is_null()),
     )
     .set(refresh_tokens::revoke_time.eq(now))
-    .execute(conn)?)
+    .execute(tx.conn)?;
+    if revoked > 0 {
+        let client = format!("organizations/{org}/clients/{client}");
+        tx.emit(
+            EventKind::TokenRevoked,
+            org,
+            client.clone(),
+            After::RevokedToken(RevokedToken {
+                token_type: REFRESH_TOKEN_TYPE.into(),
+                family: family.into(),
+                client,
+                subject,
+                reason: reason.into(),
+                ..RevokedToken::default()
+            }),
+        )?;
+    }
+    Ok(revoked)
+}
+
+/// `RevokedToken.token_type` of a refresh token family.
+const REFRESH_TOKEN_TYPE: &str = "refresh_token";
+/// `RevokedToken.token_type` of an access token.
+pub const ACCESS_TOKEN_TYPE: &str = "access_token";
+/// `RevokedToken.reason` of a revocation asked for.
+pub const REVOKED: &str = "revoked";
+/// `RevokedToken.reason` of a family revoked because a token or code was
+/// presented twice.
+const REUSED: &str = "reused";
+
+/// The resource name of a refresh token's subject.
+fn subject_of(row: &RefreshRow) -> String {
+    match row.subject_kind() {
+        Some(kind) => PrincipalName {
+            org: row.org_id.clone(),
+            kind,
+            id: row.subject_id.clone(),
+        }
+        .to_string(),
+        None => String::new(),
+    }
 }
 
 impl Store {
@@ -235,6 +288,7 @@ impl Store {
     /// code's digest, so a later reuse of the code revokes it.
     pub async fn redeem_authorization_code(
         &self,
+        ctx: &WriteContext,
         code: &str,
         org: &str,
         client: &str,
@@ -244,48 +298,48 @@ impl Store {
         }
         let digest = secret::digest(code);
         let (org, client) = (org.to_owned(), client.to_owned());
-        self.db
-            .write(move |conn| {
-                let now = now_micros();
-                let Some(row) = authorization_codes::table
+        self.write(ctx, move |tx| {
+            let now = now_micros();
+            let Some(row) = authorization_codes::table
+                .find(&digest)
+                .select(CodeRow::as_select())
+                .first(tx.conn)
+                .optional()?
+            else {
+                return Ok(Err(GrantRefusal::Unknown));
+            };
+            if row.org_id != org || row.client_id != client {
+                return Ok(Err(GrantRefusal::OtherClient));
+            }
+            if row.used_time.is_some() {
+                if let Some(family) = &row.family_id {
+                    let subject = format!("organizations/{org}/users/{}", row.user_id);
+                    revoke_family(tx, family, (&org, &client, subject), REUSED, now)?;
+                }
+                return Ok(Err(GrantRefusal::Reused));
+            }
+            if row.expire_time <= now {
+                return Ok(Err(GrantRefusal::Expired));
+            }
+            // The compare-and-set: of two racing redemptions on
+            // PostgreSQL, the second finds used_time set and updates
+            // nothing.
+            let updated = diesel::update(
+                authorization_codes::table
                     .find(&digest)
-                    .select(CodeRow::as_select())
-                    .first(conn)
-                    .optional()?
-                else {
-                    return Ok(Err(GrantRefusal::Unknown));
-                };
-                if row.org_id != org || row.client_id != client {
-                    return Ok(Err(GrantRefusal::OtherClient));
-                }
-                if row.used_time.is_some() {
-                    if let Some(family) = &row.family_id {
-                        revoke_family(conn, family, now)?;
-                    }
-                    return Ok(Err(GrantRefusal::Reused));
-                }
-                if row.expire_time <= now {
-                    return Ok(Err(GrantRefusal::Expired));
-                }
-                // The compare-and-set: of two racing redemptions on
-                // PostgreSQL, the second finds used_time set and updates
-                // nothing.
-                let updated = diesel::update(
-                    authorization_codes::table
-                        .find(&digest)
-                        .filter(authorization_codes::used_time.is_null()),
-                )
-                .set(authorization_codes::used_time.eq(now))
-                .execute(conn)?;
-                if updated == 0 {
-                    return Ok(Err(GrantRefusal::Reused));
-                }
-                Ok(Ok(CodeRow {
-                    used_time: Some(now),
-                    ..row
-                }))
-            })
-            .await
+                    .filter(authorization_codes::used_time.is_null()),
+            )
+            .set(authorization_codes::used_time.eq(now))
+            .execute(tx.conn)?;
+            if updated == 0 {
+                return Ok(Err(GrantRefusal::Reused));
+            }
+            Ok(Ok(CodeRow {
+                used_time: Some(now),
+                ..row
+            }))
+        })
+        .await
     }
 
     /// Starts a refresh family and issues its first token; when it comes
@@ -335,6 +389,7 @@ impl Store {
     /// the family's). A token presented again revokes its family.
     pub async fn rotate_refresh_token(
         &self,
+        ctx: &WriteContext,
         token: &str,
         org: &str,
         client: &str,
@@ -348,13 +403,12 @@ impl Store {
         let next = Secret::mint(REFRESH_PREFIX);
         let next_digest = next.digest();
         let out = self
-            .db
-            .write(move |conn| {
+            .write(ctx, move |tx| {
                 let now = now_micros();
                 let Some(row) = refresh_tokens::table
                     .find(&digest)
                     .select(RefreshRow::as_select())
-                    .first(conn)
+                    .first(tx.conn)
                     .optional()?
                 else {
                     return Ok(Err(GrantRefusal::Unknown));
@@ -365,8 +419,9 @@ impl Store {
                 if row.revoke_time.is_some() {
                     return Ok(Err(GrantRefusal::Revoked));
                 }
+                let family = (org.as_str(), client.as_str(), subject_of(&row));
                 if row.used_time.is_some() {
-                    revoke_family(conn, &row.family_id, now)?;
+                    revoke_family(tx, &row.family_id, family, REUSED, now)?;
                     return Ok(Err(GrantRefusal::Reused));
                 }
                 if row.expire_time <= now {
@@ -378,11 +433,11 @@ impl Store {
                         .filter(refresh_tokens::used_time.is_null()),
                 )
                 .set(refresh_tokens::used_time.eq(now))
-                .execute(conn)?;
+                .execute(tx.conn)?;
                 if updated == 0 {
                     // Lost a race with another redemption of the same
                     // token: that is a reuse too.
-                    revoke_family(conn, &row.family_id, now)?;
+                    revoke_family(tx, &row.family_id, family, REUSED, now)?;
                     return Ok(Err(GrantRefusal::Reused));
                 }
                 let successor = RefreshRow {
@@ -395,7 +450,7 @@ impl Store {
                 };
                 diesel::insert_into(refresh_tokens::table)
                     .values(&successor)
-                    .execute(conn)?;
+                    .execute(tx.conn)?;
                 Ok(Ok(row))
             })
             .await?;
@@ -428,6 +483,7 @@ impl Store {
     /// another client's.
     pub async fn revoke_refresh_token(
         &self,
+        ctx: &WriteContext,
         token: &str,
         org: &str,
         client: &str,
@@ -437,50 +493,66 @@ impl Store {
         }
         let digest = secret::digest(token);
         let (org, client) = (org.to_owned(), client.to_owned());
-        self.db
-            .write(move |conn| {
-                let Some(row) = refresh_tokens::table
-                    .find(&digest)
-                    .select(RefreshRow::as_select())
-                    .first(conn)
-                    .optional()?
-                else {
-                    return Ok(Ok(false));
-                };
-                if row.org_id != org || row.client_id != client {
-                    return Ok(Err(GrantRefusal::OtherClient));
-                }
-                revoke_family(conn, &row.family_id, now_micros())?;
-                Ok(Ok(true))
-            })
-            .await
+        self.write(ctx, move |tx| {
+            let Some(row) = refresh_tokens::table
+                .find(&digest)
+                .select(RefreshRow::as_select())
+                .first(tx.conn)
+                .optional()?
+            else {
+                return Ok(Ok(false));
+            };
+            if row.org_id != org || row.client_id != client {
+                return Ok(Err(GrantRefusal::OtherClient));
+            }
+            let family = (org.as_str(), client.as_str(), subject_of(&row));
+            revoke_family(tx, &row.family_id, family, REVOKED, now_micros())?;
+            Ok(Ok(true))
+        })
+        .await
     }
 
-    /// Records that the access token `jti` is revoked until `expire_time`
-    /// (microseconds), when it would have expired anyway. Idempotent.
-    pub async fn revoke_jti(&self, jti: &str, expire_time: i64) -> Result<()> {
-        let jti = jti.to_owned();
-        self.db
-            .write(move |conn| {
-                let exists = revoked_tokens::table
-                    .find(&jti)
-                    .select(revoked_tokens::jti)
-                    .first::<String>(conn)
-                    .optional()?
-                    .is_some();
-                if !exists {
-                    diesel::insert_into(revoked_tokens::table)
-                        .values((
-                            revoked_tokens::jti.eq(&jti),
-                            revoked_tokens::expire_time.eq(expire_time),
-                            revoked_tokens::revoke_time.eq(now_micros()),
-                        ))
-                        .execute(conn)?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
+    /// Records that the access token `revoked.jti` of `org` is revoked
+    /// until its `expire_time`, when it would have expired anyway, with
+    /// its `token.revoked` event. Idempotent: revoking it again changes
+    /// nothing and appends nothing.
+    pub async fn revoke_jti(
+        &self,
+        ctx: &WriteContext,
+        org: &str,
+        revoked: RevokedToken,
+    ) -> Result<()> {
+        let org = org.to_owned();
+        let expire_time = revoked
+            .expire_time
+            .as_ref()
+            .map_or(0, |t| t.seconds.saturating_mul(1_000_000));
+        self.write(ctx, move |tx| {
+            let exists = revoked_tokens::table
+                .find(&revoked.jti)
+                .select(revoked_tokens::jti)
+                .first::<String>(tx.conn)
+                .optional()?
+                .is_some();
+            if !exists {
+                diesel::insert_into(revoked_tokens::table)
+                    .values((
+                        revoked_tokens::jti.eq(&revoked.jti),
+                        revoked_tokens::expire_time.eq(expire_time),
+                        revoked_tokens::revoke_time.eq(now_micros()),
+                    ))
+                    .execute(tx.conn)?;
+                let resource = revoked.client.clone();
+                tx.emit(
+                    EventKind::TokenRevoked,
+                    &org,
+                    resource,
+                    After::RevokedToken(revoked),
+                )?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Whether the access token `jti` was revoked.

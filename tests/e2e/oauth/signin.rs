@@ -337,6 +337,29 @@ async fn code_flow_with_an_independent_relying_party() {
                 if e.error().to_string() == "invalid_grant"),
             "the successor dies with its family: {successor:?}"
         );
+        // The family's revocation is an event, once.
+        let events = server
+            .admin()
+            .events()
+            .list_events(tollgate_e2e::v1::ListEventsRequest {
+                parent: tollgate_e2e::fixtures::org_name("acme"),
+                filter: "type = \"token.revoked\"".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_ok()
+            .events;
+        assert_eq!(events.len(), 1, "{events:?}");
+        match &events[0].after {
+            Some(tollgate_e2e::v1::event::After::RevokedToken(t)) => {
+                assert_eq!(t.token_type, "refresh_token");
+                assert_eq!(t.reason, "reused");
+                assert!(!t.family.is_empty());
+                assert_eq!(t.subject, claims.subject().as_str());
+                assert_eq!(events[0].actor, t.client, "the client presented it");
+            }
+            other => panic!("{other:?}"),
+        }
 
         // With the session, the next authorization goes straight to consent.
         let req2 = request(&rp);

@@ -18,9 +18,10 @@ use tollgate_e2e::{
     fixtures::{create_org, create_sa, org_name, sa_name},
     rpc::RpcResult as _,
     v1::{
-        CreateOAuthClientRequest, GetOrganizationRequest, IssueTokenRequest,
+        CreateOAuthClientRequest, GetOrganizationRequest, IssueTokenRequest, ListEventsRequest,
         ListServiceAccountsRequest, ListUsersRequest, OAuthClient, RotateSigningKeyRequest,
-        ServiceAccount, UpdateServiceAccountRequest, o_auth_client::ClientType, service_account,
+        ServiceAccount, UpdateServiceAccountRequest, event::After, o_auth_client::ClientType,
+        service_account,
     },
 };
 
@@ -582,10 +583,46 @@ async fn revocation_disabling_and_introspection() {
             .expect_ok();
         let r = form_post(
             "/oauth2/revoke",
-            &["-u", &basic, "--data-binary", &format!("token={token}")],
+            &[
+                "-u",
+                &basic,
+                "-H",
+                "x-request-id: revoke-1",
+                "--data-binary",
+                &format!("token={token}"),
+            ],
         )
         .await?;
         assert_eq!(r.status, 200, "{}", r.text());
+        // One `token.revoked` event, naming the client, never the token.
+        let revoked_events = async || {
+            server
+                .admin()
+                .events()
+                .list_events(ListEventsRequest {
+                    parent: org_name("acme"),
+                    filter: "type = \"token.revoked\"".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_ok()
+                .events
+        };
+        let events = revoked_events().await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!(e.resource, id);
+        assert_eq!(e.actor, id, "the client revoked it");
+        assert_eq!(e.request_id, "revoke-1");
+        let Some(After::RevokedToken(t)) = &e.after else {
+            panic!("{e:?}");
+        };
+        assert_eq!(t.token_type, "access_token");
+        assert_eq!(t.reason, "revoked");
+        assert_eq!(t.client, id);
+        assert_eq!(t.subject, sa_name("acme", "billing"));
+        assert!(!t.jti.is_empty() && t.expire_time.is_some(), "{t:?}");
+        assert!(!format!("{e:?}").contains(&token), "no token in an event");
         let s = caller
             .organizations()
             .get_organization(get.clone())
@@ -598,13 +635,17 @@ async fn revocation_disabling_and_introspection() {
         )
         .await?;
         assert_eq!(r.json()?, serde_json::json!({"active": false}));
-        // Revoking again, or garbage, still succeeds (RFC 7009 2.2).
-        let r = form_post(
-            "/oauth2/revoke",
-            &["-u", &basic, "--data-binary", "token=garbage"],
-        )
-        .await?;
-        assert_eq!(r.status, 200);
+        // Revoking again, or garbage, still succeeds (RFC 7009 2.2), and
+        // changes nothing: no second event.
+        for again in [token.as_str(), "garbage"] {
+            let r = form_post(
+                "/oauth2/revoke",
+                &["-u", &basic, "--data-binary", &format!("token={again}")],
+            )
+            .await?;
+            assert_eq!(r.status, 200);
+        }
+        assert_eq!(revoked_events().await.len(), 1);
 
         // Disabling the principal stops its cached tokens.
         let token = issue().await?;
