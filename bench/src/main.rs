@@ -27,6 +27,7 @@
 
 mod child;
 mod echo;
+mod events;
 mod h2load;
 mod load;
 mod oauth;
@@ -109,6 +110,13 @@ enum Command {
     /// 10,000 calls/s (target < 1 ms). Exits 0 on a miss, non-zero on
     /// errors.
     RatelimitServer(Box<ratelimit_server::Options>),
+    /// Events benchmark (issue 10), on PostgreSQL with NATS JetStream:
+    /// relay throughput to JetStream with acks (target ≥ 20,000 events/s),
+    /// commit-to-watcher latency (p99 < 50 ms), server memory per idle
+    /// watcher with 10,000 open (< 16 KiB) and ListEvents page 1,000
+    /// against page 1 over a million events (≤ 1.5×). Exits 0 on a miss,
+    /// non-zero on errors.
+    Events(Box<events::Options>),
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +341,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Ratelimit(options)) => ratelimit::run(&options),
         Some(Command::RatelimitServer(options)) => block_on(ratelimit_server::run(*options)),
+        Some(Command::Events(options)) => block_on(events::run(*options)),
         Some(Command::Oauth(options)) => {
             options.plan().and_then(|plan| block_on(oauth::run(&plan)))
         }

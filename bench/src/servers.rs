@@ -141,11 +141,18 @@ pub async fn start_tollgate(cmd: &TollgateCommand, timeout: Duration) -> Result<
         .arg(listen.to_string())
         .arg("--admin-listen")
         .arg(admin.to_string())
-        .arg("--database-url")
-        .arg(format!(
-            "sqlite://{}",
-            dir.path().join("tollgate.db").display()
-        ))
+        .args(
+            // The embedded database unless the caller names one.
+            (!cmd.extra_args.iter().any(|a| a == "--database-url"))
+                .then(|| {
+                    [
+                        "--database-url".to_owned(),
+                        format!("sqlite://{}", dir.path().join("tollgate.db").display()),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .arg("--bootstrap-key-file")
         .arg(key_path(dir.path()))
         .arg("--log-level")
