@@ -147,6 +147,8 @@ struct Server {
     admin_key: String,
     schema: Schema,
     stream: String,
+    /// Holds the key-encryption key file PostgreSQL deployments need.
+    _kek: tempfile::TempDir,
 }
 
 /// A PostgreSQL schema the bench created, and the URL confined to it.
@@ -231,6 +233,14 @@ fn now_micros() -> i64 {
 
 impl Server {
     async fn start(options: &Options, part: &str, extra: &[&str]) -> Result<Server> {
+        let kek = tempfile::tempdir()?;
+        let kek_file = kek.path().join("kek");
+        let mut bytes = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+        std::fs::write(
+            &kek_file,
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        )?;
         let schema = Schema::create(&options.database_url).await?;
         let stream = format!(
             "TG_BENCH_{}_{:08x}",
@@ -247,6 +257,8 @@ impl Server {
             stream.clone(),
             "--nats-subject-prefix".to_owned(),
             prefix,
+            "--key-encryption-key-file".to_owned(),
+            kek_file.display().to_string(),
         ];
         extra_args.extend(extra.iter().map(|s| (*s).to_owned()));
         let cmd = TollgateCommand {
@@ -272,6 +284,7 @@ impl Server {
             admin_key,
             schema,
             stream,
+            _kek: kek,
         })
     }
 
@@ -327,14 +340,27 @@ pub async fn run(mut options: Options) -> Result<()> {
     println!("PostgreSQL and NATS JetStream on this machine; one server (and schema) per part");
     println!();
 
-    let (events, took) = relay_throughput(&options, &js).await?;
-    let rate = events as f64 / took.as_secs_f64();
+    let relayed = relay_throughput(&options, &js).await?;
+    let rate = relayed.events as f64 / relayed.took.as_secs_f64();
     println!(
-        "relay: {events} events over {} organizations published and acknowledged in {:.2} s: \
+        "relay: {} events over {} organizations published and acknowledged in {:.2} s: \
          {rate:.0} events/s (target ≥ {TARGET_RELAY_RATE:.0}/s) {}",
+        relayed.events,
         options.relay_orgs,
-        took.as_secs_f64(),
+        relayed.took.as_secs_f64(),
         verdict(rate >= TARGET_RELAY_RATE)
+    );
+    let per_event = |cpu: Option<Duration>| {
+        cpu.map_or_else(
+            || "?".to_owned(),
+            |c| format!("{:.1} µs", c.as_secs_f64() * 1e6 / relayed.events as f64),
+        )
+    };
+    println!(
+        "  CPU per event: tollgate {}, nats-server {}, postgres {}",
+        per_event(relayed.cpu[0]),
+        per_event(relayed.cpu[1]),
+        per_event(relayed.cpu[2])
     );
 
     let (p50, p99, max) = watch_latency(&options, &js).await?;
@@ -378,13 +404,21 @@ pub async fn run(mut options: Options) -> Result<()> {
     Ok(())
 }
 
-/// Part 1: the events committed (`--relay-events`, rounded up to a
-/// multiple of the organizations) and the time from their commit until
-/// none is unrelayed.
+/// Part 1's figures.
+struct Relayed {
+    /// `--relay-events`, rounded up to a multiple of the organizations.
+    events: usize,
+    /// From their commit until none is unrelayed.
+    took: Duration,
+    /// CPU the Tollgate server, nats-server and PostgreSQL used meanwhile.
+    cpu: [Option<Duration>; 3],
+}
+
+/// Part 1: relay throughput.
 async fn relay_throughput(
     options: &Options,
     js: &async_nats::jetstream::Context,
-) -> Result<(usize, Duration)> {
+) -> Result<Relayed> {
     let server = Server::start(options, "relay", &[]).await?;
     let result = async {
         // Idle first: the bootstrap's own events relayed.
@@ -400,28 +434,95 @@ async fn relay_throughput(
             })
             .collect::<Vec<_>>()
             .join(", ");
-        // Interleaved by organization, as concurrent writers leave them.
+        // Interleaved by organization, as concurrent writers leave them,
+        // each pending for the relay, in one transaction.
         let sql = format!(
-            "INSERT INTO outbox (org_id, event_type, resource, payload, create_time, actor, request_id) \
+            "WITH appended AS (\
+             INSERT INTO outbox (org_id, event_type, resource, payload, create_time, actor, request_id) \
              SELECT p.org, 'organization.updated', 'organizations/' || p.org, p.payload, {now}, 'system', 'bench' \
              FROM generate_series(1, {per_org}) AS g CROSS JOIN (VALUES {values}) AS p(org, payload, n) \
-             ORDER BY g, p.n",
+             ORDER BY g, p.n RETURNING id) \
+             INSERT INTO outbox_pending (id) SELECT id FROM appended",
             now = now_micros()
         );
         server.schema.execute(&sql).await?;
         let started = Instant::now();
+        let cpu_before = cpu_of([Some(server.pid()), pid_of("nats-server"), None]);
+        let pg_before = cpu_of_all("postgres");
         wait_relayed(&server.schema, Duration::from_secs(600)).await?;
         let took = started.elapsed();
+        let cpu_after = cpu_of([Some(server.pid()), pid_of("nats-server"), None]);
+        let pg_after = cpu_of_all("postgres");
+        let mut cpu = [None; 3];
+        for i in 0..2 {
+            if let (Some(a), Some(b)) = (cpu_before[i], cpu_after[i]) {
+                cpu[i] = Some(b.saturating_sub(a));
+            }
+        }
+        cpu[2] = Some(cpu_since(&pg_before, &pg_after));
         let published = stream_messages(js, &server.stream).await? - before;
         ensure!(
             published == total as u64,
             "JetStream holds {published} new messages, {total} events were relayed"
         );
-        Ok((total, took))
+        Ok(Relayed {
+            events: total,
+            took,
+            cpu,
+        })
     }
     .await;
     server.stop(js).await;
     result
+}
+
+/// The CPU time of each process of `pids` so far.
+fn cpu_of(pids: [Option<u32>; 3]) -> [Option<Duration>; 3] {
+    pids.map(|pid| pid.and_then(|p| crate::child::cpu_time(p).ok()))
+}
+
+/// The pid of the first process whose command is `name`.
+fn pid_of(name: &str) -> Option<u32> {
+    pids_of(name, false).into_iter().next()
+}
+
+/// Every process whose command is `name` (or, with `prefix`, starts with
+/// it: PostgreSQL's backends rename themselves).
+fn pids_of(name: &str, prefix: bool) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| {
+                let c = c.trim();
+                c == name || (prefix && c.starts_with(name))
+            })
+        })
+        .collect()
+}
+
+/// The CPU time each process whose command starts with `name` used so
+/// far, by pid (PostgreSQL's backends come and go).
+fn cpu_of_all(name: &str) -> std::collections::HashMap<u32, Duration> {
+    pids_of(name, true)
+        .into_iter()
+        .filter_map(|p| Some((p, crate::child::cpu_time(p).ok()?)))
+        .collect()
+}
+
+/// The CPU the processes of `after` used since `before`: a process gone
+/// meanwhile (the bench's own connection) counts for nothing, a new one
+/// for all it used.
+fn cpu_since(
+    before: &std::collections::HashMap<u32, Duration>,
+    after: &std::collections::HashMap<u32, Duration>,
+) -> Duration {
+    after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+        .sum()
 }
 
 /// An `Event` of `org` as the outbox stores it (base64 of the protobuf).
@@ -441,7 +542,7 @@ async fn wait_relayed(schema: &Schema, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let left = schema
-            .count("SELECT count(*) AS n FROM outbox WHERE relay_time IS NULL")
+            .count("SELECT count(*) AS n FROM outbox_pending")
             .await?;
         if left == 0 {
             return Ok(());
@@ -700,12 +801,12 @@ async fn audit_depth(options: &Options, js: &async_nats::jetstream::Context) -> 
             .join(", ");
         let now = now_micros();
         let per_type = options.list_events / types.len();
-        // Relayed already: the relay has nothing to do with this part.
+        // Relayed already (not pending): the relay has nothing to do here.
         server
             .schema
             .execute(&format!(
-                "INSERT INTO outbox (org_id, event_type, resource, payload, create_time, actor, request_id, relay_time) \
-                 SELECT 'audited', p.t, 'organizations/audited/users/u' || g, p.payload, {now} + g, 'system', 'bench', {now} \
+                "INSERT INTO outbox (org_id, event_type, resource, payload, create_time, actor, request_id) \
+                 SELECT 'audited', p.t, 'organizations/audited/users/u' || g, p.payload, {now} + g, 'system', 'bench' \
                  FROM generate_series(1, {per_type}) AS g CROSS JOIN (VALUES {values}) AS p(t, payload, n) \
                  ORDER BY g, p.n; ANALYZE outbox"
             ))

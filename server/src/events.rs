@@ -15,7 +15,7 @@
 //! organization append and commit one after the other, and a later id of
 //! an organization is never visible before an earlier one. Across
 //! organizations there is no order to keep. The relay therefore reads
-//! unrelayed rows (`relay_time IS NULL`) per organization in id order. On
+//! unrelayed rows (`outbox_pending`) in id order. On
 //! SQLite every write transaction holds the database's single write lock
 //! (`BEGIN IMMEDIATE`), so ids are in commit order everywhere.
 

@@ -15,7 +15,7 @@
 //!
 //! # The leader's loop
 //!
-//! Unrelayed rows (`relay_time IS NULL`) are read in id order, which is
+//! Unrelayed rows (their ids in `outbox_pending`) are read in id order, which is
 //! commit order within an organization (see [`crate::events`]), at most
 //! [`BATCH`] at a time; they are published, then marked relayed. A crash
 //! between the two republishes them: JetStream drops the copy by its
@@ -58,11 +58,14 @@ use crate::{
     config::Config,
     domain::{self, now_micros},
     events::Event,
-    store::{DbConnection, Store, Target, schema::outbox},
+    store::{
+        DbConnection, Store, Target,
+        schema::{outbox, outbox_pending},
+    },
 };
 
 /// Rows read and published per round.
-pub const BATCH: i64 = 500;
+pub const BATCH: i64 = 2000;
 /// How often a leader looks for other replicas' commits.
 pub const POLL: Duration = Duration::from_millis(200);
 /// How often a replica that does not lead tries to, and how often a
@@ -421,10 +424,17 @@ async fn publish(nats: &Nats, rows: &[Pending]) -> Result<(), Failure> {
 
 /// Reads at most `limit` unrelayed rows in id order.
 fn unrelayed(conn: &mut DbConnection, limit: i64) -> domain::Result<Vec<Pending>> {
-    let raw: Vec<(i64, String, String, String, String, i64)> = outbox::table
-        .filter(outbox::relay_time.is_null())
-        .order(outbox::id.asc())
+    let ids: Vec<i64> = outbox_pending::table
+        .order(outbox_pending::id.asc())
         .limit(limit)
+        .select(outbox_pending::id)
+        .load(conn)?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw: Vec<(i64, String, String, String, String, i64)> = outbox::table
+        .filter(outbox::id.eq_any(&ids))
+        .order(outbox::id.asc())
         .select((
             outbox::id,
             outbox::org_id,
@@ -434,6 +444,17 @@ fn unrelayed(conn: &mut DbConnection, limit: i64) -> domain::Result<Vec<Pending>
             outbox::create_time,
         ))
         .load(conn)?;
+    if raw.len() < ids.len() {
+        // Pending ids without their row (deleted by hand): nothing to
+        // publish, and left pending they would be read again forever.
+        let found: std::collections::HashSet<i64> = raw.iter().map(|r| r.0).collect();
+        let orphans: Vec<i64> = ids.into_iter().filter(|id| !found.contains(id)).collect();
+        tracing::error!(
+            ?orphans,
+            "pending outbox ids without their row; dropping them"
+        );
+        mark(conn, &orphans)?;
+    }
     Ok(raw
         .into_iter()
         .map(|(id, org, kind, resource, payload, create_time)| {
@@ -466,15 +487,9 @@ fn unrelayed(conn: &mut DbConnection, limit: i64) -> domain::Result<Vec<Pending>
         .collect())
 }
 
-/// Marks `ids` relayed now.
+/// Marks `ids` relayed: no longer pending.
 fn mark(conn: &mut DbConnection, ids: &[i64]) -> domain::Result<()> {
-    diesel::update(
-        outbox::table
-            .filter(outbox::id.eq_any(ids))
-            .filter(outbox::relay_time.is_null()),
-    )
-    .set(outbox::relay_time.eq(now_micros()))
-    .execute(conn)?;
+    diesel::delete(outbox_pending::table.filter(outbox_pending::id.eq_any(ids))).execute(conn)?;
     Ok(())
 }
 

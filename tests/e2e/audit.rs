@@ -19,7 +19,10 @@ use tollgate_e2e::{
 };
 use tollgate_server::{
     domain::now_micros,
-    store::{Target, schema::outbox as table},
+    store::{
+        Target,
+        schema::{outbox as table, outbox_pending as pending},
+    },
 };
 
 /// Every event of `parent` matching `filter`, page by page (`size` each):
@@ -241,11 +244,11 @@ async fn every_list_events_filter_has_an_index_on_postgres() {
         let mut conn = Target::parse(&url).unwrap().establish().unwrap();
         // 40 organizations × 500 events, 10 types, 50 actors.
         diesel::sql_query(
-            "INSERT INTO outbox (org_id, event_type, resource, payload, create_time, actor, request_id, relay_time)
+            "INSERT INTO outbox (org_id, event_type, resource, payload, create_time, actor, request_id)
              SELECT 'org-' || (g % 40), 'type' || (g % 10) || '.changed',
                     'organizations/org-' || (g % 40) || '/users/u' || g, '',
                     1700000000000000 + g * 1000, 'organizations/org-' || (g % 40) || '/users/a' || (g % 50),
-                    'bench', 1700000000000000 + g * 1000
+                    'bench'
              FROM generate_series(1, 20000) AS g",
         )
         .execute(&mut conn)
@@ -286,18 +289,29 @@ async fn every_list_events_filter_has_an_index_on_postgres() {
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
-/// Sets the create time of the outbox rows `ids` to `time` (µs) and their
-/// relay time to `relayed` (`None`: not relayed yet), as if they had been
-/// written and relayed that long ago.
-async fn age_rows(url: &str, ids: &[i64], time: i64, relayed: Option<i64>) {
+/// Sets the create time of the outbox rows `ids` to `time` (µs), and
+/// makes them relayed or (`relayed` false) not yet, as if they had been
+/// written (and relayed) that long ago.
+async fn age_rows(url: &str, ids: &[i64], time: i64, relayed: bool) {
     let url = url.to_owned();
     let ids = ids.to_vec();
     tokio::task::spawn_blocking(move || {
         let mut conn = Target::parse(&url).unwrap().establish().unwrap();
         diesel::update(table::table.filter(table::id.eq_any(&ids)))
-            .set((table::create_time.eq(time), table::relay_time.eq(relayed)))
+            .set(table::create_time.eq(time))
             .execute(&mut conn)
             .unwrap();
+        diesel::delete(pending::table.filter(pending::id.eq_any(&ids)))
+            .execute(&mut conn)
+            .unwrap();
+        if !relayed {
+            for id in &ids {
+                diesel::insert_into(pending::table)
+                    .values(pending::id.eq(id))
+                    .execute(&mut conn)
+                    .unwrap();
+            }
+        }
     })
     .await
     .unwrap();
@@ -353,9 +367,9 @@ async fn retention_purges_old_relayed_events_in_batches_and_never_unrelayed_ones
         let old = now - 2 * DAY_MICROS;
         // Old and relayed: purged. Old but unrelayed: kept however old.
         // Young and relayed: kept.
-        age_rows(&url, &ids[..5], old, Some(old)).await;
-        age_rows(&url, &ids[5..7], old, None).await;
-        age_rows(&url, &ids[7..], now, Some(now)).await;
+        age_rows(&url, &ids[..5], old, true).await;
+        age_rows(&url, &ids[5..7], old, false).await;
+        age_rows(&url, &ids[7..], now, true).await;
         let admin = server.admin();
         let (events, _) = all(&admin, &org_name("retained"), "", 0).await;
         assert_eq!(event_ids(&events), ids, "[{backend}] all listed before");
@@ -394,7 +408,7 @@ async fn retention_purges_old_relayed_events_in_batches_and_never_unrelayed_ones
             0,
             "[{backend}] a second purge finds nothing"
         );
-        age_rows(&url, &ids[5..7], old, Some(now)).await;
+        age_rows(&url, &ids[5..7], old, true).await;
         assert_eq!(
             server
                 .store()
@@ -425,8 +439,8 @@ async fn the_server_purges_on_its_own_shortly_after_start() {
         let url = server.database_url().to_owned();
         let ids = nine_events(&server, "retained").await;
         let old = now_micros() - 2 * 3_600_000_000;
-        age_rows(&url, &ids[..4], old, Some(old)).await;
-        age_rows(&url, &ids[4..6], old, None).await;
+        age_rows(&url, &ids[..4], old, true).await;
+        age_rows(&url, &ids[4..6], old, false).await;
         // The first round runs soon after start; should this scenario have
         // been slower than that, the next one within a minute.
         let deadline = tokio::time::Instant::now()

@@ -5,7 +5,10 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 use prost::Message as _;
 use tollgate::tollgate::v1::Event;
-use tollgate_server::store::{Target, schema::outbox};
+use tollgate_server::store::{
+    Target,
+    schema::{outbox, outbox_pending},
+};
 
 /// One outbox row: its id, its columns and the decoded event.
 #[derive(Debug, Clone)]
@@ -76,8 +79,7 @@ pub async fn unrelayed(database_url: &str) -> i64 {
             .expect("a database URL")
             .establish()
             .expect("a connection to the test database");
-        outbox::table
-            .filter(outbox::relay_time.is_null())
+        outbox_pending::table
             .count()
             .get_result::<i64>(&mut conn)
             .expect("counting unrelayed rows")
@@ -101,10 +103,12 @@ pub async fn unmark_last(database_url: &str, k: i64) -> Vec<i64> {
             .select(outbox::id)
             .load(&mut conn)
             .expect("reading the last ids");
-        diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
-            .set(outbox::relay_time.eq(None::<i64>))
-            .execute(&mut conn)
-            .expect("unmarking rows");
+        for id in &ids {
+            diesel::insert_into(outbox_pending::table)
+                .values(outbox_pending::id.eq(id))
+                .execute(&mut conn)
+                .expect("unmarking rows");
+        }
         ids
     })
     .await

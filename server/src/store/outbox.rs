@@ -4,6 +4,7 @@
 use base64::{Engine, engine::general_purpose::STANDARD};
 use diesel::{
     EscapeExpressionMethods, ExpressionMethods, QueryDsl, RunQueryDsl, TextExpressionMethods,
+    dsl::{exists, not},
     sql_types::Text,
 };
 use prost::Message;
@@ -11,7 +12,7 @@ use prost::Message;
 use super::{
     DbConnection, Store,
     filter::{apply_op, int, text, unknown},
-    schema::outbox,
+    schema::{outbox, outbox_pending},
 };
 use crate::{
     domain::{
@@ -71,6 +72,14 @@ pub(crate) fn append(
             outbox::create_time.eq(now),
         ))
         .execute(conn)?;
+    // For the relay, until it has published the event: the id just taken,
+    // read in SQL (RETURNING needs a diesel feature for SQLite that the
+    // MultiConnection cannot express).
+    let pending = match conn {
+        DbConnection::Postgres(_) => "INSERT INTO outbox_pending (id) VALUES (lastval())",
+        DbConnection::Sqlite(_) => "INSERT INTO outbox_pending (id) VALUES (last_insert_rowid())",
+    };
+    diesel::sql_query(pending).execute(conn)?;
     Ok(event)
 }
 
@@ -170,7 +179,9 @@ impl Store {
                     // DELETE … LIMIT exists on neither backend as such.
                     let ids: Vec<i64> = outbox::table
                         .filter(outbox::create_time.lt(cutoff_micros))
-                        .filter(outbox::relay_time.is_not_null())
+                        .filter(not(exists(
+                            outbox_pending::table.filter(outbox_pending::id.eq(outbox::id)),
+                        )))
                         .order(outbox::id.asc())
                         .limit(batch)
                         .select(outbox::id)
@@ -182,7 +193,9 @@ impl Store {
                         outbox::table
                             .filter(outbox::id.eq_any(&ids))
                             // Re-checked: a row is never deleted unrelayed.
-                            .filter(outbox::relay_time.is_not_null()),
+                            .filter(not(exists(
+                                outbox_pending::table.filter(outbox_pending::id.eq(outbox::id)),
+                            ))),
                     )
                     .execute(conn)?;
                     Ok((ids.len(), n))

@@ -80,7 +80,13 @@ diesel::table! {
         create_time -> BigInt,
         actor -> Text,
         request_id -> Text,
-        relay_time -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// The ids of the outbox rows the relay has not published yet.
+    outbox_pending (id) {
+        id -> BigInt,
     }
 }
 
@@ -216,6 +222,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     service_accounts,
     api_keys,
     outbox,
+    outbox_pending,
     oauth_clients,
     signing_keys,
     authorization_codes,
