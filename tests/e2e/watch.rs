@@ -2,7 +2,8 @@
 //! live without a gap, and resumes after a disconnect with nothing missed
 //! or repeated, compared with ListEvents; the same over newline-delimited
 //! JSON and over a WebSocket with independent Python clients
-//! (`tests/peers/watch_read.py`); a watcher that reads too slowly is ended
+//! (`tests/peers/watch_read.py`), and over Connect's streaming envelopes
+//! (curl); a watcher that reads too slowly is ended
 //! with its cursor instead of growing memory; a stopping server ends its
 //! watchers with theirs; and a watch is refused clearly.
 
@@ -526,4 +527,91 @@ async fn ndjson_and_websocket_watchers_resume_without_gaps() {
         Ok(())
     })
     .await;
+}
+
+/// The messages a Connect server stream of WatchEvents (JSON envelopes
+/// over HTTP/2, as Connect clients send them) carries within `seconds`;
+/// curl, cut off by its `--max-time`, is the client.
+async fn connect_watch(
+    server: &TestServer,
+    parent: &str,
+    cursor: &str,
+    seconds: u32,
+) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let request = serde_json::json!({"parent": parent, "cursor": cursor}).to_string();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(request.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(request.as_bytes());
+    let (body_file, out) = (dir.path().join("body"), dir.path().join("out"));
+    std::fs::write(&body_file, body).unwrap();
+    let mut cmd = Command::new(tollgate_e2e::curl::bin().expect("curl"));
+    cmd.args([
+        "-sS",
+        "--http2-prior-knowledge",
+        "--max-time",
+        &seconds.to_string(),
+    ])
+    .args(["-X", "POST", "-H", "content-type: application/connect+json"])
+    .args(["-H", "connect-protocol-version: 1"])
+    .args([
+        "-H",
+        &format!("authorization: Bearer {}", server.admin_key()),
+    ])
+    .arg("--data-binary")
+    .arg(format!("@{}", body_file.display()))
+    .arg("-o")
+    .arg(&out)
+    .arg(format!(
+        "http://{}/tollgate.v1.EventService/WatchEvents",
+        server.grpc_addr()
+    ));
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .unwrap()
+        .unwrap();
+    // 28: cut off at --max-time, as meant (a watch does not end).
+    assert!(status.code() == Some(28), "curl: {status:?}");
+    let bytes = std::fs::read(&out).unwrap();
+    let mut messages = Vec::new();
+    let mut rest = bytes.as_slice();
+    while rest.len() >= 5 {
+        let (flags, len) = (
+            rest[0],
+            u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize,
+        );
+        assert_eq!(flags, 0, "only messages, no end of stream");
+        messages.push(serde_json::from_slice(&rest[5..5 + len]).unwrap());
+        rest = &rest[5 + len..];
+    }
+    assert!(rest.is_empty(), "a whole number of envelopes");
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_watcher_resumes_without_gaps() {
+    if tollgate_e2e::curl::bin().is_none() {
+        return;
+    }
+    let mut server = TestServer::start(&Backend::Sqlite).await.unwrap();
+    let admin = server.admin();
+    create_org(&admin, "connected", "Connected").await;
+    create_user(&admin, "connected", "a", &["viewer"]).await;
+    let org = org_name("connected");
+    let id = |m: &serde_json::Value| -> u64 {
+        m["event"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{m}"))
+            .parse()
+            .unwrap()
+    };
+    let first = connect_watch(&server, &org, "0", 2).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[0]["event"]["type"], "organization.created");
+    rename(&admin, "connected", "Renamed").await;
+    let cursor = id(&first[1]).to_string();
+    let rest = connect_watch(&server, &org, &cursor, 2).await;
+    let seen: Vec<u64> = first.iter().chain(&rest).map(id).collect();
+    assert_eq!(seen, ids(&listed(&admin, &org, "").await));
+    server.stop().await.unwrap();
 }
