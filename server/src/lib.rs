@@ -59,6 +59,7 @@ pub mod store;
 pub mod telemetry;
 pub mod usage;
 pub mod watch;
+pub mod worker;
 
 use std::{
     future::Future,

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod db;
 pub mod error;
 mod filter;
+pub mod jobs;
 pub mod oauth_clients;
 pub mod organizations;
 pub mod outbox;
@@ -58,6 +59,9 @@ pub struct Store {
     /// Every access token revoked (its `token.revoked` event, committed
     /// here or applied from the bus), for the verifier's revocation list.
     token_revocations: broadcast::Sender<Revocation>,
+    /// Notified when a job is enqueued through this store, so this
+    /// replica's workers claim it at once instead of at their next poll.
+    jobs_enqueued: Arc<Notify>,
 }
 
 /// An access token revoked: its `jti`, and when it would have expired
@@ -73,7 +77,13 @@ impl Store {
             rate_limit_changes: Arc::new(watch::Sender::new(0)),
             committed: Arc::new(Notify::new()),
             token_revocations: broadcast::channel(1024).0,
+            jobs_enqueued: Arc::new(Notify::new()),
         }
+    }
+
+    /// Notified when a job is enqueued through this store.
+    pub fn jobs_enqueued(&self) -> Arc<Notify> {
+        self.jobs_enqueued.clone()
     }
 
     /// The access tokens revoked from now on, on any replica this one

@@ -84,6 +84,25 @@ diesel::table! {
 }
 
 diesel::table! {
+    jobs (id) {
+        id -> BigInt,
+        kind -> Text,
+        payload -> Text,
+        unique_key -> Nullable<Text>,
+        priority -> SmallInt,
+        state -> SmallInt,
+        run_after -> BigInt,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        last_error -> Nullable<Text>,
+        lease_owner -> Nullable<Text>,
+        lease_expiry -> Nullable<BigInt>,
+        create_time -> BigInt,
+        update_time -> BigInt,
+    }
+}
+
+diesel::table! {
     /// The ids of the outbox rows the relay has not published yet.
     outbox_pending (id) {
         id -> BigInt,
@@ -223,6 +242,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     outbox,
     outbox_pending,
+    jobs,
     oauth_clients,
     signing_keys,
     authorization_codes,
