@@ -286,6 +286,12 @@ pub struct Settings {
     /// 1024. The buffer is shared by an organization's watchers.
     #[arg(long, env = "TOLLGATE_WATCH_BUFFER")]
     pub watch_buffer: Option<usize>,
+    /// What this process does, comma-separated: `api` (serves the API on
+    /// `--listen`), `worker` (runs background jobs: upkeep, later webhook
+    /// deliveries). Default `api,worker`. Every role serves health and
+    /// metrics on `--admin-listen`.
+    #[arg(long, env = "TOLLGATE_ROLES")]
+    pub roles: Option<String>,
 }
 
 impl Settings {
@@ -358,6 +364,7 @@ impl Settings {
             nats_subject_prefix: self.nats_subject_prefix.or(file.nats_subject_prefix),
             event_retention: self.event_retention.or(file.event_retention),
             watch_buffer: self.watch_buffer.or(file.watch_buffer),
+            roles: self.roles.or(file.roles),
         }
     }
 
@@ -480,6 +487,7 @@ impl Settings {
             event_retention: self.event_retention.map_or(d.event_retention, |r| r.0),
             watch_buffer: self.watch_buffer.unwrap_or(d.watch_buffer).max(1),
             watch_recheck: d.watch_recheck,
+            roles: self.roles.unwrap_or(d.roles),
         }
     }
 }
@@ -682,6 +690,17 @@ pub struct Config {
     /// How often a watch checks that its caller may still read; default
     /// [`crate::watch::RECHECK`]. Not a flag: tests shorten it.
     pub watch_recheck: Duration,
+    /// `--roles` as given; see [`Config::roles`].
+    pub roles: String,
+}
+
+/// What a process does (`--roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves the API on `--listen`.
+    pub api: bool,
+    /// Runs background jobs.
+    pub worker: bool,
 }
 
 /// The longest `--redis-timeout-ms`: a decision must never stall a call
@@ -710,6 +729,7 @@ impl Config {
     /// TLS files given both or neither.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
+        self.roles()?;
         self.tls_files()?;
         check_issuer(&self.issuer)?;
         self.rate_limit_defaults()?;
@@ -729,6 +749,30 @@ impl Config {
             anyhow::bail!("--event-retention {retention:?} must be at least 1m, or off");
         }
         Ok(())
+    }
+
+    /// The roles `--roles` names: `api`, `worker`, or both.
+    pub fn roles(&self) -> anyhow::Result<Roles> {
+        let mut roles = Roles {
+            api: false,
+            worker: false,
+        };
+        for role in self
+            .roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            match role {
+                "api" => roles.api = true,
+                "worker" => roles.worker = true,
+                other => anyhow::bail!("--roles: unknown role '{other}'; expected api, worker"),
+            }
+        }
+        if !roles.api && !roles.worker {
+            anyhow::bail!("--roles names no role; expected api, worker or both");
+        }
+        Ok(roles)
     }
 
     /// A NATS URL names its scheme; the stream name is one JetStream
@@ -917,6 +961,7 @@ impl Default for Config {
             nats_subject_prefix: "tollgate.events".to_owned(),
             event_retention: Some(Duration::from_secs(90 * DAY_SECS)),
             watch_buffer: crate::bus::Bus::CAPACITY,
+            roles: "api,worker".into(),
             watch_recheck: crate::watch::RECHECK,
         }
     }
@@ -925,6 +970,27 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_are_api_worker_or_both() {
+        let roles = |r: &str| {
+            Config {
+                roles: r.into(),
+                ..Config::default()
+            }
+            .roles()
+        };
+        let both = roles("api,worker").unwrap();
+        assert!(both.api && both.worker);
+        assert_eq!(Config::default().roles().unwrap(), both);
+        let api = roles("api").unwrap();
+        assert!(api.api && !api.worker);
+        let worker = roles(" worker ").unwrap();
+        assert!(!worker.api && worker.worker);
+        for bad in ["", ",", "api,cron", "API"] {
+            assert!(roles(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn flags_beat_file_beats_defaults() {

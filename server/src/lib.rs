@@ -57,6 +57,7 @@ pub mod services;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod upkeep;
 pub mod usage;
 pub mod watch;
 pub mod worker;
@@ -427,12 +428,14 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
     Ok((served, health))
 }
 
-/// Serves [`app`] on `listener` and the admin endpoints on `admin` until
-/// `shutdown` completes, then drains in-flight calls for at most
-/// `config.shutdown_grace`.
+/// Serves [`app`] on `listener` (with the `api` role; a worker-only
+/// process may give none) and the admin endpoints on `admin`, runs the
+/// background jobs with the `worker` role, until `shutdown` completes;
+/// then drains in-flight calls and running jobs for at most
+/// `config.shutdown_grace` each.
 pub async fn run(
     app: App,
-    listener: TcpListener,
+    listener: impl Into<Option<TcpListener>>,
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -479,9 +482,30 @@ pub async fn run(
     }
     let relay_task =
         tokio::spawn(relay::Relay::new(store.clone(), bus, nats, relay_status).run(token.clone()));
-    let retention_task = config
-        .event_retention
-        .map(|retention| tokio::spawn(retention::run(store.clone(), retention, token.clone())));
+    let roles = config.roles()?;
+    // The worker role: upkeep as jobs (and, later, webhook deliveries).
+    // Its own token, cancelled once the listener drained, so jobs that a
+    // call's last moments enqueued are still claimed; the grace bounds
+    // the jobs still running then.
+    let worker_token = CancellationToken::new();
+    let worker_tasks = if roles.worker {
+        let worker = upkeep::handlers(
+            worker::Worker::new(store.clone(), worker::Worker::process_owner()),
+            &store,
+            config.event_retention,
+        );
+        vec![
+            tokio::spawn(worker.run(worker_token.clone(), config.shutdown_grace)),
+            tokio::spawn(upkeep::schedule(
+                store.clone(),
+                config.event_retention,
+                worker_token.clone(),
+            )),
+            tokio::spawn(upkeep::gauges(store.clone(), worker_token.clone())),
+        ]
+    } else {
+        Vec::new()
+    };
     // Its own token, cancelled once the listener drained: the calls that
     // finish during the drain are counted in the last flush.
     let usage_token = CancellationToken::new();
@@ -534,26 +558,46 @@ pub async fn run(
         token.clone(),
     ));
 
-    let grpc_addr = listener.local_addr()?;
+    let listener: Option<TcpListener> = listener.into();
+    let grpc_addr = listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?
+        .map_or_else(|| "none".to_owned(), |a| a.to_string());
     tracing::info!(
         %grpc_addr,
+        api = roles.api,
+        worker = roles.worker,
         %admin_addr,
         tls = tls.is_some(),
         admin_tls = tls.is_some() && config.admin_tls,
         "tollgate listening"
     );
-    let served = components::main_listener(
-        router,
-        listener,
-        config.limits.clone(),
-        tls.as_ref().map(listener::Tls::acceptor),
-        config.shutdown_grace,
-        listener_stats,
-        token.clone(),
-    )
-    .await;
+    let served = if let (true, Some(listener)) = (roles.api, listener) {
+        components::main_listener(
+            router,
+            listener,
+            config.limits.clone(),
+            tls.as_ref().map(listener::Tls::acceptor),
+            config.shutdown_grace,
+            listener_stats,
+            token.clone(),
+        )
+        .await
+    } else if roles.api {
+        anyhow::bail!("the api role needs a listener");
+    } else {
+        // No API here (a listener given anyway is closed): health and
+        // metrics stay on the admin listener.
+        token.cancelled().await;
+        Ok(())
+    };
 
     token.cancel();
+    worker_token.cancel();
+    for task in worker_tasks {
+        let _ = task.await;
+    }
     usage_token.cancel();
     let _ = usage_task.await;
     let _ = health_task.await;
@@ -562,9 +606,6 @@ pub async fn run(
     let _ = revocations_task.await;
     let _ = limits_task.await;
     let _ = relay_task.await;
-    if let Some(task) = retention_task {
-        let _ = task.await;
-    }
     if let Some(task) = subscriber_task {
         let _ = task.await;
     }

@@ -78,9 +78,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let config = settings.resolve();
     telemetry::init(config.log_format, &config.log_level);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    // A worker-only process serves no API: it takes no API port.
+    let listener = if config.roles()?.api {
+        Some(
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
+        )
+    } else {
+        None
+    };
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.admin_listen))?;

@@ -1,16 +1,9 @@
 //! Retention of the audit log: relayed events older than
 //! `--event-retention` are deleted in the background, in bounded batches
-//! (see [`Store::purge_events`]).
-//!
-//! Every replica runs it: deleting by id is idempotent, so two replicas
-//! purging at once only share the work, and none depends on the relay's
-//! leadership.
+//! (see [`crate::store::Store::purge_events`]), by the `upkeep.events` job
+//! (see [`crate::upkeep`]) on whichever worker claims it.
 
 use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
-
-use crate::{domain::now_micros, store::Store};
 
 /// Rows deleted per statement.
 pub const BATCH: i64 = 1000;
@@ -24,29 +17,6 @@ pub const FIRST: Duration = Duration::from_secs(5);
 /// (µs) with `retention`; saturates rather than overflows.
 pub fn cutoff(now: i64, retention: Duration) -> i64 {
     now.saturating_sub(i64::try_from(retention.as_micros()).unwrap_or(i64::MAX))
-}
-
-/// Purges events older than `retention` shortly after start, then every
-/// [`EVERY`], until `token` is cancelled. Failures are logged and retried
-/// at the next round.
-pub async fn run(store: Store, retention: Duration, token: CancellationToken) {
-    let mut wait = FIRST;
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        wait = EVERY;
-        let purge = store.purge_events(cutoff(now_micros(), retention), BATCH);
-        tokio::select! {
-            () = token.cancelled() => return,
-            result = purge => match result {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, ?retention, "old events deleted"),
-                Err(e) => tracing::warn!(error = %e, "event retention: purge failed; retrying at the next round"),
-            },
-        }
-    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,17 @@ async fn stop(token: CancellationToken, handles: Vec<tokio::task::JoinHandle<()>
     }
 }
 
+/// Pending jobs of `kind` (the server's own upkeep jobs are pending too).
+async fn pending(store: &tollgate_server::store::Store, kind: &str) -> i64 {
+    store
+        .job_depths()
+        .await
+        .expect("the queue's depth")
+        .into_iter()
+        .find(|d| d.kind == kind)
+        .map_or(0, |d| d.pending)
+}
+
 /// Waits until `check` holds, for at most `within`.
 async fn eventually(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -84,6 +95,7 @@ async fn workers_drain_the_queue_running_each_job_once() {
                 store
                     .enqueue(NewJob::new("test.count", i.to_string()))
                     .await?
+                    .is_some()
             );
             ids.push(i);
         }
@@ -94,7 +106,7 @@ async fn workers_drain_the_queue_running_each_job_once() {
         stop(token, handles).await;
         let runs = runs.lock().unwrap().clone();
         assert!(runs.values().all(|n| *n == 1), "a job ran twice: {runs:?}");
-        assert!(store.job_depths().await?.is_empty(), "the queue is empty");
+        assert_eq!(pending(&store, "test.count").await, 0, "the queue is empty");
         Ok(())
     })
     .await;
@@ -190,6 +202,7 @@ async fn failures_are_retried_when_asked_then_dead() {
                 )
                 .await
                 .unwrap()
+                .is_some()
         };
         assert!(enqueue("flaky").await);
         assert!(enqueue("doomed").await);
@@ -223,7 +236,7 @@ async fn failures_are_retried_when_asked_then_dead() {
                 pair[1] - pair[0]
             );
         }
-        assert_eq!(store.job_depths().await?, Vec::new(), "nothing pending");
+        assert_eq!(pending(&store, "test.fail").await, 0, "nothing pending");
         // The dead ones are kept, with why, and no longer block their key.
         assert!(enqueue("refused").await, "a dead job leaves its key free");
         Ok(())
@@ -273,29 +286,21 @@ async fn a_unique_job_stays_unique_under_concurrent_enqueues() {
                     .enqueue(NewJob::new("test.unique", "").unique("daily-purge"))
                     .await
                     .unwrap()
+                    .is_some()
             }
         })
         .await;
         assert_eq!(results.iter().filter(|r| **r).count(), 1, "{results:?}");
-        let depths = store.job_depths().await?;
-        assert_eq!(depths.len(), 1);
-        assert_eq!(depths[0].pending, 1);
+        assert_eq!(pending(&store, "test.unique").await, 1);
         // Running still holds the key; done frees it.
         let job = store
             .claim_jobs("test.unique", "w", 1, 5_000_000)
             .await?
             .remove(0);
-        assert!(
-            !store
-                .enqueue(NewJob::new("test.unique", "").unique("daily-purge"))
-                .await?
-        );
+        let again = || store.enqueue(NewJob::new("test.unique", "").unique("daily-purge"));
+        assert_eq!(again().await?, None);
         assert!(store.complete_job(job.id, "w").await?);
-        assert!(
-            store
-                .enqueue(NewJob::new("test.unique", "").unique("daily-purge"))
-                .await?
-        );
+        assert!(again().await?.is_some());
         Ok(())
     })
     .await;
@@ -333,8 +338,7 @@ async fn a_stopping_worker_releases_what_it_could_not_finish() {
             stopping.elapsed() < Duration::from_secs(5),
             "the grace bounds the stop"
         );
-        let depths = store.job_depths().await?;
-        assert_eq!(depths.len(), 1, "pending again");
+        assert_eq!(pending(&store, "test.slow").await, 1, "pending again");
         let job = store
             .claim_jobs("test.slow", "next", 1, 5_000_000)
             .await?
@@ -369,6 +373,107 @@ async fn a_dead_job_is_kept_with_its_error() {
                 .await?
                 .is_empty()
         );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_replica_runs_no_job_and_a_worker_replica_serves_no_api() {
+    let Some(backend) = tollgate_e2e::backends()
+        .into_iter()
+        .find(|b| matches!(b, tollgate_e2e::Backend::Postgres { .. }))
+    else {
+        return;
+    };
+    let mut api = TestServer::start_configured(&backend, |c| c.roles = "api".into())
+        .await
+        .unwrap();
+    let store = api.store().clone();
+    // Upkeep, as a worker would find it: the api replica never runs it.
+    let id = store
+        .enqueue(NewJob::new(tollgate_server::upkeep::TOKENS, "").unique("roles-test"))
+        .await
+        .unwrap()
+        .expect("enqueued");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let row = store.job(id).await.unwrap().expect("still there");
+    assert_eq!(
+        (row.state, row.attempts),
+        (PENDING, 0),
+        "the api replica claimed it"
+    );
+
+    // A worker replica on the same database runs it, and serves no API.
+    let mut worker = api
+        .start_replica(|c| c.roles = "worker".into())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the worker ran the job",
+        async || store.job(id).await.unwrap().is_none(),
+    )
+    .await;
+    assert!(
+        tokio::net::TcpStream::connect(worker.grpc_addr())
+            .await
+            .is_err(),
+        "a worker-only replica has no API port"
+    );
+    // The api replica still answers.
+    tollgate_e2e::fixtures::create_org(&api.admin(), "split", "Split").await;
+    worker.stop().await.unwrap();
+    api.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upkeep_purges_expired_tokens_and_old_dead_jobs() {
+    each_backend(async |server: &mut TestServer| {
+        let store = server.store().clone();
+        let ctx = tollgate_server::events::WriteContext::system("test");
+        let now = now_micros() / 1_000_000;
+        let revoked = |jti: &str, exp: i64| tollgate::tollgate::v1::RevokedToken {
+            jti: jti.into(),
+            client: "organizations/root/clients/c".into(),
+            expire_time: Some(prost_types::Timestamp {
+                seconds: exp,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        store
+            .revoke_jti(&ctx, "root", revoked("expired", now - 10))
+            .await?;
+        store
+            .revoke_jti(&ctx, "root", revoked("live", now + 600))
+            .await?;
+        assert!(store.purge_expired_tokens(1).await? >= 1);
+        assert!(
+            !store.is_revoked("expired").await?,
+            "an expired entry is gone"
+        );
+        assert!(store.is_revoked("live").await?, "a live one stays");
+
+        let id = store
+            .enqueue(NewJob::new("test.purge", "").max_attempts(1))
+            .await?
+            .expect("enqueued");
+        let job = store
+            .claim_jobs("test.purge", "w", 1, 5_000_000)
+            .await?
+            .remove(0);
+        assert!(
+            store
+                .fail_job(&job, "w", "gone", now_micros(), false)
+                .await?
+        );
+        // Kept while recent, purged once old enough.
+        let week = tollgate_server::upkeep::DEAD_JOBS_KEPT.as_micros() as i64;
+        assert_eq!(store.purge_dead_jobs(now_micros() - week, 10).await?, 0);
+        assert!(store.job(id).await?.is_some());
+        assert_eq!(store.purge_dead_jobs(now_micros() + 1, 10).await?, 1);
+        assert_eq!(store.job(id).await?, None);
         Ok(())
     })
     .await;

@@ -150,14 +150,14 @@ const JOB_COLUMNS: JobColumns = (
 );
 
 impl Store {
-    /// Enqueues `job`; `false` when a job with its unique key is already
-    /// pending or running (nothing enqueued).
-    pub async fn enqueue(&self, job: NewJob) -> Result<bool> {
+    /// Enqueues `job`: its id, or `None` when a job with its unique key is
+    /// already pending or running (nothing enqueued).
+    pub async fn enqueue(&self, job: NewJob) -> Result<Option<i64>> {
         self.db
             .run(move |conn| enqueue_on(conn, &job))
             .await
             .inspect(|enqueued| {
-                if *enqueued {
+                if enqueued.is_some() {
                     self.jobs_enqueued.notify_waiters();
                 }
             })
@@ -400,7 +400,7 @@ impl Store {
 
 /// The insert, on either backend: `ON CONFLICT DO NOTHING` against the
 /// unique key's partial index.
-fn enqueue_on(conn: &mut DbConnection, job: &NewJob) -> Result<bool> {
+fn enqueue_on(conn: &mut DbConnection, job: &NewJob) -> Result<Option<i64>> {
     let now = now_micros();
     let values = (
         jobs::kind.eq(&job.kind),
@@ -424,10 +424,51 @@ fn enqueue_on(conn: &mut DbConnection, job: &NewJob) -> Result<bool> {
             .on_conflict_do_nothing()
             .execute(lite)?,
     };
-    if inserted == 0 && job.unique_key.is_none() {
-        return Err(Error::Internal(
-            "a job without a unique key was not inserted".into(),
-        ));
+    if inserted == 0 {
+        if job.unique_key.is_none() {
+            return Err(Error::Internal(
+                "a job without a unique key was not inserted".into(),
+            ));
+        }
+        return Ok(None);
     }
-    Ok(inserted == 1)
+    // The id just taken, read in SQL: RETURNING needs a diesel feature for
+    // SQLite that the MultiConnection cannot express.
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let last = match conn {
+        DbConnection::Postgres(_) => "SELECT lastval() AS id",
+        DbConnection::Sqlite(_) => "SELECT last_insert_rowid() AS id",
+    };
+    let id: Id = diesel::sql_query(last).get_result(conn)?;
+    Ok(Some(id.id))
+}
+
+impl Store {
+    /// Deletes dead jobs last changed before `before` (microseconds), at
+    /// most `batch` per statement; returns how many.
+    pub async fn purge_dead_jobs(&self, before: i64, batch: i64) -> Result<u64> {
+        let mut purged = 0u64;
+        loop {
+            let n = self
+                .db
+                .run(move |conn| {
+                    let ids: Vec<i64> = jobs::table
+                        .filter(jobs::state.eq(DEAD))
+                        .filter(jobs::update_time.lt(before))
+                        .limit(batch.max(1))
+                        .select(jobs::id)
+                        .load(conn)?;
+                    Ok(diesel::delete(jobs::table.filter(jobs::id.eq_any(&ids))).execute(conn)?)
+                })
+                .await?;
+            purged += n as u64;
+            if (n as i64) < batch.max(1) {
+                return Ok(purged);
+            }
+        }
+    }
 }

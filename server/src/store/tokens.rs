@@ -589,4 +589,56 @@ impl Store {
             })
             .await
     }
+
+    /// Deletes, at most `batch` rows per statement, what can no longer be
+    /// used nor needs remembering: authorization codes and refresh tokens
+    /// expired for a day (a reuse within it still revokes the family), and
+    /// revoked access tokens past their expiry (refused as expired now).
+    /// Returns how many rows.
+    pub async fn purge_expired_tokens(&self, batch: i64) -> Result<u64> {
+        const DAY: i64 = 86_400_000_000;
+        let batch = batch.max(1);
+        let mut purged = 0u64;
+        loop {
+            let n = self
+                .db
+                .run(move |conn| {
+                    let now = now_micros();
+                    let codes: Vec<String> = authorization_codes::table
+                        .filter(authorization_codes::expire_time.lt(now - DAY))
+                        .limit(batch)
+                        .select(authorization_codes::digest)
+                        .load(conn)?;
+                    let mut n = diesel::delete(
+                        authorization_codes::table
+                            .filter(authorization_codes::digest.eq_any(&codes)),
+                    )
+                    .execute(conn)?;
+                    let refresh: Vec<String> = refresh_tokens::table
+                        .filter(refresh_tokens::expire_time.lt(now - DAY))
+                        .limit(batch)
+                        .select(refresh_tokens::digest)
+                        .load(conn)?;
+                    n += diesel::delete(
+                        refresh_tokens::table.filter(refresh_tokens::digest.eq_any(&refresh)),
+                    )
+                    .execute(conn)?;
+                    let revoked: Vec<String> = revoked_tokens::table
+                        .filter(revoked_tokens::expire_time.lt(now))
+                        .limit(batch)
+                        .select(revoked_tokens::jti)
+                        .load(conn)?;
+                    n += diesel::delete(
+                        revoked_tokens::table.filter(revoked_tokens::jti.eq_any(&revoked)),
+                    )
+                    .execute(conn)?;
+                    Ok(n)
+                })
+                .await?;
+            purged += n as u64;
+            if n == 0 {
+                return Ok(purged);
+            }
+        }
+    }
 }
