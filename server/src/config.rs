@@ -1026,6 +1026,8 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.redis_timeout, Config::default().redis_timeout);
         assert_eq!(c.event_retention, Config::default().event_retention);
+        assert_eq!(c.watch_buffer, Config::default().watch_buffer);
+        assert_eq!(c.roles, Config::default().roles);
     }
 
     #[test]
