@@ -152,14 +152,15 @@ struct Server {
 }
 
 /// A PostgreSQL schema the bench created, and the URL confined to it.
-struct Schema {
+pub(crate) struct Schema {
     base_url: String,
     name: String,
-    url: String,
+    /// The base URL confined to the schema.
+    pub(crate) url: String,
 }
 
 impl Schema {
-    async fn create(base_url: &str) -> Result<Self> {
+    pub(crate) async fn create(base_url: &str) -> Result<Self> {
         let name = format!("tg_bench_{:016x}", random_u64());
         let schema = Schema {
             base_url: base_url.to_owned(),
@@ -180,12 +181,12 @@ impl Schema {
     }
 
     /// Runs `sql` (several statements allowed) inside the schema.
-    async fn execute(&self, sql: &str) -> Result<()> {
+    pub(crate) async fn execute(&self, sql: &str) -> Result<()> {
         execute(&self.url, sql).await
     }
 
     /// The one `bigint` a query inside the schema returns (as column `n`).
-    async fn count(&self, sql: &str) -> Result<i64> {
+    pub(crate) async fn count(&self, sql: &str) -> Result<i64> {
         #[derive(diesel::QueryableByName)]
         struct Row {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -200,7 +201,7 @@ impl Schema {
         .await?
     }
 
-    async fn drop_it(&self) {
+    pub(crate) async fn drop_it(&self) {
         let _ = self
             .execute_on_base(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
             .await;
@@ -505,7 +506,7 @@ fn pids_of(name: &str, prefix: bool) -> Vec<u32> {
 
 /// The CPU time each process whose command starts with `name` used so
 /// far, by pid (PostgreSQL's backends come and go).
-fn cpu_of_all(name: &str) -> std::collections::HashMap<u32, Duration> {
+pub(crate) fn cpu_of_all(name: &str) -> std::collections::HashMap<u32, Duration> {
     pids_of(name, true)
         .into_iter()
         .filter_map(|p| Some((p, crate::child::cpu_time(p).ok()?)))
@@ -515,7 +516,7 @@ fn cpu_of_all(name: &str) -> std::collections::HashMap<u32, Duration> {
 /// The CPU the processes of `after` used since `before`: a process gone
 /// meanwhile (the bench's own connection) counts for nothing, a new one
 /// for all it used.
-fn cpu_since(
+pub(crate) fn cpu_since(
     before: &std::collections::HashMap<u32, Duration>,
     after: &std::collections::HashMap<u32, Duration>,
 ) -> Duration {

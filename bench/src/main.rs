@@ -29,6 +29,7 @@ mod child;
 mod echo;
 mod events;
 mod h2load;
+mod jobs;
 mod load;
 mod oauth;
 mod ratelimit;
@@ -117,6 +118,10 @@ enum Command {
     /// against page 1 over a million events (≤ 1.5×). Exits 0 on a miss,
     /// non-zero on errors.
     Events(Box<events::Options>),
+    /// Job queue benchmark (issue 11): jobs claimed and completed per
+    /// second by 4 workers on PostgreSQL with no-op handlers (target ≥
+    /// 5,000/s). Exits 0 on a miss, non-zero on errors.
+    Jobs(Box<jobs::Options>),
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +347,7 @@ fn main() -> ExitCode {
         Some(Command::Ratelimit(options)) => ratelimit::run(&options),
         Some(Command::RatelimitServer(options)) => block_on(ratelimit_server::run(*options)),
         Some(Command::Events(options)) => block_on(events::run(*options)),
+        Some(Command::Jobs(options)) => block_on(jobs::run(*options)),
         Some(Command::Oauth(options)) => {
             options.plan().and_then(|plan| block_on(oauth::run(&plan)))
         }
