@@ -153,13 +153,17 @@ impl Worker {
     /// Claims and runs jobs until `token` is cancelled; then lets running
     /// jobs finish for at most `grace` and releases the rest.
     pub async fn run(mut self, token: CancellationToken, grace: Duration) {
-        let mut tasks: JoinSet<(String, i64)> = JoinSet::new();
+        let mut tasks: JoinSet<Attempted> = JoinSet::new();
+        // Jobs whose handler succeeded, deleted together before the next
+        // claim (one statement for many instead of one each).
+        let mut done: Vec<i64> = Vec::new();
         // The jobs each task holds, to release those aborted at shutdown.
         let mut held: HashMap<tokio::task::Id, (String, i64)> = HashMap::new();
         let enqueued = self.store.jobs_enqueued();
         let mut next_reap = tokio::time::Instant::now();
         let lease_micros = i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX);
         while !token.is_cancelled() {
+            self.complete(&mut done).await;
             if tokio::time::Instant::now() >= next_reap {
                 match self.store.reap_jobs().await {
                     Ok(0) => {}
@@ -206,9 +210,12 @@ impl Worker {
                 }
             }
             if claimed_any {
-                // More may be due: claim again before sleeping.
-                while let Some(done) = tasks.try_join_next_with_id() {
-                    self.finished(done, &mut held);
+                // More may be due: claim again before sleeping, once the
+                // jobs just started had a turn to finish (so the next claim
+                // takes many jobs rather than one).
+                tokio::task::yield_now().await;
+                while let Some(finished) = tasks.try_join_next_with_id() {
+                    self.finished(finished, &mut held, &mut done);
                 }
                 continue;
             }
@@ -216,10 +223,10 @@ impl Worker {
                 () = token.cancelled() => break,
                 () = enqueued.notified() => {}
                 () = tokio::time::sleep(self.poll) => {}
-                Some(done) = tasks.join_next_with_id() => self.finished(done, &mut held),
+                Some(finished) = tasks.join_next_with_id() => self.finished(finished, &mut held, &mut done),
             }
-            while let Some(done) = tasks.try_join_next_with_id() {
-                self.finished(done, &mut held);
+            while let Some(finished) = tasks.try_join_next_with_id() {
+                self.finished(finished, &mut held, &mut done);
             }
         }
         // Shutting down: no more claims; running jobs get the grace.
@@ -227,13 +234,14 @@ impl Worker {
         while !tasks.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
-                Some(done) = tasks.join_next_with_id() => self.finished(done, &mut held),
+                Some(finished) = tasks.join_next_with_id() => self.finished(finished, &mut held, &mut done),
             }
         }
         tasks.abort_all();
-        while let Some(done) = tasks.join_next_with_id().await {
-            self.finished(done, &mut held);
+        while let Some(finished) = tasks.join_next_with_id().await {
+            self.finished(finished, &mut held, &mut done);
         }
+        self.complete(&mut done).await;
         for (_, (kind, id)) in held {
             match self.store.release_job(id, &self.owner).await {
                 Ok(_) => tracing::info!(kind, job = id, "released at shutdown"),
@@ -244,29 +252,64 @@ impl Worker {
         }
     }
 
-    /// Books a finished task: its kind has a free slot again. An aborted
-    /// task's job stays in `held`, to be released.
+    /// Deletes the jobs in `done` (their handlers succeeded).
+    async fn complete(&self, done: &mut Vec<i64>) {
+        if done.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(done);
+        match self.store.complete_jobs(&ids, &self.owner).await {
+            Ok(n) if n < ids.len() => tracing::warn!(
+                finished = ids.len(),
+                held = n,
+                "finished jobs whose lease had ended; they may run again"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(jobs = ids.len(), error = %e, "recording finished jobs; they may run again")
+            }
+        }
+    }
+
+    /// Books a finished task: its kind has a free slot again, and a
+    /// success is queued for [`Worker::complete`]. An aborted task's job
+    /// stays in `held`, to be released.
     fn finished(
         &mut self,
-        done: Result<(tokio::task::Id, (String, i64)), tokio::task::JoinError>,
+        finished: Result<(tokio::task::Id, Attempted), tokio::task::JoinError>,
         held: &mut HashMap<tokio::task::Id, (String, i64)>,
+        done: &mut Vec<i64>,
     ) {
-        let id = match &done {
+        let id = match &finished {
             Ok((id, _)) => *id,
             Err(e) => e.id(),
         };
-        let cancelled = matches!(&done, Err(e) if e.is_cancelled());
+        let cancelled = matches!(&finished, Err(e) if e.is_cancelled());
         let entry = if cancelled {
             held.get(&id).cloned()
         } else {
             held.remove(&id)
         };
+        if let Ok((_, attempted)) = &finished
+            && attempted.succeeded
+        {
+            done.push(attempted.id);
+        }
         if let Some((kind, _)) = entry
             && let Some(kind) = self.kinds.get_mut(&kind)
         {
             kind.running = kind.running.saturating_sub(1);
         }
     }
+}
+
+/// What an attempt's task reports.
+struct Attempted {
+    /// The job's id.
+    id: i64,
+    /// Whether its handler succeeded (the worker deletes it); a failure
+    /// was recorded by the task.
+    succeeded: bool,
 }
 
 /// One attempt of `job`: the handler, its lease renewed meanwhile, then the
@@ -277,7 +320,7 @@ async fn attempt(
     handler: Arc<dyn Handler>,
     job: Job,
     lease: Duration,
-) -> (String, i64) {
+) -> Attempted {
     let lease_micros = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
     let started = std::time::Instant::now();
     let run = handler.run(job.clone());
@@ -295,17 +338,6 @@ async fn attempt(
         }
     };
     let took = started.elapsed();
-    let result = match &outcome {
-        Ok(()) => store.complete_job(job.id, &owner).await,
-        Err(failure) => {
-            let wait = failure.retry_after.unwrap_or_else(|| backoff(job.attempts));
-            let retry_at =
-                now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
-            store
-                .fail_job(&job, &owner, &failure.message, retry_at, failure.permanent)
-                .await
-        }
-    };
     let outcome_label = match &outcome {
         Ok(()) => "done",
         Err(f) if f.permanent || job.attempts >= job.max_attempts => "dead",
@@ -315,19 +347,28 @@ async fn attempt(
         .increment(1);
     metrics::histogram!("tollgate_job_seconds", "kind" => job.kind.clone())
         .record(took.as_secs_f64());
-    match (&outcome, result) {
-        (Err(f), _) => {
-            tracing::warn!(kind = %job.kind, job = job.id, attempt = job.attempts, outcome = outcome_label, error = %f, "job failed")
+    if let Err(failure) = &outcome {
+        let wait = failure.retry_after.unwrap_or_else(|| backoff(job.attempts));
+        let retry_at =
+            now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
+        tracing::warn!(kind = %job.kind, job = job.id, attempt = job.attempts, outcome = outcome_label, error = %failure, "job failed");
+        match store
+            .fail_job(&job, &owner, &failure.message, retry_at, failure.permanent)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(kind = %job.kind, job = job.id, "failed a job whose lease had ended")
+            }
+            Err(e) => {
+                tracing::warn!(kind = %job.kind, job = job.id, error = %e, "recording a failed attempt; its lease will end")
+            }
         }
-        (Ok(()), Err(e)) => {
-            tracing::warn!(kind = %job.kind, job = job.id, error = %e, "recording a finished job; it may run again")
-        }
-        (Ok(()), Ok(false)) => {
-            tracing::warn!(kind = %job.kind, job = job.id, "finished a job whose lease had ended; it may run again")
-        }
-        (Ok(()), Ok(true)) => {}
     }
-    (job.kind, job.id)
+    Attempted {
+        id: job.id,
+        succeeded: outcome.is_ok(),
+    }
 }
 
 /// The wait before retrying after failed attempt `attempts` (from 1):

@@ -237,6 +237,24 @@ impl Store {
             .await
     }
 
+    /// Finishes the jobs `ids` that `owner` holds: deleted. Returns how
+    /// many it still held (the others' leases ended and they were taken
+    /// back).
+    pub async fn complete_jobs(&self, ids: &[i64], owner: &str) -> Result<usize> {
+        let (ids, owner) = (ids.to_vec(), owner.to_owned());
+        self.db
+            .run(move |conn| {
+                Ok(diesel::delete(
+                    jobs::table
+                        .filter(jobs::id.eq_any(&ids))
+                        .filter(jobs::state.eq(RUNNING))
+                        .filter(jobs::lease_owner.eq(&owner)),
+                )
+                .execute(conn)?)
+            })
+            .await
+    }
+
     /// Records a failed attempt of job `job` held by `owner`: pending
     /// again from `retry_at` (microseconds), or dead when it was the last
     /// attempt or `permanent`. `false` when `owner` no longer holds it.
