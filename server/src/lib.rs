@@ -60,6 +60,7 @@ pub mod telemetry;
 pub mod upkeep;
 pub mod usage;
 pub mod watch;
+pub mod webhooks;
 pub mod worker;
 
 use std::{

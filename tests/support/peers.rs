@@ -124,7 +124,7 @@ pub fn venv() -> PathBuf {
 }
 
 /// What installs the suite's PyPI tools in [`venv`].
-pub const VENV_INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install openapi-spec-validator schemathesis websockets 'PyJWT[crypto]' nats-py";
+pub const VENV_INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install openapi-spec-validator schemathesis websockets 'PyJWT[crypto]' nats-py standardwebhooks";
 
 /// The program `name` of [`venv`] (`bin/<name>`: a console script, or
 /// `python3`). `None` (after [`skip`] for `what`) when it is not there.
