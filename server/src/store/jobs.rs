@@ -222,19 +222,7 @@ impl Store {
     /// Finishes job `id` of `owner`: deleted. `false` when `owner` no
     /// longer holds it (its lease ended and it was taken back).
     pub async fn complete_job(&self, id: i64, owner: &str) -> Result<bool> {
-        let owner = owner.to_owned();
-        self.db
-            .run(move |conn| {
-                Ok(diesel::delete(
-                    jobs::table
-                        .filter(jobs::id.eq(id))
-                        .filter(jobs::state.eq(RUNNING))
-                        .filter(jobs::lease_owner.eq(&owner)),
-                )
-                .execute(conn)?
-                    == 1)
-            })
-            .await
+        Ok(self.complete_jobs(&[id], owner).await? == 1)
     }
 
     /// Finishes the jobs `ids` that `owner` holds: deleted. Returns how
