@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "proto/tollgate/v1/authorization.proto",
     "proto/tollgate/v1/rate_limit.proto",
     "proto/tollgate/v1/usage.proto",
+    "proto/tollgate/v1/webhook.proto",
     "proto/tollgate/v1/event.proto",
     "proto/tollgate/v1/event_service.proto",
     // Envoy's external authorization and global rate-limit services, with

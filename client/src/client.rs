@@ -21,6 +21,7 @@ use crate::{
         rate_limit_policy_service_client::RateLimitPolicyServiceClient,
         service_account_service_client::ServiceAccountServiceClient,
         token_service_client::TokenServiceClient, user_service_client::UserServiceClient,
+        webhook_service_client::WebhookServiceClient,
     },
 };
 use tonic_health::pb::health_client::HealthClient;
@@ -136,6 +137,12 @@ impl Client {
     /// `tollgate.v1.EventService`: the audit log.
     pub fn events(&self) -> EventServiceClient<TollgateChannel> {
         EventServiceClient::new(self.channel())
+    }
+
+    /// `tollgate.v1.WebhookService`: the organization's webhooks and
+    /// their deliveries.
+    pub fn webhooks(&self) -> WebhookServiceClient<TollgateChannel> {
+        WebhookServiceClient::new(self.channel())
     }
 
     /// `tollgate.v1.TokenService`: the OAuth token endpoints over gRPC.

@@ -292,6 +292,35 @@ pub struct Settings {
     /// metrics on `--admin-listen`.
     #[arg(long, env = "TOLLGATE_ROLES")]
     pub roles: Option<String>,
+    /// Let webhooks target loopback addresses, over `http` too: for a
+    /// receiver on the same host in development and tests, never in
+    /// production.
+    #[arg(
+        long,
+        env = "TOLLGATE_WEBHOOK_ALLOW_LOOPBACK",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub webhook_allow_loopback: Option<bool>,
+    /// Private or link-local networks webhooks may target, comma-separated
+    /// CIDRs (e.g. `10.20.0.0/16,fd00::/8`); every other private,
+    /// loopback, link-local or reserved address is refused (SSRF).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_ALLOW_NETWORKS")]
+    pub webhook_allow_networks: Option<String>,
+    /// How long a webhook delivery waits for the endpoint's response,
+    /// e.g. `10s` (the default).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_TIMEOUT")]
+    pub webhook_timeout: Option<Interval>,
+    /// Attempts of a webhook delivery before it is dead (default 8; with
+    /// the backoff, about 2 hours of retries).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// How long a worker holds a claimed job before another worker may
+    /// take it back (it renews the lease while the job runs), e.g. `30s`
+    /// (the default): how soon a dead worker's jobs run elsewhere.
+    #[arg(long, env = "TOLLGATE_JOB_LEASE")]
+    pub job_lease: Option<Interval>,
 }
 
 impl Settings {
@@ -365,6 +394,11 @@ impl Settings {
             event_retention: self.event_retention.or(file.event_retention),
             watch_buffer: self.watch_buffer.or(file.watch_buffer),
             roles: self.roles.or(file.roles),
+            webhook_allow_loopback: self.webhook_allow_loopback.or(file.webhook_allow_loopback),
+            webhook_allow_networks: self.webhook_allow_networks.or(file.webhook_allow_networks),
+            webhook_timeout: self.webhook_timeout.or(file.webhook_timeout),
+            webhook_max_attempts: self.webhook_max_attempts.or(file.webhook_max_attempts),
+            job_lease: self.job_lease.or(file.job_lease),
         }
     }
 
@@ -488,6 +522,18 @@ impl Settings {
             watch_buffer: self.watch_buffer.unwrap_or(d.watch_buffer).max(1),
             watch_recheck: d.watch_recheck,
             roles: self.roles.unwrap_or(d.roles),
+            webhook_allow_loopback: self
+                .webhook_allow_loopback
+                .unwrap_or(d.webhook_allow_loopback),
+            webhook_allow_networks: self
+                .webhook_allow_networks
+                .unwrap_or(d.webhook_allow_networks),
+            webhook_timeout: self.webhook_timeout.map_or(d.webhook_timeout, |i| i.0),
+            webhook_max_attempts: self
+                .webhook_max_attempts
+                .unwrap_or(d.webhook_max_attempts)
+                .clamp(1, 100),
+            job_lease: self.job_lease.map_or(d.job_lease, |i| i.0),
         }
     }
 }
@@ -692,6 +738,16 @@ pub struct Config {
     pub watch_recheck: Duration,
     /// `--roles` as given; see [`Config::roles`].
     pub roles: String,
+    /// `--webhook-allow-loopback`.
+    pub webhook_allow_loopback: bool,
+    /// `--webhook-allow-networks` as given; see [`Config::webhook_targets`].
+    pub webhook_allow_networks: String,
+    /// `--webhook-timeout`.
+    pub webhook_timeout: Duration,
+    /// `--webhook-max-attempts`, 1 to 100.
+    pub webhook_max_attempts: u32,
+    /// `--job-lease`.
+    pub job_lease: Duration,
 }
 
 /// What a process does (`--roles`).
@@ -730,6 +786,20 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
         self.roles()?;
+        self.webhook_targets()?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&self.webhook_timeout)
+        {
+            anyhow::bail!(
+                "--webhook-timeout {:?} must be between 100ms and 5 minutes",
+                self.webhook_timeout
+            );
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.job_lease) {
+            anyhow::bail!(
+                "--job-lease {:?} must be between 1s and 1 hour",
+                self.job_lease
+            );
+        }
         self.tls_files()?;
         check_issuer(&self.issuer)?;
         self.rate_limit_defaults()?;
@@ -773,6 +843,29 @@ impl Config {
             anyhow::bail!("--roles names no role; expected api, worker or both");
         }
         Ok(roles)
+    }
+
+    /// Which addresses webhooks may target (`--webhook-allow-loopback`,
+    /// `--webhook-allow-networks`).
+    pub fn webhook_targets(&self) -> anyhow::Result<crate::domain::webhook::Targets> {
+        let mut networks = Vec::new();
+        for cidr in self
+            .webhook_allow_networks
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            let net: ipnet::IpNet = cidr.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "--webhook-allow-networks: '{cidr}' is not a CIDR network (e.g. 10.0.0.0/8)"
+                )
+            })?;
+            networks.push(net.trunc());
+        }
+        Ok(crate::domain::webhook::Targets::new(
+            self.webhook_allow_loopback,
+            networks,
+        ))
     }
 
     /// A NATS URL names its scheme; the stream name is one JetStream
@@ -963,6 +1056,11 @@ impl Default for Config {
             watch_buffer: crate::bus::Bus::CAPACITY,
             roles: "api,worker".into(),
             watch_recheck: crate::watch::RECHECK,
+            webhook_allow_loopback: false,
+            webhook_allow_networks: String::new(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_attempts: 8,
+            job_lease: Duration::from_secs(30),
         }
     }
 }

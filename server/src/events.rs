@@ -123,11 +123,19 @@ pub enum EventKind {
     RateLimitPolicyDeleted,
     /// An OAuth access token, or a refresh token family, was revoked.
     TokenRevoked,
+    /// A webhook was created.
+    WebhookCreated,
+    /// A webhook's settings changed.
+    WebhookUpdated,
+    /// A webhook got a new secret.
+    WebhookSecretRotated,
+    /// A webhook was deleted.
+    WebhookDeleted,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::OrganizationCreated,
         EventKind::OrganizationUpdated,
         EventKind::OrganizationDeleted,
@@ -150,6 +158,10 @@ impl EventKind {
         EventKind::RateLimitPolicyUpdated,
         EventKind::RateLimitPolicyDeleted,
         EventKind::TokenRevoked,
+        EventKind::WebhookCreated,
+        EventKind::WebhookUpdated,
+        EventKind::WebhookSecretRotated,
+        EventKind::WebhookDeleted,
     ];
 
     /// The name in `Event.type` and in NATS subjects.
@@ -177,6 +189,10 @@ impl EventKind {
             EventKind::RateLimitPolicyUpdated => "rateLimitPolicy.updated",
             EventKind::RateLimitPolicyDeleted => "rateLimitPolicy.deleted",
             EventKind::TokenRevoked => "token.revoked",
+            EventKind::WebhookCreated => "webhook.created",
+            EventKind::WebhookUpdated => "webhook.updated",
+            EventKind::WebhookSecretRotated => "webhook.secretRotated",
+            EventKind::WebhookDeleted => "webhook.deleted",
         }
     }
 

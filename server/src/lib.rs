@@ -281,6 +281,14 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         named(&rate_limit_policies),
         services::Services::boxed(rate_limit_policies),
     ));
+    let webhooks = tollgate::tollgate::v1::webhook_service_server::WebhookServiceServer::new(
+        api::webhooks::Webhooks::new(
+            app.store.clone(),
+            app.keys.clone(),
+            app.config.webhook_targets()?,
+        ),
+    );
+    others.push((named(&webhooks), services::Services::boxed(webhooks)));
     if let Some(extra) = &app.extra {
         for name in &extra.services {
             others.push((
@@ -491,10 +499,18 @@ pub async fn run(
     let worker_token = CancellationToken::new();
     let worker_tasks = if roles.worker {
         let worker = upkeep::handlers(
-            worker::Worker::new(store.clone(), worker::Worker::process_owner()),
+            worker::Worker::new(store.clone(), worker::Worker::process_owner())
+                .lease(config.job_lease),
             &store,
             config.event_retention,
         );
+        let worker = webhooks::pump::Pump::new(
+            store.clone(),
+            keys.clone(),
+            webhooks::sender::Sender::new(config.webhook_targets()?, config.webhook_timeout)?,
+            config.webhook_max_attempts,
+        )
+        .register(worker);
         vec![
             tokio::spawn(worker.run(worker_token.clone(), config.shutdown_grace)),
             tokio::spawn(upkeep::schedule(

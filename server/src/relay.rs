@@ -61,6 +61,7 @@ use crate::{
     store::{
         DbConnection, Store, Target,
         schema::{outbox, outbox_pending},
+        webhooks,
     },
 };
 
@@ -355,8 +356,29 @@ impl Relay {
         };
         let n = done.len();
         if !done.is_empty() {
-            self.store.db.run(move |conn| mark(conn, &done)).await?;
+            // The webhook deliveries of what was published are made in the
+            // transaction that marks it, so each is made exactly once.
+            let marked: std::collections::HashSet<i64> = done.iter().copied().collect();
+            let events: Vec<Event> = rows
+                .into_iter()
+                .filter(|r| marked.contains(&r.id))
+                .map(|r| r.event)
+                .collect();
+            let deliveries = self
+                .store
+                .db
+                .write(move |conn| {
+                    mark(conn, &done)?;
+                    let events: Vec<&Event> = events.iter().collect();
+                    webhooks::fan_out(conn, &events, &crate::webhooks::body)
+                })
+                .await?;
             metrics::counter!("tollgate_events_relayed_total").increment(n as u64);
+            if deliveries > 0 {
+                metrics::counter!("tollgate_webhook_deliveries_made_total")
+                    .increment(deliveries as u64);
+                self.store.jobs_enqueued().notify_waiters();
+            }
         }
         match published {
             Ok(()) => Ok(n),

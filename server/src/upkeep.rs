@@ -106,10 +106,16 @@ pub fn handlers(worker: Worker, store: &Store, retention: Option<Duration>) -> W
             worker.handle(EVENTS, 1, move |_job| {
                 let store = store.clone();
                 async move {
-                    match store
-                        .purge_events(retention::cutoff(now_micros(), retention), retention::BATCH)
-                        .await
-                    {
+                    let cutoff = retention::cutoff(now_micros(), retention);
+                    // Deliveries are kept as long as the events they carry.
+                    match store.purge_deliveries(cutoff, retention::BATCH).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(purged = n, ?retention, "old webhook deliveries deleted")
+                        }
+                        Err(e) => return Err(Failure::transient(e.to_string())),
+                    }
+                    match store.purge_events(cutoff, retention::BATCH).await {
                         Ok(0) => Ok(()),
                         Ok(n) => {
                             tracing::info!(purged = n, ?retention, "old events deleted");

@@ -355,3 +355,157 @@ async fn admin_recover_root_restores_a_locked_out_platform() {
         ]
     );
 }
+
+/// A raw HTTP/1.1 endpoint: the first request is held unanswered for
+/// ever (a delivery in flight when its worker dies); later ones get 200.
+/// Reports each request's `webhook-id`.
+async fn hanging_then_ok_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut first = true;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers and the body (Content-Length), enough to report.
+            let id = loop {
+                let Ok(n) = sock.read(&mut chunk).await else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break head.lines().find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("webhook-id:")
+                                .map(|v| v.trim().to_owned())
+                        });
+                    }
+                }
+            };
+            let Some(id) = id else { continue };
+            let _ = tx.send(id);
+            if first {
+                first = false;
+                held.push(sock);
+            } else {
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_worker_process_killed_mid_delivery_has_its_job_run_again_after_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let (receiver, mut ids) = hanging_then_ok_receiver().await;
+    let flags = [
+        "--webhook-allow-loopback",
+        "--job-lease",
+        "2s",
+        "--webhook-timeout",
+        "5m",
+    ];
+    let mut first = Proc::serve(dir.path(), &flags);
+    let printed = first.wait_for("admin api key", |l| l.starts_with("admin api key: "));
+    let key = printed.trim_start_matches("admin api key: ").to_owned();
+    let c = client(first.grpc_addr(), &key).await;
+    c.organizations()
+        .create_organization(v1::CreateOrganizationRequest {
+            organization_id: "acme".into(),
+            organization: Some(v1::Organization {
+                display_name: "Acme".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let hook = c
+        .webhooks()
+        .create_webhook(v1::CreateWebhookRequest {
+            parent: "organizations/acme".into(),
+            webhook_id: "crm".into(),
+            webhook: Some(v1::Webhook {
+                display_name: "CRM".into(),
+                url: format!("http://{receiver}/hook"),
+                event_types: vec!["user.created".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.users()
+        .create_user(v1::CreateUserRequest {
+            parent: "organizations/acme".into(),
+            user_id: "ada".into(),
+            user: Some(v1::User {
+                display_name: "Ada".into(),
+                email: "ada@example.com".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // The delivery is in flight (held by the receiver): kill the process.
+    let sent = tokio::time::timeout(Duration::from_secs(20), ids.recv())
+        .await
+        .expect("the first process sent the delivery")
+        .unwrap();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(first);
+
+    // Another process on the same database takes the job back once its
+    // lease ends, and sends the same message again.
+    let started = std::time::Instant::now();
+    let mut second = Proc::serve(dir.path(), &flags);
+    let c = client(second.grpc_addr(), &key).await;
+    let again = tokio::time::timeout(Duration::from_secs(30), ids.recv())
+        .await
+        .expect("the job ran again")
+        .unwrap();
+    assert_eq!(again, sent, "the same delivery (webhook-id) again");
+    assert!(started.elapsed() < Duration::from_secs(25));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = c
+            .webhooks()
+            .list_deliveries(v1::ListDeliveriesRequest {
+                parent: hook.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if list.len() == 1 && list[0].status == v1::delivery::Status::Succeeded as i32 {
+            assert_eq!((list[0].attempts, list[0].last_response_code), (1, 200));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(second);
+}

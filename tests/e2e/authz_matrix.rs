@@ -12,24 +12,27 @@ use tollgate_e2e::{
         create_key, create_oauth_client, create_org, create_rate_limit_policy, create_sa,
         create_user, mask, oauth_clients, org_name, roles,
     },
-    rpc::assert_error_info,
+    rpc::{RpcResult as _, assert_error_info},
     v1::{
         ApiKey, BatchCheckRequest, CheckRateLimitRequest, CheckRequest, CreateApiKeyRequest,
         CreateOAuthClientRequest, CreateOrganizationRequest, CreateRateLimitPolicyRequest,
-        CreateServiceAccountRequest, CreateUserRequest, DeleteOAuthClientRequest,
-        DeleteOrganizationRequest, DeleteRateLimitPolicyRequest, DeleteServiceAccountRequest,
-        DeleteUserRequest, GetApiKeyRequest, GetOAuthClientRequest, GetOrganizationRequest,
-        GetRateLimitPolicyRequest, GetServiceAccountRequest, GetUsageRequest, GetUserRequest,
-        IntrospectTokenRequest, IssueTokenRequest, ListApiKeysRequest, ListEventsRequest,
-        ListOAuthClientsRequest, ListOrganizationsRequest, ListRateLimitPoliciesRequest,
-        ListServiceAccountsRequest, ListSigningKeysRequest, ListUsersRequest, OAuthClient,
-        Organization, RateLimit, RateLimitDescriptor, RateLimitPolicy, RevokeApiKeyRequest,
+        CreateServiceAccountRequest, CreateUserRequest, CreateWebhookRequest,
+        DeleteOAuthClientRequest, DeleteOrganizationRequest, DeleteRateLimitPolicyRequest,
+        DeleteServiceAccountRequest, DeleteUserRequest, DeleteWebhookRequest, GetApiKeyRequest,
+        GetOAuthClientRequest, GetOrganizationRequest, GetRateLimitPolicyRequest,
+        GetServiceAccountRequest, GetUsageRequest, GetUserRequest, GetWebhookRequest,
+        IntrospectTokenRequest, IssueTokenRequest, ListApiKeysRequest, ListDeliveriesRequest,
+        ListEventsRequest, ListOAuthClientsRequest, ListOrganizationsRequest,
+        ListRateLimitPoliciesRequest, ListServiceAccountsRequest, ListSigningKeysRequest,
+        ListUsersRequest, ListWebhooksRequest, OAuthClient, Organization, RateLimit,
+        RateLimitDescriptor, RateLimitPolicy, RetryDeliveryRequest, RevokeApiKeyRequest,
         RevokeTokenRequest, RotateOAuthClientSecretRequest, RotateSigningKeyRequest,
-        ServiceAccount, SetPasswordRequest, UpdateOAuthClientRequest, UpdateOrganizationRequest,
-        UpdateRateLimitPolicyRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
-        WatchEventsRequest, check_request, o_auth_client::ClientType, rate_limit,
-        rate_limit_descriptor, rate_limit_service_client::RateLimitServiceClient,
-        usage_service_client::UsageServiceClient,
+        RotateWebhookSecretRequest, ServiceAccount, SetPasswordRequest, UpdateOAuthClientRequest,
+        UpdateOrganizationRequest, UpdateRateLimitPolicyRequest, UpdateServiceAccountRequest,
+        UpdateUserRequest, UpdateWebhookRequest, User, WatchEventsRequest, Webhook, check_request,
+        delivery, o_auth_client::ClientType, rate_limit, rate_limit_descriptor,
+        rate_limit_service_client::RateLimitServiceClient,
+        usage_service_client::UsageServiceClient, webhook,
     },
 };
 
@@ -169,6 +172,14 @@ const ROWS: &[Row] = &[
     row("UsageService/GetUsage", Min::Viewer),
     row("EventService/ListEvents", Min::Viewer),
     row("EventService/WatchEvents", Min::Viewer),
+    row("WebhookService/CreateWebhook", Min::Editor),
+    row("WebhookService/GetWebhook", Min::Viewer),
+    row("WebhookService/ListWebhooks", Min::Viewer),
+    row("WebhookService/UpdateWebhook", Min::Editor),
+    row("WebhookService/DeleteWebhook", Min::Editor),
+    row("WebhookService/RotateWebhookSecret", Min::Editor),
+    row("WebhookService/ListDeliveries", Min::Viewer),
+    row("WebhookService/RetryDelivery", Min::Editor),
 ];
 
 impl Row {
@@ -231,6 +242,10 @@ struct World {
     app: String,
     /// A rate-limit policy every non-destructive policy call targets.
     policy: String,
+    /// A webhook every non-destructive webhook call targets; it gets the
+    /// `user.created` events of `acme` and refuses them (its address is
+    /// loopback), so each is soon DEAD.
+    hook: String,
 }
 
 impl World {
@@ -271,6 +286,7 @@ impl World {
         let policy = create_rate_limit_policy(&platform, "acme", "matrix")
             .await
             .name;
+        let hook = create_webhook(&platform, "hook").await;
         Self {
             platform,
             callers,
@@ -279,6 +295,36 @@ impl World {
             bot,
             app,
             policy,
+            hook,
+        }
+    }
+
+    /// A DEAD delivery of `hook` made for cell `n`.
+    async fn dead_delivery(&self, n: usize) -> String {
+        create_user(&self.platform, "acme", &format!("hooked{n}"), &["viewer"]).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let list = self
+                .platform
+                .webhooks()
+                .list_deliveries(ListDeliveriesRequest {
+                    parent: self.hook.clone(),
+                    page_size: 1,
+                    ..Default::default()
+                })
+                .await
+                .expect_ok()
+                .deliveries;
+            if let Some(d) = list.first()
+                && d.status == delivery::Status::Dead as i32
+            {
+                return d.name.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no dead delivery: {list:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -707,9 +753,112 @@ impl World {
                 })
                 .await
                 .map(drop),
+            "WebhookService/CreateWebhook" => client
+                .webhooks()
+                .create_webhook(CreateWebhookRequest {
+                    parent: acme,
+                    webhook_id: format!("hire{n}"),
+                    webhook: Some(Webhook {
+                        display_name: "Hire".into(),
+                        url: "https://hooks.example.com/in".into(),
+                        event_types: vec!["apiKey.*".into()],
+                        state: webhook::State::Disabled as i32,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+            "WebhookService/GetWebhook" => client
+                .webhooks()
+                .get_webhook(GetWebhookRequest {
+                    name: self.hook.clone(),
+                })
+                .await
+                .map(drop),
+            "WebhookService/ListWebhooks" => client
+                .webhooks()
+                .list_webhooks(ListWebhooksRequest {
+                    parent: acme,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "WebhookService/UpdateWebhook" => client
+                .webhooks()
+                .update_webhook(UpdateWebhookRequest {
+                    webhook: Some(Webhook {
+                        name: self.hook.clone(),
+                        display_name: format!("Hook {n}"),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                })
+                .await
+                .map(drop),
+            "WebhookService/DeleteWebhook" => {
+                let doomed = create_webhook(&self.platform, &format!("doomed{n}")).await;
+                client
+                    .webhooks()
+                    .delete_webhook(DeleteWebhookRequest {
+                        name: doomed,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            "WebhookService/RotateWebhookSecret" => client
+                .webhooks()
+                .rotate_webhook_secret(RotateWebhookSecretRequest {
+                    name: self.hook.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "WebhookService/ListDeliveries" => client
+                .webhooks()
+                .list_deliveries(ListDeliveriesRequest {
+                    parent: self.hook.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            "WebhookService/RetryDelivery" => {
+                // Only callers past the layer reach the handler; the
+                // others are refused before any delivery matters.
+                let name = if matches!(who, Who::Editor | Who::Admin | Who::Platform) {
+                    self.dead_delivery(n).await
+                } else {
+                    format!("{}/deliveries/1", self.hook)
+                };
+                client
+                    .webhooks()
+                    .retry_delivery(RetryDeliveryRequest { name })
+                    .await
+                    .map(drop)
+            }
             other => panic!("no call written for {other}: add it beside its row"),
         }
     }
+}
+
+/// Webhook `id` of `acme`, for `user.created`, at an address the server
+/// refuses (loopback, over https): its deliveries are soon DEAD.
+async fn create_webhook(platform: &Client, id: &str) -> String {
+    platform
+        .webhooks()
+        .create_webhook(CreateWebhookRequest {
+            parent: org_name("acme"),
+            webhook_id: id.into(),
+            webhook: Some(Webhook {
+                display_name: "Hook".into(),
+                url: "https://localhost:1/hook".into(),
+                event_types: vec!["user.created".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_ok()
+        .name
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,14 +20,26 @@ use tollgate_e2e::{
     v1::{
         ApiKey, CreateApiKeyRequest, CreateOAuthClientRequest, CreateOrganizationRequest,
         CreateRateLimitPolicyRequest, CreateServiceAccountRequest, CreateUserRequest,
-        DeleteOAuthClientRequest, DeleteOrganizationRequest, DeleteRateLimitPolicyRequest,
-        DeleteServiceAccountRequest, DeleteUserRequest, OAuthClient, Organization, RateLimitPolicy,
-        RateLimitQuota, RevokeApiKeyRequest, RotateOAuthClientSecretRequest, ServiceAccount,
-        SetPasswordRequest, UpdateOAuthClientRequest, UpdateOrganizationRequest,
-        UpdateRateLimitPolicyRequest, UpdateServiceAccountRequest, UpdateUserRequest, User,
-        o_auth_client::ClientType, rate_limit_quota,
+        CreateWebhookRequest, DeleteOAuthClientRequest, DeleteOrganizationRequest,
+        DeleteRateLimitPolicyRequest, DeleteServiceAccountRequest, DeleteUserRequest,
+        DeleteWebhookRequest, OAuthClient, Organization, RateLimitPolicy, RateLimitQuota,
+        RevokeApiKeyRequest, RotateOAuthClientSecretRequest, RotateWebhookSecretRequest,
+        ServiceAccount, SetPasswordRequest, UpdateOAuthClientRequest, UpdateOrganizationRequest,
+        UpdateRateLimitPolicyRequest, UpdateServiceAccountRequest, UpdateUserRequest,
+        UpdateWebhookRequest, User, Webhook, o_auth_client::ClientType, rate_limit_quota,
     },
 };
+
+/// A webhook the writes act on; its address is never reached (these
+/// servers refuse loopback).
+fn webhook() -> Webhook {
+    Webhook {
+        display_name: "Hook".into(),
+        url: "https://localhost:1/hook".into(),
+        event_types: vec!["webhook.*".into()],
+        ..Default::default()
+    }
+}
 
 const ADMIN: &str = "organizations/root/serviceAccounts/admin";
 
@@ -45,6 +57,9 @@ const ELSEWHERE: &[&str] = &[
     "TokenService/RotateSigningKey",
     // Charges counters, changes no resource (and is not served yet).
     "RateLimitService/CheckRateLimit",
+    // A delivery is the record of an event sent, not a resource with a
+    // history: retrying one appends nothing (webhooks.rs checks it).
+    "WebhookService/RetryDelivery",
 ];
 
 /// `Service/Method` of every write, from the descriptors.
@@ -115,6 +130,13 @@ const ROWS: &[(&str, &str)] = &[
         "RateLimitPolicyService/DeleteRateLimitPolicy",
         "rateLimitPolicy.deleted",
     ),
+    ("WebhookService/CreateWebhook", "webhook.created"),
+    ("WebhookService/UpdateWebhook", "webhook.updated"),
+    ("WebhookService/DeleteWebhook", "webhook.deleted"),
+    (
+        "WebhookService/RotateWebhookSecret",
+        "webhook.secretRotated",
+    ),
 ];
 
 #[test]
@@ -142,6 +164,7 @@ async fn write(
     let sa = format!("{parent}/serviceAccounts/s");
     let oauth_client = format!("{parent}/clients/c");
     let policy = format!("{parent}/rateLimitPolicies/p");
+    let hook = format!("{parent}/webhooks/h");
     // Fixtures first: they append events of their own.
     match method {
         "OrganizationService/CreateOrganization" => {}
@@ -176,8 +199,22 @@ async fn write(
             let sa = create_sa(admin, org, "s", &["viewer"]).await;
             create_oauth_client(admin, org, "c", false, Some(&sa.name)).await;
         }
-        "RateLimitPolicyService/CreateRateLimitPolicy" => {
+        "RateLimitPolicyService/CreateRateLimitPolicy" | "WebhookService/CreateWebhook" => {
             create_org(admin, org, "Org").await;
+        }
+        "WebhookService/UpdateWebhook"
+        | "WebhookService/DeleteWebhook"
+        | "WebhookService/RotateWebhookSecret" => {
+            create_org(admin, org, "Org").await;
+            admin
+                .webhooks()
+                .create_webhook(CreateWebhookRequest {
+                    parent: parent.clone(),
+                    webhook_id: "h".into(),
+                    webhook: Some(webhook()),
+                })
+                .await
+                .expect("a webhook");
         }
         "RateLimitPolicyService/UpdateRateLimitPolicy"
         | "RateLimitPolicyService/DeleteRateLimitPolicy" => {
@@ -444,6 +481,55 @@ async fn write(
                 .await
                 .map(drop),
         ),
+        "WebhookService/CreateWebhook" => (
+            hook.clone(),
+            admin
+                .webhooks()
+                .create_webhook(h!(CreateWebhookRequest {
+                    parent: parent.clone(),
+                    webhook_id: "h".into(),
+                    webhook: Some(webhook()),
+                }))
+                .await
+                .map(drop),
+        ),
+        "WebhookService/UpdateWebhook" => (
+            hook.clone(),
+            admin
+                .webhooks()
+                .update_webhook(h!(UpdateWebhookRequest {
+                    webhook: Some(Webhook {
+                        name: hook.clone(),
+                        display_name: "Renamed".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                }))
+                .await
+                .map(drop),
+        ),
+        "WebhookService/DeleteWebhook" => (
+            hook.clone(),
+            admin
+                .webhooks()
+                .delete_webhook(h!(DeleteWebhookRequest {
+                    name: hook.clone(),
+                    etag: String::new(),
+                }))
+                .await
+                .map(drop),
+        ),
+        "WebhookService/RotateWebhookSecret" => (
+            hook.clone(),
+            admin
+                .webhooks()
+                .rotate_webhook_secret(h!(RotateWebhookSecretRequest {
+                    name: hook.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .map(drop),
+        ),
         "RateLimitPolicyService/DeleteRateLimitPolicy" => (
             policy.clone(),
             admin
@@ -500,6 +586,10 @@ async fn every_write_appends_exactly_one_typed_event() {
                 After::SigningKey(k) => &k.name,
                 After::RateLimitPolicy(p) => &p.name,
                 After::RevokedToken(t) => &t.client,
+                After::Webhook(w) => {
+                    assert!(w.secret.is_empty(), "an event must never carry a secret");
+                    &w.name
+                }
             };
             assert_eq!(after_name, &resource, "{method}");
             if let (After::User(u), "user.updated") = (e.after.as_ref().unwrap(), *kind) {

@@ -44,6 +44,7 @@ pub mod peers;
 pub mod policy;
 mod postgres;
 pub mod proxy;
+pub mod receiver;
 pub mod rpc;
 mod server;
 pub mod testing_service;

@@ -16,6 +16,7 @@ pub mod signing_keys;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 use tollgate::tollgate::v1::user;
 use tonic::{Request, Status};

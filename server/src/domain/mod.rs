@@ -14,6 +14,7 @@ pub mod rate_limit_policy;
 pub mod scope;
 pub mod secret;
 pub mod validate;
+pub mod webhook;
 
 use std::fmt;
 

@@ -348,9 +348,112 @@ impl std::fmt::Display for RateLimitPolicyName {
     }
 }
 
+/// `organizations/{org}/webhooks/{webhook}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WebhookName {
+    /// The organization the webhook belongs to.
+    pub org: String,
+    /// The webhook's id within its organization.
+    pub webhook: String,
+}
+
+impl WebhookName {
+    /// Parses `name`; a violation of `field` when it is not a webhook's
+    /// name.
+    pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
+        let [org, webhook] = parse(
+            field,
+            name,
+            ["organizations", "webhooks"],
+            "organizations/{organization}/webhooks/{webhook}",
+        )?;
+        Ok(Self {
+            org: org.into(),
+            webhook: webhook.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for WebhookName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "organizations/{}/webhooks/{}", self.org, self.webhook)
+    }
+}
+
+/// `organizations/{org}/webhooks/{webhook}/deliveries/{event_id}`: a
+/// delivery is named by the event it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeliveryName {
+    /// The webhook.
+    pub webhook: WebhookName,
+    /// The event's id.
+    pub event_id: i64,
+}
+
+impl DeliveryName {
+    /// Parses `name`; a violation of `field` when it is not a delivery's
+    /// name.
+    pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
+        const PATTERN: &str =
+            "organizations/{organization}/webhooks/{webhook}/deliveries/{delivery}";
+        let [org, webhook, delivery] = parse(
+            field,
+            name,
+            ["organizations", "webhooks", "deliveries"],
+            PATTERN,
+        )?;
+        let event_id = delivery
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| {
+                FieldViolation::new(
+                    field,
+                    format!(
+                        "'{}' is not a delivery id (an event id)",
+                        truncate(delivery)
+                    ),
+                )
+            })?;
+        Ok(Self {
+            webhook: WebhookName {
+                org: org.into(),
+                webhook: webhook.into(),
+            },
+            event_id,
+        })
+    }
+}
+
+impl std::fmt::Display for DeliveryName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/deliveries/{}", self.webhook, self.event_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_names() {
+        let d =
+            DeliveryName::parse("name", "organizations/acme/webhooks/crm/deliveries/42").unwrap();
+        assert_eq!(d.webhook.webhook, "crm");
+        assert_eq!(d.event_id, 42);
+        assert_eq!(
+            d.to_string(),
+            "organizations/acme/webhooks/crm/deliveries/42"
+        );
+        for bad in [
+            "organizations/acme/webhooks/crm/deliveries/x",
+            "organizations/acme/webhooks/crm/deliveries/0",
+            "organizations/acme/webhooks/crm/deliveries/-1",
+            "organizations/acme/webhooks/crm",
+        ] {
+            assert!(DeliveryName::parse("name", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn user_ids() {

@@ -142,7 +142,7 @@ impl Kek {
         let nonce = self
             .key
             .seal_in_place_append_tag(Aad::from(kid.as_bytes()), &mut in_out)
-            .map_err(|_| Error::Internal("encrypting a signing key failed".into()))?;
+            .map_err(|_| Error::Internal("sealing with the key-encryption key failed".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + in_out.len());
         out.extend_from_slice(nonce.as_ref());
         out.extend_from_slice(&in_out);
@@ -152,7 +152,11 @@ impl Kek {
     /// Decrypts what [`Kek::encrypt`] made for `kid`; fails for another
     /// key, another `kid` or a changed ciphertext.
     pub fn decrypt(&self, kid: &str, sealed: &str) -> Result<Vec<u8>> {
-        let refused = || Error::Internal(format!("signing key {kid} does not decrypt"));
+        let refused = || {
+            Error::Internal(format!(
+                "{kid} does not decrypt with the key-encryption key"
+            ))
+        };
         let mut bytes = STANDARD.decode(sealed).map_err(|_| refused())?;
         if bytes.len() < NONCE_LEN {
             return Err(refused());

@@ -307,6 +307,17 @@ impl KeyRing {
         self.inner.kek.hmac_key(purpose)
     }
 
+    /// Seals `plaintext` with the key-encryption key, bound to `context`
+    /// (a webhook's secret, bound to the webhook): base64 text to store.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> crate::domain::Result<String> {
+        self.inner.kek.encrypt(context, plaintext)
+    }
+
+    /// Opens what [`KeyRing::seal`] made for `context`.
+    pub fn unseal(&self, context: &str, sealed: &str) -> crate::domain::Result<Vec<u8>> {
+        self.inner.kek.decrypt(context, sealed)
+    }
+
     /// The key ring of a starting server: resolves the key-encryption key
     /// of `config` (creating the SQLite default when missing and no key
     /// exists yet), then [`KeyRing::load_or_init`]. Refuses to start when

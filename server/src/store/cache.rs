@@ -161,6 +161,12 @@ impl Caches {
             // above makes verified tokens resolve again; refresh tokens
             // are read from the database on every use.
             EventKind::TokenRevoked => Ok(()),
+            // Not cached: the relay reads an organization's webhooks in the
+            // transaction that makes their deliveries.
+            EventKind::WebhookCreated
+            | EventKind::WebhookUpdated
+            | EventKind::WebhookSecretRotated
+            | EventKind::WebhookDeleted => Ok(()),
             EventKind::OAuthClientCreated
             | EventKind::OAuthClientUpdated
             | EventKind::OAuthClientDeleted

@@ -406,7 +406,7 @@ impl Store {
 
 /// The insert, on either backend: `ON CONFLICT DO NOTHING` against the
 /// unique key's partial index.
-fn enqueue_on(conn: &mut DbConnection, job: &NewJob) -> Result<Option<i64>> {
+pub(crate) fn enqueue_on(conn: &mut DbConnection, job: &NewJob) -> Result<Option<i64>> {
     let now = now_micros();
     let values = (
         jobs::kind.eq(&job.kind),

@@ -27,6 +27,7 @@ pub mod signing_keys;
 pub mod tokens;
 pub mod usage;
 pub mod versioned;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -348,6 +348,7 @@ impl Store {
                     }
                     diesel::delete(api_keys::table.filter(api_keys::org_id.eq(id)))
                         .execute(conn)?;
+                    super::webhooks::delete_of_org(conn, id)?;
                     diesel::delete(users::table.filter(users::org_id.eq(id))).execute(conn)?;
                     diesel::delete(service_accounts::table.filter(service_accounts::org_id.eq(id)))
                         .execute(conn)?;

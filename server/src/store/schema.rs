@@ -235,6 +235,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhooks (org_id, webhook_id) {
+        org_id -> Text,
+        webhook_id -> Text,
+        uid -> Text,
+        display_name -> Text,
+        description -> Text,
+        url -> Text,
+        event_types -> Text,
+        state -> SmallInt,
+        secret_sealed -> Text,
+        previous_secret_sealed -> Nullable<Text>,
+        previous_secret_expire_time -> Nullable<BigInt>,
+        create_time -> BigInt,
+        update_time -> BigInt,
+        revision -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (org_id, webhook_id, event_id) {
+        org_id -> Text,
+        webhook_id -> Text,
+        event_id -> BigInt,
+        event_type -> Text,
+        status -> SmallInt,
+        attempts -> Integer,
+        last_response_code -> Integer,
+        last_error -> Text,
+        last_latency_micros -> BigInt,
+        body -> Text,
+        create_time -> BigInt,
+        last_attempt_time -> Nullable<BigInt>,
+        next_attempt_time -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -248,5 +285,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     authorization_codes,
     refresh_tokens,
     revoked_tokens,
-    rate_limit_policies
+    rate_limit_policies,
+    webhooks,
+    webhook_deliveries
 );
