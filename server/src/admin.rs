@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` (alive), `/readyz` (database reachable)
+//! The admin listener: `/healthz` (alive), `/readyz` (database reachable,
+//! and with the worker role, jobs claimable)
 //! and `/metrics` (Prometheus text).
 
 use std::sync::{
@@ -70,14 +71,23 @@ pub async fn upkeep(handle: PrometheusHandle, shutdown: tokio_util::sync::Cancel
     }
 }
 
+/// What `/readyz` answers from.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    /// Kept current by the health watcher: the database answers.
+    pub database: Arc<AtomicBool>,
+    /// With the worker role: whether it can claim jobs.
+    pub worker: Option<Arc<crate::worker::Health>>,
+}
+
 #[derive(Clone)]
 struct AdminState {
-    ready: Arc<AtomicBool>,
+    ready: Readiness,
     metrics: PrometheusHandle,
 }
 
-/// The admin router; `ready` is kept current by the health watcher.
-pub fn router(ready: Arc<AtomicBool>) -> Router {
+/// The admin router.
+pub fn router(ready: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -89,13 +99,18 @@ pub fn router(ready: Arc<AtomicBool>) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
+    if !s.ready.database.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: database unreachable\n",
         )
+    } else if s.ready.worker.as_ref().is_some_and(|w| !w.can_claim()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the worker cannot claim jobs\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
     }
 }
 

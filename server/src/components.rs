@@ -2,10 +2,7 @@
 //! token and returns when it is cancelled (and, for listeners, drained), so
 //! later roles (relay, worker) join the same way.
 
-use std::{
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -47,19 +44,15 @@ pub async fn main_listener(
 pub async fn admin(
     settings: Listener,
     listener: TcpListener,
-    ready: Arc<AtomicBool>,
+    ready: admin::Readiness,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
     settings.serve(admin::router(ready), listener, token).await
 }
 
 /// Keeps `keys` current until `token` is cancelled: reloads them every
-/// 30 s and rotates every `rotate_every` (see [`crate::oauth::refresher`]).
-pub async fn signing_keys(
-    keys: KeyRing,
-    store: Store,
-    rotate_every: Option<Duration>,
-    token: CancellationToken,
-) {
-    crate::oauth::refresher::run(keys, store, rotate_every, token).await
+/// 30 s (see [`crate::oauth::refresher`]); the worker role rotates them
+/// (`upkeep.keys`).
+pub async fn signing_keys(keys: KeyRing, store: Store, token: CancellationToken) {
+    crate::oauth::refresher::run(keys, store, token).await
 }

@@ -497,12 +497,15 @@ pub async fn run(
     // call's last moments enqueued are still claimed; the grace bounds
     // the jobs still running then.
     let worker_token = CancellationToken::new();
+    let mut worker_health = None;
     let worker_tasks = if roles.worker {
         let worker = upkeep::handlers(
             worker::Worker::new(store.clone(), worker::Worker::process_owner())
                 .lease(config.job_lease),
             &store,
             config.event_retention,
+            &keys,
+            config.signing_key_rotation,
         );
         let worker = webhooks::pump::Pump::new(
             store.clone(),
@@ -511,11 +514,13 @@ pub async fn run(
             config.webhook_max_attempts,
         )
         .register(worker);
+        worker_health = Some(worker.health());
         vec![
             tokio::spawn(worker.run(worker_token.clone(), config.shutdown_grace)),
             tokio::spawn(upkeep::schedule(
                 store.clone(),
                 config.event_retention,
+                config.signing_key_rotation,
                 worker_token.clone(),
             )),
             tokio::spawn(upkeep::gauges(store.clone(), worker_token.clone())),
@@ -564,16 +569,14 @@ pub async fn run(
     let admin_task = tokio::spawn(components::admin(
         admin_listener,
         admin,
-        ready,
+        admin::Readiness {
+            database: ready,
+            worker: worker_health,
+        },
         token.clone(),
     ));
     let upkeep_task = tokio::spawn(admin::upkeep(admin::prometheus(), token.clone()));
-    let keys_task = tokio::spawn(components::signing_keys(
-        keys,
-        store.clone(),
-        config.signing_key_rotation,
-        token.clone(),
-    ));
+    let keys_task = tokio::spawn(components::signing_keys(keys, store.clone(), token.clone()));
 
     let listener: Option<TcpListener> = listener.into();
     let grpc_addr = listener

@@ -11,7 +11,11 @@
 //!   revoked-token entries ([`Store::purge_expired_tokens`]), every
 //!   [`TOKENS_EVERY`];
 //! - `upkeep.jobs`: dead jobs a week after they died, every
-//!   [`JOBS_EVERY`].
+//!   [`JOBS_EVERY`];
+//! - `upkeep.keys`: scheduled signing-key rotation
+//!   (`--signing-key-rotation-days`), checked every [`KEYS_EVERY`]; the
+//!   old key retires from the JWKS on its own once its last token expired
+//!   (every replica's key ring reloads the keys).
 
 use std::{collections::HashSet, time::Duration};
 
@@ -30,6 +34,10 @@ pub const EVENTS: &str = "upkeep.events";
 pub const TOKENS: &str = "upkeep.tokens";
 /// Dead jobs' job kind.
 pub const JOBS: &str = "upkeep.jobs";
+/// Signing-key rotation's job kind.
+pub const KEYS: &str = "upkeep.keys";
+/// How often a due signing-key rotation is looked for.
+pub const KEYS_EVERY: Duration = Duration::from_secs(60);
 /// How often expired tokens are purged.
 pub const TOKENS_EVERY: Duration = Duration::from_secs(600);
 /// How often dead jobs are purged.
@@ -48,7 +56,7 @@ struct Schedule {
     every: Duration,
 }
 
-fn schedules(retention: Option<Duration>) -> Vec<Schedule> {
+fn schedules(retention: Option<Duration>, rotation: Option<Duration>) -> Vec<Schedule> {
     let mut out = vec![
         Schedule {
             kind: TOKENS,
@@ -65,11 +73,39 @@ fn schedules(retention: Option<Duration>) -> Vec<Schedule> {
             every: retention::EVERY,
         });
     }
+    if rotation.is_some() {
+        out.push(Schedule {
+            kind: KEYS,
+            every: KEYS_EVERY,
+        });
+    }
     out
 }
 
-/// The upkeep handlers on `worker`.
-pub fn handlers(worker: Worker, store: &Store, retention: Option<Duration>) -> Worker {
+/// The upkeep handlers on `worker`: event `retention`, and signing-key
+/// `rotation` with `keys` when scheduled.
+pub fn handlers(
+    worker: Worker,
+    store: &Store,
+    retention: Option<Duration>,
+    keys: &crate::oauth::keys::KeyRing,
+    rotation: Option<Duration>,
+) -> Worker {
+    let worker = match rotation {
+        Some(every) => {
+            let (store, keys) = (store.clone(), keys.clone());
+            worker.handle(KEYS, 1, move |_job| {
+                let (store, keys) = (store.clone(), keys.clone());
+                async move {
+                    keys.rotate_due(&store, every)
+                        .await
+                        .map(drop)
+                        .map_err(|e| Failure::transient(e.to_string()))
+                }
+            })
+        }
+        None => worker,
+    };
     let worker = {
         let store = store.clone();
         worker.handle(TOKENS, 1, move |_job| {
@@ -133,8 +169,13 @@ pub fn handlers(worker: Worker, store: &Store, retention: Option<Duration>) -> W
 /// Enqueues the next run of every upkeep kind whenever none is pending,
 /// until `token` is cancelled: the first runs soon after start, the next
 /// a period after the previous one finished.
-pub async fn schedule(store: Store, retention: Option<Duration>, token: CancellationToken) {
-    let schedules = schedules(retention);
+pub async fn schedule(
+    store: Store,
+    retention: Option<Duration>,
+    rotation: Option<Duration>,
+    token: CancellationToken,
+) {
+    let schedules = schedules(retention, rotation);
     let mut first = true;
     loop {
         for s in &schedules {

@@ -91,6 +91,38 @@ struct Kind {
     running: usize,
 }
 
+/// Whether a worker can claim jobs, for `/readyz`: its last claim round
+/// succeeded, and recently (a worker whose loop is stuck is not ready).
+#[derive(Debug, Default)]
+pub struct Health {
+    /// When the last claim round succeeded (microseconds; 0: never).
+    last_ok: std::sync::atomic::AtomicI64,
+    /// Whether the last claim round failed.
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    /// How long after its last good round a worker still counts as able
+    /// to claim: many poll intervals, so a slow round does not flap it.
+    pub const WITHIN: Duration = Duration::from_secs(10);
+
+    fn record(&self, ok: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ok {
+            self.last_ok.store(crate::domain::now_micros(), Relaxed);
+        }
+        self.failing.store(!ok, Relaxed);
+    }
+
+    /// Whether the worker claimed (or could have) within [`Health::WITHIN`].
+    pub fn can_claim(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let within = i64::try_from(Self::WITHIN.as_micros()).unwrap_or(i64::MAX);
+        !self.failing.load(Relaxed)
+            && crate::domain::now_micros() - self.last_ok.load(Relaxed) < within
+    }
+}
+
 /// A worker: handlers by kind, the lease it claims with, its owner name.
 pub struct Worker {
     store: Store,
@@ -98,6 +130,7 @@ pub struct Worker {
     kinds: HashMap<String, Kind>,
     lease: Duration,
     poll: Duration,
+    health: Arc<Health>,
 }
 
 impl Worker {
@@ -110,7 +143,13 @@ impl Worker {
             kinds: HashMap::new(),
             lease: Duration::from_secs(30),
             poll: POLL,
+            health: Arc::default(),
         }
+    }
+
+    /// Whether it can claim jobs, kept current by [`Worker::run`].
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// A name for this process's worker: host, pid and a random suffix.
@@ -173,6 +212,7 @@ impl Worker {
                 next_reap = tokio::time::Instant::now() + REAP_EVERY;
             }
             let mut claimed_any = false;
+            let mut round_ok = true;
             let kinds: Vec<String> = self.kinds.keys().cloned().collect();
             for name in kinds {
                 let Some(kind) = self.kinds.get(&name) else {
@@ -190,6 +230,7 @@ impl Worker {
                     Ok(jobs) => jobs,
                     Err(e) => {
                         tracing::warn!(kind = %name, error = %e, "claiming jobs");
+                        round_ok = false;
                         continue;
                     }
                 };
@@ -209,6 +250,7 @@ impl Worker {
                     held.insert(handle.id(), (name.clone(), job.id));
                 }
             }
+            self.health.record(round_ok);
             if claimed_any {
                 // More may be due: claim again before sleeping, once the
                 // jobs just started had a turn to finish (so the next claim

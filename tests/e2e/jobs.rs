@@ -478,3 +478,53 @@ async fn upkeep_purges_expired_tokens_and_old_dead_jobs() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_signing_key_rotation_runs_as_an_upkeep_job() {
+    let backend = tollgate_e2e::Backend::Sqlite;
+    let mut server = TestServer::start_configured(&backend, |c| {
+        c.signing_key_rotation = Some(Duration::from_secs(1));
+    })
+    .await
+    .unwrap();
+    let store = server.store().clone();
+    let before = store.count_signing_keys().await.unwrap();
+    // The first run comes a few seconds after start; the keys made at
+    // start are older than the 1 s schedule by then.
+    eventually(
+        Duration::from_secs(30),
+        "upkeep.keys rotated the signing keys",
+        async || store.count_signing_keys().await.unwrap() > before,
+    )
+    .await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_readyz_says_whether_it_can_claim_jobs() {
+    use diesel::connection::SimpleConnection as _;
+    each_backend(async |server: &mut TestServer| {
+        let ready = tollgate_e2e::http::get(server.admin_addr(), "/readyz").await?;
+        assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
+        // The database answers, but the queue is gone: claims fail.
+        server
+            .store()
+            .db
+            .run(|conn| Ok(conn.batch_execute("DROP TABLE jobs")?))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let refused = loop {
+            let r = tollgate_e2e::http::get(server.admin_addr(), "/readyz").await?;
+            if r.status == 503 {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "still ready: {r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(refused.body, "not ready: the worker cannot claim jobs\n");
+        // The API still serves: only the worker is unable.
+        tollgate_e2e::fixtures::create_org(&server.admin(), "still", "Still").await;
+        Ok(())
+    })
+    .await;
+}

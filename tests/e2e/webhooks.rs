@@ -653,3 +653,53 @@ async fn urls_are_checked_and_private_targets_refused() {
     assert!(receiver.received().is_empty(), "the receiver was reached");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_replica_makes_deliveries_and_only_a_worker_sends_them() {
+    let Some(backend) = backends()
+        .into_iter()
+        .find(|b| matches!(b, Backend::Postgres { .. }))
+    else {
+        return;
+    };
+    let mut api = TestServer::start_configured(&backend, |c| {
+        c.roles = "api".into();
+        c.webhook_allow_loopback = true;
+    })
+    .await
+    .unwrap();
+    let receiver = Receiver::start().await;
+    create_org(&api.admin(), "split", "Split").await;
+    let hook = create_hook(&api, "split", "crm", &receiver.url(), &["user.created"]).await;
+    create_user(&api.admin(), "split", "a", &["viewer"]).await;
+    // The api replica's relay makes the delivery; nobody sends it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deliveries(&api, &hook.name).await.is_empty() {
+        assert!(Instant::now() < deadline, "no delivery made");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        receiver.received().is_empty(),
+        "an api-only replica sent it"
+    );
+    let pending = deliveries(&api, &hook.name).await;
+    assert_eq!(
+        (pending[0].status, pending[0].attempts),
+        (DeliveryStatus::Pending as i32, 0)
+    );
+
+    // A worker replica on the same database sends it.
+    let mut worker = api
+        .start_replica(|c| {
+            c.roles = "worker".into();
+            c.webhook_allow_loopback = true;
+        })
+        .await
+        .unwrap();
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].event_id(), pending[0].event_id);
+    settled(&api, &hook.name, 1, Duration::from_secs(10)).await;
+    worker.stop().await.unwrap();
+    api.stop().await.unwrap();
+}
