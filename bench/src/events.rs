@@ -226,23 +226,61 @@ fn random_u64() -> u64 {
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// A Tollgate server process on a fresh schema of `database_url`, with a
+/// key-encryption key file of its own: the process, the bootstrap admin
+/// key, the schema and the directory holding the key file.
+pub(crate) async fn start_on_schema(
+    bin: Option<PathBuf>,
+    log_level: &str,
+    database_url: &str,
+    startup_timeout: f64,
+    extra: Vec<String>,
+) -> Result<(Started, String, Schema, tempfile::TempDir)> {
+    let kek = tempfile::tempdir()?;
+    let kek_file = kek.path().join("kek");
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    std::fs::write(
+        &kek_file,
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+    )?;
+    let schema = Schema::create(database_url).await?;
+    let mut extra_args = vec![
+        "--database-url".to_owned(),
+        schema.url.clone(),
+        "--key-encryption-key-file".to_owned(),
+        kek_file.display().to_string(),
+    ];
+    extra_args.extend(extra);
+    let cmd = TollgateCommand {
+        bin: crate::tollgate_bin(bin)?,
+        launch: Launch {
+            wrapper: Vec::new(),
+            stop_grace: Duration::from_secs(5),
+        },
+        log_level: log_level.to_owned(),
+        extra_args,
+    };
+    let timeout = crate::seconds("--startup-timeout", startup_timeout)?;
+    let started = match servers::start_tollgate(&cmd, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            schema.drop_it().await;
+            return Err(e);
+        }
+    };
+    let admin_key = started.bootstrap_key(timeout).await?;
+    Ok((started, admin_key, schema, kek))
+}
+
 impl Server {
     async fn start(options: &Options, part: &str, extra: &[&str]) -> Result<Server> {
-        let kek = tempfile::tempdir()?;
-        let kek_file = kek.path().join("kek");
-        let mut bytes = [0u8; 32];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-        std::fs::write(
-            &kek_file,
-            base64::engine::general_purpose::STANDARD.encode(bytes),
-        )?;
-        let schema = Schema::create(&options.database_url).await?;
         let stream = format!(
             "TG_BENCH_{}_{:08x}",
             part.to_uppercase(),
@@ -250,36 +288,22 @@ impl Server {
         );
         let prefix = format!("tgbench.{}", stream.to_lowercase());
         let mut extra_args = vec![
-            "--database-url".to_owned(),
-            schema.url.clone(),
             "--nats-url".to_owned(),
             options.nats_url.clone(),
             "--nats-stream".to_owned(),
             stream.clone(),
             "--nats-subject-prefix".to_owned(),
             prefix,
-            "--key-encryption-key-file".to_owned(),
-            kek_file.display().to_string(),
         ];
         extra_args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let cmd = TollgateCommand {
-            bin: crate::tollgate_bin(options.tollgate_bin.clone())?,
-            launch: Launch {
-                wrapper: Vec::new(),
-                stop_grace: Duration::from_secs(5),
-            },
-            log_level: options.tollgate_log_level.clone(),
+        let (started, admin_key, schema, kek) = start_on_schema(
+            options.tollgate_bin.clone(),
+            &options.tollgate_log_level,
+            &options.database_url,
+            options.startup_timeout,
             extra_args,
-        };
-        let timeout = crate::seconds("--startup-timeout", options.startup_timeout)?;
-        let started = match servers::start_tollgate(&cmd, timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                schema.drop_it().await;
-                return Err(e);
-            }
-        };
-        let admin_key = started.bootstrap_key(timeout).await?;
+        )
+        .await?;
         Ok(Server {
             started,
             admin_key,
@@ -483,7 +507,7 @@ fn cpu_of(pids: [Option<u32>; 3]) -> [Option<Duration>; 3] {
 }
 
 /// The pid of the first process whose command is `name`.
-fn pid_of(name: &str) -> Option<u32> {
+pub(crate) fn pid_of(name: &str) -> Option<u32> {
     pids_of(name, false).into_iter().next()
 }
 
@@ -527,7 +551,7 @@ pub(crate) fn cpu_since(
 }
 
 /// An `Event` of `org` as the outbox stores it (base64 of the protobuf).
-fn payload(org: &str, kind: &str) -> String {
+pub(crate) fn payload(org: &str, kind: &str) -> String {
     let event = Event {
         r#type: kind.into(),
         organization: format!("organizations/{org}"),
@@ -539,7 +563,7 @@ fn payload(org: &str, kind: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(event.encode_to_vec())
 }
 
-async fn wait_relayed(schema: &Schema, within: Duration) -> Result<()> {
+pub(crate) async fn wait_relayed(schema: &Schema, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let left = schema

@@ -38,6 +38,7 @@ mod report;
 mod servers;
 mod suite;
 mod transcoding;
+mod webhooks;
 mod window;
 mod wrk;
 
@@ -122,6 +123,10 @@ enum Command {
     /// second by 4 workers on PostgreSQL with no-op handlers (target ≥
     /// 5,000/s). Exits 0 on a miss, non-zero on errors.
     Jobs(Box<jobs::Options>),
+    /// Webhook benchmark (issue 11): deliveries per second from a real
+    /// server to a local receiver (target ≥ 2,000/s), and write-to-delivery
+    /// latency. Exits 0 on a miss, non-zero on errors.
+    Webhooks(Box<webhooks::Options>),
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +353,7 @@ fn main() -> ExitCode {
         Some(Command::RatelimitServer(options)) => block_on(ratelimit_server::run(*options)),
         Some(Command::Events(options)) => block_on(events::run(*options)),
         Some(Command::Jobs(options)) => block_on(jobs::run(*options)),
+        Some(Command::Webhooks(options)) => block_on(webhooks::run(*options)),
         Some(Command::Oauth(options)) => {
             options.plan().and_then(|plan| block_on(oauth::run(&plan)))
         }

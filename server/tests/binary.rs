@@ -110,6 +110,20 @@ async fn client(addr: SocketAddr, key: &str) -> Client {
         .expect("connect")
 }
 
+/// Creates organization `id`; panics on failure.
+async fn create_org(c: &Client, id: &str, display_name: &str) {
+    c.organizations()
+        .create_organization(v1::CreateOrganizationRequest {
+            organization_id: id.into(),
+            organization: Some(v1::Organization {
+                display_name: display_name.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("organization created");
+}
+
 async fn get_root(c: &Client) -> Result<v1::Organization, tonic::Status> {
     c.organizations()
         .get_organization(v1::GetOrganizationRequest {
@@ -318,16 +332,7 @@ async fn admin_recover_root_restores_a_locked_out_platform() {
     let c = client(addr, &recovered).await;
     assert_eq!(get_root(&c).await.unwrap().state, 1, "root is active again");
     // A platform admin again: it may create tenants.
-    c.organizations()
-        .create_organization(v1::CreateOrganizationRequest {
-            organization_id: "back".into(),
-            organization: Some(v1::Organization {
-                display_name: "Back".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    create_org(&c, "back", "Back").await;
     // The old key works again too (its owner is active), and the repairs
     // are in the outbox under the system actor.
     get_root(&client(addr, &key).await).await.unwrap();
@@ -356,10 +361,16 @@ async fn admin_recover_root_restores_a_locked_out_platform() {
     );
 }
 
-/// A raw HTTP/1.1 endpoint: the first request is held unanswered for
-/// ever (a delivery in flight when its worker dies); later ones get 200.
-/// Reports each request's `webhook-id`.
-async fn hanging_then_ok_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+/// A raw HTTP/1.1 endpoint reporting each request's path and
+/// `webhook-id`: with `hold_first`, the first request is held unanswered
+/// for ever (a delivery in flight when its worker dies); the others get
+/// 200.
+async fn receiver(
+    hold_first: bool,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -368,12 +379,12 @@ async fn hanging_then_ok_receiver() -> (SocketAddr, tokio::sync::mpsc::Unbounded
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut held = Vec::new();
-        let mut first = true;
+        let mut first = hold_first;
         while let Ok((mut sock, _)) = listener.accept().await {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             // Headers and the body (Content-Length), enough to report.
-            let id = loop {
+            let seen = loop {
                 let Ok(n) = sock.read(&mut chunk).await else {
                     break None;
                 };
@@ -382,26 +393,26 @@ async fn hanging_then_ok_receiver() -> (SocketAddr, tokio::sync::mpsc::Unbounded
                 }
                 buf.extend_from_slice(&chunk[..n]);
                 let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        break head.lines().find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("webhook-id:")
-                                .map(|v| v.trim().to_owned())
-                        });
-                    }
+                let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                    continue;
+                };
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix(name)
+                            .map(|v| v.trim().to_owned())
+                    })
+                };
+                let len: usize = header("content-length:")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    break header("webhook-id:").map(|id| (path, id));
                 }
             };
-            let Some(id) = id else { continue };
-            let _ = tx.send(id);
+            let Some(seen) = seen else { continue };
+            let _ = tx.send(seen);
             if first {
                 first = false;
                 held.push(sock);
@@ -419,7 +430,7 @@ async fn hanging_then_ok_receiver() -> (SocketAddr, tokio::sync::mpsc::Unbounded
 async fn a_worker_process_killed_mid_delivery_has_its_job_run_again_after_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
-    let (receiver, mut ids) = hanging_then_ok_receiver().await;
+    let (receiver, mut ids) = receiver(true).await;
     let flags = [
         "--webhook-allow-loopback",
         "--job-lease",
@@ -431,16 +442,7 @@ async fn a_worker_process_killed_mid_delivery_has_its_job_run_again_after_the_le
     let printed = first.wait_for("admin api key", |l| l.starts_with("admin api key: "));
     let key = printed.trim_start_matches("admin api key: ").to_owned();
     let c = client(first.grpc_addr(), &key).await;
-    c.organizations()
-        .create_organization(v1::CreateOrganizationRequest {
-            organization_id: "acme".into(),
-            organization: Some(v1::Organization {
-                display_name: "Acme".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    create_org(&c, "acme", "Acme").await;
     let hook = c
         .webhooks()
         .create_webhook(v1::CreateWebhookRequest {
@@ -469,7 +471,7 @@ async fn a_worker_process_killed_mid_delivery_has_its_job_run_again_after_the_le
         .await
         .unwrap();
     // The delivery is in flight (held by the receiver): kill the process.
-    let sent = tokio::time::timeout(Duration::from_secs(20), ids.recv())
+    let (_, sent) = tokio::time::timeout(Duration::from_secs(20), ids.recv())
         .await
         .expect("the first process sent the delivery")
         .unwrap();
@@ -482,7 +484,7 @@ async fn a_worker_process_killed_mid_delivery_has_its_job_run_again_after_the_le
     let started = std::time::Instant::now();
     let mut second = Proc::serve(dir.path(), &flags);
     let c = client(second.grpc_addr(), &key).await;
-    let again = tokio::time::timeout(Duration::from_secs(30), ids.recv())
+    let (_, again) = tokio::time::timeout(Duration::from_secs(30), ids.recv())
         .await
         .expect("the job ran again")
         .unwrap();
@@ -508,4 +510,146 @@ async fn a_worker_process_killed_mid_delivery_has_its_job_run_again_after_the_le
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(second);
+}
+
+/// `TOLLGATE_TEST_DATABASE_URL` confined to a new schema (dropped by the
+/// returned guard), or `None` when it is unset (said on stderr; a failure
+/// under `TOLLGATE_TEST_STRICT=1`).
+fn postgres_schema() -> Option<(String, impl Drop)> {
+    use diesel::{Connection as _, PgConnection, connection::SimpleConnection as _};
+    let Ok(base) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var("TOLLGATE_TEST_STRICT").is_err(),
+            "TOLLGATE_TEST_DATABASE_URL is not set"
+        );
+        eprintln!("SKIPPED: PostgreSQL (TOLLGATE_TEST_DATABASE_URL is not set)");
+        return None;
+    };
+    let name = format!("tg_bin_{}", uuid_like());
+    PgConnection::establish(&base)
+        .expect("PostgreSQL")
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .expect("create schema");
+    struct Dropper(String, String);
+    impl Drop for Dropper {
+        fn drop(&mut self) {
+            if let Ok(mut c) = PgConnection::establish(&self.0) {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.1));
+            }
+        }
+    }
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-csearch_path%3D{name}");
+    Some((url, Dropper(base, name)))
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+#[tokio::test]
+async fn worker_processes_on_postgresql_deliver_every_event_exactly_once() {
+    let Some((url, _schema)) = postgres_schema() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    std::fs::write(
+        dir.path().join("kek"),
+        "q8H4xC6l9kq0sVw2nJm3dZ7bR5tY1uE8iO0pA2sD4fG=",
+    )
+    .unwrap();
+    let kek = dir.path().join("kek").display().to_string();
+    let (receiver, mut seen) = receiver(false).await;
+    let common = [
+        "--database-url",
+        url.as_str(),
+        "--key-encryption-key-file",
+        kek.as_str(),
+        "--webhook-allow-loopback",
+    ];
+    let with = |role: &'static str| {
+        let mut args = common.to_vec();
+        args.extend(["--roles", role]);
+        args
+    };
+    // One API process and two worker processes on one database.
+    let mut api = Proc::serve(dir.path(), &with("api"));
+    let printed = api.wait_for("admin api key", |l| l.starts_with("admin api key: "));
+    let key = printed.trim_start_matches("admin api key: ").to_owned();
+    let c = client(api.grpc_addr(), &key).await;
+    let mut workers = [
+        Proc::serve(dir.path(), &with("worker")),
+        Proc::serve(dir.path(), &with("worker")),
+    ];
+    for w in &mut workers {
+        w.wait_for("worker started", |l| {
+            l.contains("tollgate listening") || l.contains("admin listening")
+        });
+    }
+    create_org(&c, "acme", "Acme").await;
+    const HOOKS: usize = 6;
+    const USERS: usize = 20;
+    for h in 0..HOOKS {
+        c.webhooks()
+            .create_webhook(v1::CreateWebhookRequest {
+                parent: "organizations/acme".into(),
+                webhook_id: format!("h{h}"),
+                webhook: Some(v1::Webhook {
+                    display_name: format!("Hook {h}"),
+                    url: format!("http://{receiver}/h{h}"),
+                    event_types: vec!["user.created".into()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    for u in 0..USERS {
+        c.users()
+            .create_user(v1::CreateUserRequest {
+                parent: "organizations/acme".into(),
+                user_id: format!("u{u}"),
+                user: Some(v1::User {
+                    display_name: format!("User {u}"),
+                    email: format!("u{u}@example.com"),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < HOOKS * USERS {
+        let next = tokio::time::timeout(Duration::from_secs(30), seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {} deliveries", got.len(), HOOKS * USERS))
+            .unwrap();
+        got.push(next);
+    }
+    // Nothing more comes: each was sent exactly once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    while let Ok(extra) = seen.try_recv() {
+        got.push(extra);
+    }
+    let mut distinct = got.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        (got.len(), distinct.len()),
+        (HOOKS * USERS, HOOKS * USERS),
+        "every (webhook, event) once"
+    );
+    // In event order per webhook.
+    for h in 0..HOOKS {
+        let ids: Vec<u64> = got
+            .iter()
+            .filter(|(p, _)| *p == format!("/h{h}"))
+            .map(|(_, id)| id.parse().unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "h{h}: {ids:?}");
+    }
 }
