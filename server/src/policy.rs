@@ -297,7 +297,8 @@ mod tests {
                 "tollgate.v1.ServiceAccountService",
                 "tollgate.v1.TokenService",
                 "tollgate.v1.UsageService",
-                "tollgate.v1.UserService"
+                "tollgate.v1.UserService",
+                "tollgate.v1.WebhookService"
             ]
         );
     }

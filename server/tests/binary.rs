@@ -559,7 +559,7 @@ async fn worker_processes_on_postgresql_deliver_every_event_exactly_once() {
     write_config(dir.path());
     std::fs::write(
         dir.path().join("kek"),
-        "q8H4xC6l9kq0sVw2nJm3dZ7bR5tY1uE8iO0pA2sD4fG=",
+        "q8H4xC6l9kq0sVw2nJm3dZ7bR5tY1uE8iO0pA2sD4fE=",
     )
     .unwrap();
     let kek = dir.path().join("kek").display().to_string();

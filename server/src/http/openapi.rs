@@ -1542,7 +1542,7 @@ mod tests {
             response["description"]
                 .as_str()
                 .unwrap()
-                .contains("At most one of `org`, `user`, `serviceAccount`, `apiKey`, `oauthClient`, `signingKey`, `rateLimitPolicy`, `revokedToken` is set.")
+                .contains("At most one of `org`, `user`, `serviceAccount`, `apiKey`, `oauthClient`, `signingKey`, `rateLimitPolicy`, `revokedToken`, `webhook` is set.")
         );
         let request = generator.message_schema(&event, Dir::Request, &[]);
         assert_eq!(
