@@ -195,7 +195,9 @@ pub async fn run(options: Options) -> Result<()> {
         }
         wait_relayed(&schema, Duration::from_secs(30)).await?;
         throughput(&options, &schema, &receiver, started.process.pid()).await?;
-        latency(&options, &client, &receiver).await
+        let since = now_micros();
+        latency(&options, &client, &receiver).await?;
+        stages(&schema, since).await
     }
     .await;
     drop(started);
@@ -350,6 +352,30 @@ async fn latency(options: &Options, client: &Client, receiver: &Receiver) -> Res
         report::latency(h.value_at_quantile(0.5) as f64),
         report::latency(h.value_at_quantile(0.99) as f64),
         report::latency(h.max() as f64),
+    );
+    Ok(())
+}
+
+/// Where part 2's time went, from the server's own records of the first
+/// webhook's deliveries: commit (the event's time) to the relay making
+/// the delivery, and that to the attempt's start.
+async fn stages(schema: &Schema, since: i64) -> Result<()> {
+    let quantile = |q: f64, expr: &str| {
+        format!(
+            "SELECT CAST(percentile_cont({q}) WITHIN GROUP (ORDER BY {expr}) AS BIGINT) AS n \
+             FROM webhook_deliveries d JOIN outbox o ON o.id = d.event_id \
+             WHERE d.webhook_id = 'hook0' AND o.create_time >= {since}"
+        )
+    };
+    let made = "d.create_time - o.create_time";
+    let attempted = "d.last_attempt_time - d.create_time";
+    let us = |v: i64| report::latency(v as f64);
+    println!(
+        "  of which commit to delivery made (relay): p50 {}, p99 {}; made to attempt started (queue, pump): p50 {}, p99 {}",
+        us(schema.count(&quantile(0.5, made)).await?),
+        us(schema.count(&quantile(0.99, made)).await?),
+        us(schema.count(&quantile(0.5, attempted)).await?),
+        us(schema.count(&quantile(0.99, attempted)).await?),
     );
     Ok(())
 }

@@ -404,6 +404,52 @@ impl Store {
     }
 }
 
+/// Enqueues `many` in one statement per 500, each skipped when a job
+/// with its unique key is pending or running; returns how many were
+/// enqueued. For callers that need no ids (the relay's fan-out).
+pub(crate) fn enqueue_many_on(conn: &mut DbConnection, many: &[NewJob]) -> Result<usize> {
+    let now = now_micros();
+    let mut inserted = 0;
+    for chunk in many.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|job| {
+                (
+                    jobs::kind.eq(&job.kind),
+                    jobs::payload.eq(&job.payload),
+                    jobs::unique_key.eq(&job.unique_key),
+                    jobs::priority.eq(job.priority),
+                    jobs::state.eq(PENDING),
+                    jobs::run_after.eq(job.run_after),
+                    jobs::attempts.eq(0),
+                    jobs::max_attempts.eq(job.max_attempts.max(1)),
+                    jobs::create_time.eq(now),
+                    jobs::update_time.eq(now),
+                )
+            })
+            .collect();
+        inserted += match conn {
+            DbConnection::Postgres(pg) => diesel::insert_into(jobs::table)
+                .values(&rows)
+                .on_conflict_do_nothing()
+                .execute(pg)?,
+            // Row by row: diesel has no batch insert with ON CONFLICT for
+            // SQLite, and an in-process database has no round trips.
+            DbConnection::Sqlite(lite) => {
+                let mut n = 0;
+                for row in &rows {
+                    n += diesel::insert_into(jobs::table)
+                        .values(row.clone())
+                        .on_conflict_do_nothing()
+                        .execute(lite)?;
+                }
+                n
+            }
+        };
+    }
+    Ok(inserted)
+}
+
 /// The insert, on either backend: `ON CONFLICT DO NOTHING` against the
 /// unique key's partial index.
 pub(crate) fn enqueue_on(conn: &mut DbConnection, job: &NewJob) -> Result<Option<i64>> {

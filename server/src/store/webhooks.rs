@@ -22,7 +22,7 @@ use tollgate::tollgate::v1::{
 use super::{
     DbConnection, Store,
     filter::{apply_op, int, small, text, unknown},
-    jobs::{NewJob, enqueue_on},
+    jobs::{NewJob, enqueue_many_on, enqueue_on},
     organizations,
     schema::{jobs, webhook_deliveries, webhooks},
     versioned::{Lock, Versioned, current, delete_versioned, inserted, lock_row, update_versioned},
@@ -409,7 +409,7 @@ pub(crate) fn fan_out(
         return Ok(0);
     }
     let now = now_micros();
-    let mut made = 0;
+    let mut rows: Vec<NewDelivery> = Vec::new();
     let mut fed: Vec<WebhookName> = Vec::new();
     for event in events {
         let Some(org) = event.organization.strip_prefix("organizations/") else {
@@ -423,26 +423,20 @@ pub(crate) fn fan_out(
             let Some(body) = rendered.get_or_insert_with(|| body(event)).clone() else {
                 continue;
             };
-            let values = (
-                webhook_deliveries::org_id.eq(hook_org),
-                webhook_deliveries::webhook_id.eq(hook_id),
-                webhook_deliveries::event_id.eq(i64::try_from(event.id).unwrap_or(i64::MAX)),
-                webhook_deliveries::event_type.eq(&event.r#type),
-                webhook_deliveries::status.eq(PENDING),
-                webhook_deliveries::body.eq(body),
-                webhook_deliveries::create_time.eq(now),
-                webhook_deliveries::next_attempt_time.eq(now),
-            );
-            made += match conn {
-                DbConnection::Postgres(pg) => diesel::insert_into(webhook_deliveries::table)
-                    .values(values)
-                    .on_conflict_do_nothing()
-                    .execute(pg)?,
-                DbConnection::Sqlite(lite) => diesel::insert_into(webhook_deliveries::table)
-                    .values(values)
-                    .on_conflict_do_nothing()
-                    .execute(lite)?,
-            };
+            rows.push(NewDelivery {
+                org_id: hook_org.clone(),
+                webhook_id: hook_id.clone(),
+                event_id: i64::try_from(event.id).unwrap_or(i64::MAX),
+                event_type: event.r#type.clone(),
+                status: PENDING,
+                attempts: 0,
+                last_response_code: 0,
+                last_error: String::new(),
+                last_latency_micros: 0,
+                body,
+                create_time: now,
+                next_attempt_time: now,
+            });
             let name = WebhookName {
                 org: hook_org.clone(),
                 webhook: hook_id.clone(),
@@ -452,10 +446,50 @@ pub(crate) fn fan_out(
             }
         }
     }
-    for hook in &fed {
-        enqueue_on(conn, &pump_job(hook))?;
+    // Multi-row statements: a round trip per row would make the relay's
+    // transaction grow with the number of webhooks.
+    let mut made = 0;
+    for chunk in rows.chunks(200) {
+        made += match conn {
+            DbConnection::Postgres(pg) => diesel::insert_into(webhook_deliveries::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .execute(pg)?,
+            // Row by row: diesel has no batch insert with ON CONFLICT for
+            // SQLite, and an in-process database has no round trips.
+            DbConnection::Sqlite(lite) => {
+                let mut n = 0;
+                for row in chunk {
+                    n += diesel::insert_into(webhook_deliveries::table)
+                        .values(row)
+                        .on_conflict_do_nothing()
+                        .execute(lite)?;
+                }
+                n
+            }
+        };
     }
+    let pumps: Vec<NewJob> = fed.iter().map(pump_job).collect();
+    enqueue_many_on(conn, &pumps)?;
     Ok(made)
+}
+
+/// A delivery as the fan-out inserts it.
+#[derive(diesel::Insertable)]
+#[diesel(table_name = webhook_deliveries)]
+struct NewDelivery {
+    org_id: String,
+    webhook_id: String,
+    event_id: i64,
+    event_type: String,
+    status: i16,
+    attempts: i32,
+    last_response_code: i32,
+    last_error: String,
+    last_latency_micros: i64,
+    body: String,
+    create_time: i64,
+    next_attempt_time: i64,
 }
 
 impl Store {
@@ -780,34 +814,33 @@ impl Store {
 
     /// Records the attempts of one pump round, in one transaction. An
     /// attempt of a delivery that is no longer pending (retried or deleted
-    /// meanwhile) changes nothing.
-    pub async fn record_attempts(&self, hook: &WebhookName, attempts: Vec<Attempt>) -> Result<()> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
+    /// meanwhile) changes nothing. With `finish`, the pump job of that id
+    /// then ends in the same transaction if nothing is left for it (see
+    /// [`Store::finish_webhook_pump`]), saving the pump a round trip and a
+    /// commit; returns whether it ended.
+    pub async fn record_attempts(
+        &self,
+        hook: &WebhookName,
+        attempts: Vec<Attempt>,
+        finish: Option<i64>,
+    ) -> Result<bool> {
         let hook = hook.clone();
         self.db
             .write(move |conn| {
-                for a in &attempts {
-                    // Bounded: an error may quote a whole response.
-                    let error: String = a.error.chars().take(500).collect();
-                    diesel::update(
-                        webhook_deliveries::table
-                            .find((&hook.org, &hook.webhook, a.event_id))
-                            .filter(webhook_deliveries::status.eq(PENDING)),
-                    )
-                    .set((
-                        webhook_deliveries::status.eq(a.status),
-                        webhook_deliveries::attempts.eq(webhook_deliveries::attempts + 1),
-                        webhook_deliveries::last_response_code.eq(a.response_code),
-                        webhook_deliveries::last_error.eq(error),
-                        webhook_deliveries::last_latency_micros.eq(a.latency_micros),
-                        webhook_deliveries::last_attempt_time.eq(Some(a.time)),
-                        webhook_deliveries::next_attempt_time.eq(a.next_attempt_time),
-                    ))
-                    .execute(conn)?;
+                if let Some(job_id) = finish {
+                    // The lock first, as the fan-out takes it first.
+                    lock_row(
+                        conn,
+                        "webhooks",
+                        &[("org_id", &hook.org), ("webhook_id", &hook.webhook)],
+                        Lock::Update,
+                    )?;
+                    record(conn, &hook, &attempts)?;
+                    finish_if_idle(conn, &hook, job_id)
+                } else {
+                    record(conn, &hook, &attempts)?;
+                    Ok(false)
                 }
-                Ok(())
             })
             .await
     }
@@ -820,22 +853,13 @@ impl Store {
         let hook = hook.clone();
         self.db
             .write(move |conn| {
-                let webhook = WebhookRow::load(conn, &hook, Lock::Update)?;
-                if webhook.is_some_and(|w| w.is_active()) {
-                    let pending: i64 = webhook_deliveries::table
-                        .filter(webhook_deliveries::org_id.eq(&hook.org))
-                        .filter(webhook_deliveries::webhook_id.eq(&hook.webhook))
-                        .filter(webhook_deliveries::status.eq(PENDING))
-                        .count()
-                        .get_result(conn)?;
-                    if pending > 0 {
-                        return Ok(false);
-                    }
-                }
-                diesel::update(jobs::table.filter(jobs::id.eq(job_id)))
-                    .set(jobs::unique_key.eq(None::<String>))
-                    .execute(conn)?;
-                Ok(true)
+                lock_row(
+                    conn,
+                    "webhooks",
+                    &[("org_id", &hook.org), ("webhook_id", &hook.webhook)],
+                    Lock::Update,
+                )?;
+                finish_if_idle(conn, &hook, job_id)
             })
             .await
     }
@@ -864,6 +888,52 @@ impl Store {
             })
             .await
     }
+}
+
+/// Applies a pump round's `attempts`.
+fn record(conn: &mut DbConnection, hook: &WebhookName, attempts: &[Attempt]) -> Result<()> {
+    for a in attempts {
+        // Bounded: an error may quote a whole response.
+        let error: String = a.error.chars().take(500).collect();
+        diesel::update(
+            webhook_deliveries::table
+                .find((&hook.org, &hook.webhook, a.event_id))
+                .filter(webhook_deliveries::status.eq(PENDING)),
+        )
+        .set((
+            webhook_deliveries::status.eq(a.status),
+            webhook_deliveries::attempts.eq(webhook_deliveries::attempts + 1),
+            webhook_deliveries::last_response_code.eq(a.response_code),
+            webhook_deliveries::last_error.eq(error),
+            webhook_deliveries::last_latency_micros.eq(a.latency_micros),
+            webhook_deliveries::last_attempt_time.eq(Some(a.time)),
+            webhook_deliveries::next_attempt_time.eq(a.next_attempt_time),
+        ))
+        .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// With the webhook's row locked by the caller: clears pump `job_id`'s
+/// unique key when the webhook has nothing pending (or is inactive or
+/// gone); returns whether it did.
+fn finish_if_idle(conn: &mut DbConnection, hook: &WebhookName, job_id: i64) -> Result<bool> {
+    let webhook = WebhookRow::load(conn, hook, Lock::None)?;
+    if webhook.is_some_and(|w| w.is_active()) {
+        let pending: i64 = webhook_deliveries::table
+            .filter(webhook_deliveries::org_id.eq(&hook.org))
+            .filter(webhook_deliveries::webhook_id.eq(&hook.webhook))
+            .filter(webhook_deliveries::status.eq(PENDING))
+            .count()
+            .get_result(conn)?;
+        if pending > 0 {
+            return Ok(false);
+        }
+    }
+    diesel::update(jobs::table.filter(jobs::id.eq(job_id)))
+        .set(jobs::unique_key.eq(None::<String>))
+        .execute(conn)?;
+    Ok(true)
 }
 
 /// Deletes every webhook of `org` and their deliveries (the organization

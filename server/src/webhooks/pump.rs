@@ -114,6 +114,8 @@ impl Pump {
                 let sent = self.sender.send(&webhook.url, &id, &d.body, &secrets).await;
                 let latency_micros = i64::try_from(sent.latency.as_micros()).unwrap_or(i64::MAX);
                 let time = now_micros();
+                // Recorded as the attempt's start.
+                let started = time.saturating_sub(latency_micros);
                 metrics::histogram!("tollgate_webhook_delivery_seconds")
                     .record(sent.latency.as_secs_f64());
                 let attempt = |status, code: u16, error: String, next| Attempt {
@@ -122,7 +124,7 @@ impl Pump {
                     response_code: i32::from(code),
                     error,
                     latency_micros,
-                    time,
+                    time: started,
                     next_attempt_time: next,
                 };
                 let tried = d.attempts + 1;
@@ -162,10 +164,18 @@ impl Pump {
                     }
                 }
             }
-            self.store
-                .record_attempts(&hook, attempts)
+            // A full batch may have more behind it; otherwise the round's
+            // record also ends the pump when nothing came meanwhile.
+            let finish =
+                (wait.is_none() && (batch.deliveries.len() as i64) < BATCH).then_some(job.id);
+            let finished = self
+                .store
+                .record_attempts(&hook, attempts, finish)
                 .await
                 .map_err(store_error)?;
+            if finished {
+                return Ok(());
+            }
             if let Some((at, why)) = wait {
                 let delay = Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0));
                 return Err(Failure {
