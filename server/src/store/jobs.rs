@@ -439,7 +439,7 @@ pub(crate) fn enqueue_many_on(conn: &mut DbConnection, many: &[NewJob]) -> Resul
                 let mut n = 0;
                 for row in &rows {
                     n += diesel::insert_into(jobs::table)
-                        .values(row.clone())
+                        .values(*row)
                         .on_conflict_do_nothing()
                         .execute(lite)?;
                 }
