@@ -8,7 +8,8 @@
 //! has one job, its *pump* (kind [`PUMP`], unique key per webhook), which
 //! sends them one at a time in event order: that is what orders them.
 //!
-//! A pump that finds nothing left to send gives up its unique key
+//! A pump that finds nothing left to send waits a moment for the next
+//! delivery (the relay wakes it), then gives up its unique key
 //! ([`Store::finish_webhook_pump`]) under a lock on the webhook's row,
 //! the same lock the fan-out takes before adding deliveries: so a delivery
 //! added while a pump finishes either is seen by the pump or finds the key
@@ -814,34 +815,14 @@ impl Store {
 
     /// Records the attempts of one pump round, in one transaction. An
     /// attempt of a delivery that is no longer pending (retried or deleted
-    /// meanwhile) changes nothing. With `finish`, the pump job of that id
-    /// then ends in the same transaction if nothing is left for it (see
-    /// [`Store::finish_webhook_pump`]), saving the pump a round trip and a
-    /// commit; returns whether it ended.
-    pub async fn record_attempts(
-        &self,
-        hook: &WebhookName,
-        attempts: Vec<Attempt>,
-        finish: Option<i64>,
-    ) -> Result<bool> {
+    /// meanwhile) changes nothing.
+    pub async fn record_attempts(&self, hook: &WebhookName, attempts: Vec<Attempt>) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
         let hook = hook.clone();
         self.db
-            .write(move |conn| {
-                if let Some(job_id) = finish {
-                    // The lock first, as the fan-out takes it first.
-                    lock_row(
-                        conn,
-                        "webhooks",
-                        &[("org_id", &hook.org), ("webhook_id", &hook.webhook)],
-                        Lock::Update,
-                    )?;
-                    record(conn, &hook, &attempts)?;
-                    finish_if_idle(conn, &hook, job_id)
-                } else {
-                    record(conn, &hook, &attempts)?;
-                    Ok(false)
-                }
-            })
+            .write(move |conn| record(conn, &hook, &attempts))
             .await
     }
 

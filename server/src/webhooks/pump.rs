@@ -26,6 +26,9 @@ use crate::{
 const BATCH: i64 = 50;
 /// How many webhooks one worker process serves at once.
 pub const CONCURRENCY: usize = 64;
+/// How long a pump with nothing to send waits for the next delivery
+/// before ending.
+const LINGER: Duration = Duration::from_millis(250);
 
 /// What the pumps share.
 pub struct Pump {
@@ -81,14 +84,49 @@ impl Pump {
         let store_error = |e: crate::domain::Error| Failure::transient(e.to_string());
         let hook: WebhookName =
             webhooks::pump_target(&job.payload).map_err(|e| Failure::permanent(e.to_string()))?;
+        let made = self.store.jobs_enqueued();
+        let mut idle_since: Option<tokio::time::Instant> = None;
         loop {
+            // Armed before the read, so a delivery made between the read
+            // and the wait still wakes the pump.
+            let woken = made.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let batch = self
                 .store
                 .pump_batch(&hook, BATCH)
                 .await
                 .map_err(store_error)?;
             let webhook = match batch.webhook {
-                Some(w) if w.is_active() && !batch.deliveries.is_empty() => w,
+                Some(w) if w.is_active() && !batch.deliveries.is_empty() => {
+                    idle_since = None;
+                    w
+                }
+                Some(w) if w.is_active() => {
+                    // Nothing pending: wait a moment for the next delivery
+                    // (the relay's fan-out wakes us) rather than ending, so
+                    // a steady stream costs no claim and no end per
+                    // delivery.
+                    let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                    let left = LINGER.saturating_sub(since.elapsed());
+                    if !left.is_zero() {
+                        tokio::select! {
+                            () = &mut woken => {}
+                            () = tokio::time::sleep(left) => {}
+                        }
+                        continue;
+                    }
+                    if self
+                        .store
+                        .finish_webhook_pump(&hook, job.id)
+                        .await
+                        .map_err(store_error)?
+                    {
+                        return Ok(());
+                    }
+                    idle_since = None;
+                    continue;
+                }
                 _ => {
                     if self
                         .store
@@ -164,18 +202,10 @@ impl Pump {
                     }
                 }
             }
-            // A full batch may have more behind it; otherwise the round's
-            // record also ends the pump when nothing came meanwhile.
-            let finish =
-                (wait.is_none() && (batch.deliveries.len() as i64) < BATCH).then_some(job.id);
-            let finished = self
-                .store
-                .record_attempts(&hook, attempts, finish)
+            self.store
+                .record_attempts(&hook, attempts)
                 .await
                 .map_err(store_error)?;
-            if finished {
-                return Ok(());
-            }
             if let Some((at, why)) = wait {
                 let delay = Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0));
                 return Err(Failure {
