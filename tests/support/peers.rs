@@ -191,6 +191,31 @@ pub fn chromium() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// Prometheus and promtool (Debian's `prometheus` package, installed by
+/// `.ci/run`): `$PROMETHEUS` / `$PROMTOOL`, else on `PATH`. `None` (after
+/// [`skip`]) when either is missing.
+pub fn prometheus() -> Option<(PathBuf, PathBuf)> {
+    let find = |env: &str, name: &str| {
+        std::env::var_os(env)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| on_path(name))
+    };
+    match (
+        find("PROMETHEUS", "prometheus"),
+        find("PROMTOOL", "promtool"),
+    ) {
+        (Some(server), Some(tool)) => Some((server, tool)),
+        _ => {
+            skip(
+                "Prometheus tests",
+                "prometheus or promtool is missing (apt-get install prometheus, or set PROMETHEUS and PROMTOOL)",
+            );
+            None
+        }
+    }
+}
+
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
