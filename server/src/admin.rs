@@ -119,6 +119,9 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.metrics.render(),
+        {
+            crate::process::publish();
+            s.metrics.render()
+        },
     )
 }

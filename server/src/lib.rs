@@ -50,6 +50,7 @@ pub mod layers;
 pub mod listener;
 pub mod oauth;
 pub mod policy;
+pub mod process;
 pub mod ratelimit;
 pub mod relay;
 pub mod retention;
@@ -137,6 +138,9 @@ pub struct App {
 /// an unreachable database.
 pub async fn prepare(config: Config) -> anyhow::Result<App> {
     config.validate()?;
+    // The metrics recorder first: handles registered before it exists
+    // (the caches', the pool's) would count into nothing for good.
+    admin::prometheus();
     let tls = match config.tls_files()? {
         Some((cert, key)) => {
             Some(listener::Tls::load(cert, key).context("loading the TLS certificate")?)
@@ -489,6 +493,8 @@ pub async fn run(
             bus.close();
         });
     }
+    process::publish();
+    let pool_task = tokio::spawn(store.db.clone().publish_pool_metrics(token.clone()));
     let relay_task =
         tokio::spawn(relay::Relay::new(store.clone(), bus, nats, relay_status).run(token.clone()));
     let roles = config.roles()?;
@@ -626,6 +632,7 @@ pub async fn run(
     let _ = revocations_task.await;
     let _ = limits_task.await;
     let _ = relay_task.await;
+    let _ = pool_task.await;
     if let Some(task) = subscriber_task {
         let _ = task.await;
     }

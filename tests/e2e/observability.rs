@@ -2,8 +2,8 @@
 //! tools: promtool checks the Prometheus configuration and the alert
 //! rules and runs their unit tests; a real Prometheus scrapes a live
 //! server with the shipped configuration and its HTTP API returns the RED
-//! series; every metric the alert rules use is exported by a live server
-//! that has served each kind of work.
+//! series; every metric the alert rules and the Grafana dashboard use is
+//! exported by a live server that has served each kind of work.
 
 use std::{
     collections::BTreeSet,
@@ -227,10 +227,29 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// Every `expr` (and templating query) of the dashboard.
+fn dashboard_queries(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr" | "definition", serde_json::Value::String(q)) => {
+                        out.push_str(q);
+                        out.push('\n');
+                    }
+                    _ => dashboard_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_alert_rules_use_is_exported_by_a_live_server() {
+async fn every_metric_the_alerts_and_the_dashboard_use_is_exported_by_a_live_server() {
     let rules = std::fs::read_to_string(stack().join("tollgate-alerts.yml")).unwrap();
-    let exprs: String = rules
+    let mut exprs: String = rules
         .lines()
         .filter(|l| {
             !l.trim_start().starts_with('#')
@@ -239,8 +258,24 @@ async fn every_metric_the_alert_rules_use_is_exported_by_a_live_server() {
         })
         .collect::<Vec<_>>()
         .join("\n");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(stack().join("grafana-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    dashboard_queries(&dashboard, &mut exprs);
     let used = metric_names(&exprs);
-    assert!(used.len() >= 5, "{used:?}");
+    for wanted in [
+        "tollgate_grpc_requests_total",
+        "tollgate_db_pool_in_use",
+        "tollgate_cache_lookups_total",
+        "tollgate_relay_lag_seconds",
+        "tollgate_ratelimit_decisions_total",
+        "tollgate_jobs_oldest_seconds",
+    ] {
+        assert!(used.contains(wanted), "{wanted} not used: {used:?}");
+    }
 
     // A server that has served calls, run jobs and sent webhook
     // deliveries (one of them refused).
@@ -301,9 +336,61 @@ async fn every_metric_the_alert_rules_use_is_exported_by_a_live_server() {
         }
         assert!(
             Instant::now() < deadline,
-            "the alert rules use metrics a live server does not export: {missing:?}"
+            "the alert rules or the dashboard use metrics a live server does not export: {missing:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     server.stop().await.unwrap();
+}
+
+/// The series `/metrics` shows (sample lines).
+async fn series(server: &TestServer) -> usize {
+    http::get(server.admin_addr(), "/metrics")
+        .await
+        .expect("/metrics")
+        .body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_unknown_methods_add_a_constant_number_of_series() {
+    let mut server = TestServer::start(&Backend::Sqlite).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    // Warm: the first unknown call registers the `other` series.
+    let call = async |grpc: &mut tonic::client::Grpc<tonic::transport::Channel>, i: usize| {
+        grpc.ready().await.expect("ready");
+        let path = http_path(&format!("/tollgate.v1.Nope{i}/Call{i}"));
+        grpc.unary(
+            tonic::Request::new(()),
+            path,
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .expect_err("no such method")
+        .code()
+    };
+    call(&mut grpc, 0).await;
+    let before = series(&server).await;
+    for i in 1..=5_000 {
+        let code = call(&mut grpc, i).await;
+        assert_ne!(code, tonic::Code::Ok);
+    }
+    let after = series(&server).await;
+    assert!(
+        after <= before + 40,
+        "5,000 distinct unknown methods added {} series ({before} → {after})",
+        after.saturating_sub(before)
+    );
+    server.stop().await.unwrap();
+}
+
+fn http_path(p: &str) -> ::http::uri::PathAndQuery {
+    ::http::uri::PathAndQuery::try_from(p).expect("a path")
 }

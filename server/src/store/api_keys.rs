@@ -357,7 +357,9 @@ impl Store {
     /// was cached, and every event that changes them evicts the entry; the
     /// secret and the clock are checked on every call.
     pub fn resolved_key(&self, key: &PresentedKey) -> Option<Result<Arc<Principal>>> {
-        let hit = self.caches.resolved.get(&key.key_id)?;
+        let cached = self.caches.resolved.get(&key.key_id);
+        self.caches.lookups.resolved.record(cached.is_some());
+        let hit = cached?;
         Some(if !key.matches(&hit.row.digest) {
             Err(Error::Unauthenticated("invalid API key".into()))
         } else if hit.row.expire_time.is_some_and(|t| t <= now_micros()) {
@@ -375,7 +377,9 @@ impl Store {
             return answer;
         }
         let invalid = || Error::Unauthenticated("invalid API key".into());
-        let row = match self.caches.keys.get(&key.key_id) {
+        let cached = self.caches.keys.get(&key.key_id);
+        self.caches.lookups.keys.record(cached.is_some());
+        let row = match cached {
             Some(hit) => hit,
             None => {
                 let id = key.key_id.clone();

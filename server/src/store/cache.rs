@@ -65,6 +65,49 @@ pub struct Caches {
     /// organization's state comes from `orgs`, and secrets are checked
     /// against the row's digests on every call.
     pub clients: Cache<String, Option<Arc<OAuthClientRow>>>,
+    /// Hits and misses of each cache (`tollgate_cache_lookups_total`).
+    pub lookups: CacheLookups,
+}
+
+/// The hit and miss counters of one cache, registered once so a lookup
+/// costs one atomic add.
+#[derive(Debug, Clone)]
+pub struct Lookups {
+    hit: metrics::Counter,
+    miss: metrics::Counter,
+}
+
+impl Lookups {
+    fn new(cache: &'static str) -> Self {
+        Self {
+            hit: metrics::counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "hit"),
+            miss: metrics::counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "miss"),
+        }
+    }
+
+    /// Counts a lookup that found (`true`) or did not find its entry.
+    pub fn record(&self, hit: bool) {
+        if hit {
+            self.hit.increment(1);
+        } else {
+            self.miss.increment(1);
+        }
+    }
+}
+
+/// [`Lookups`] per cache.
+#[derive(Debug, Clone)]
+pub struct CacheLookups {
+    /// `orgs`.
+    pub orgs: Lookups,
+    /// `principals`.
+    pub principals: Lookups,
+    /// `keys`.
+    pub keys: Lookups,
+    /// `resolved`.
+    pub resolved: Lookups,
+    /// `clients`.
+    pub clients: Lookups,
 }
 
 /// A key that authenticated, with what it authenticated as.
@@ -105,6 +148,13 @@ impl Caches {
                 .time_to_live(c.ttl)
                 .support_invalidation_closures()
                 .build(),
+            lookups: CacheLookups {
+                orgs: Lookups::new("orgs"),
+                principals: Lookups::new("principals"),
+                keys: Lookups::new("keys"),
+                resolved: Lookups::new("resolved"),
+                clients: Lookups::new("clients"),
+            },
         }
     }
 

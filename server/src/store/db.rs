@@ -276,16 +276,40 @@ impl Db {
         .await
     }
 
+    /// Publishes the pool's size, connections in use and callers waiting
+    /// (`tollgate_db_pool_*`) every few seconds until `token` is
+    /// cancelled.
+    pub async fn publish_pool_metrics(self, token: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let status = self.pool.status();
+            metrics::gauge!("tollgate_db_pool_max_size").set(status.max_size as f64);
+            metrics::gauge!("tollgate_db_pool_size").set(status.size as f64);
+            metrics::gauge!("tollgate_db_pool_in_use")
+                .set(status.size.saturating_sub(status.available) as f64);
+            metrics::gauge!("tollgate_db_pool_waiting").set(status.waiting as f64);
+        }
+    }
+
     /// Runs `f` on a pooled connection, on a blocking thread.
     pub async fn run<T, F>(&self, f: F) -> Result<T, Error>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
+        static WAIT: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+        let asked = std::time::Instant::now();
         let obj = self.pool.get().await.map_err(|e| match e {
             managed::PoolError::Backend(e) => e,
             other => Error::Unavailable(format!("database pool: {other}")),
         })?;
+        WAIT.get_or_init(|| metrics::histogram!("tollgate_db_pool_wait_seconds"))
+            .record(asked.elapsed().as_secs_f64());
         obj.interact(move |c| {
             let result = f(&mut c.conn);
             // Only connection-class failures (see `StoreError`) become

@@ -761,7 +761,9 @@ impl Store {
         let Ok(name) = ClientName::parse("client_id", client_id) else {
             return Ok(Err("malformed client_id"));
         };
-        let row = match self.caches.clients.get(client_id) {
+        let cached = self.caches.clients.get(client_id);
+        self.caches.lookups.clients.record(cached.is_some());
+        let row = match cached {
             Some(hit) => hit,
             None => {
                 let n = name.clone();

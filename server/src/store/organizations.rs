@@ -236,7 +236,9 @@ impl Store {
 
     /// Reads an organization through the cache.
     pub async fn get_organization(&self, org: &str) -> Result<Arc<CachedOrganization>> {
-        if let Some(hit) = self.caches.orgs.get(org) {
+        let cached = self.caches.orgs.get(org);
+        self.caches.lookups.orgs.record(cached.is_some());
+        if let Some(hit) = cached {
             return Ok(hit);
         }
         let id = org.to_owned();

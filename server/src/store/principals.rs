@@ -521,7 +521,9 @@ impl Store {
         name: PrincipalName,
     ) -> Result<Option<Arc<PrincipalRecord>>> {
         let key = (name.org.clone(), name.kind, name.id.clone());
-        if let Some(hit) = self.caches.principals.get(&key) {
+        let cached = self.caches.principals.get(&key);
+        self.caches.lookups.principals.record(cached.is_some());
+        if let Some(hit) = cached {
             return Ok(Some(hit));
         }
         let record = self
