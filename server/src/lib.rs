@@ -54,6 +54,7 @@ pub mod process;
 pub mod ratelimit;
 pub mod relay;
 pub mod retention;
+pub mod security;
 pub mod services;
 pub mod shutdown;
 pub mod store;

@@ -76,6 +76,16 @@ impl Proc {
         }
     }
 
+    /// Every stderr line that arrives within `quiet` of the one before.
+    fn drain(&mut self, quiet: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(quiet) {
+            self.seen.push(line.clone());
+            out.push(line);
+        }
+        out
+    }
+
     /// The gRPC address from the JSON `tollgate listening` log line.
     fn grpc_addr(&mut self) -> SocketAddr {
         let line = self.wait_for("tollgate listening", |l| l.contains("tollgate listening"));
@@ -652,4 +662,82 @@ async fn worker_processes_on_postgresql_deliver_every_event_exactly_once() {
             .collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "h{h}: {ids:?}");
     }
+}
+
+/// The JSON log lines of `lines` on the security target with `event`.
+fn security_events(lines: &[String], event: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|j| j["target"] == "tollgate::security" && j["fields"]["event"] == event)
+        .collect()
+}
+
+#[tokio::test]
+async fn security_events_go_to_their_own_target_bounded_and_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let mut server = Proc::serve(dir.path(), &[]);
+    let printed = server.wait_for("admin api key", |l| l.starts_with("admin api key: "));
+    let key = printed.trim_start_matches("admin api key: ").to_owned();
+    let addr = server.grpc_addr();
+
+    // A refused credential: one line, naming the kind, never the key.
+    let forged = format!("tg_{}_{}", "q".repeat(16), "Z".repeat(43));
+    let refused = get_root(&client(addr, &forged).await).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let lines = server.drain(Duration::from_millis(500));
+    let events = security_events(&lines, "credential_refused");
+    assert_eq!(events.len(), 1, "{lines:#?}");
+    assert_eq!(events[0]["fields"]["credential"], "api_key");
+    assert!(
+        !lines.iter().any(|l| l.contains(&forged[20..])),
+        "a log line holds the key"
+    );
+
+    // A revoked key.
+    let c = client(addr, &key).await;
+    let minted = c
+        .api_keys()
+        .create_api_key(v1::CreateApiKeyRequest {
+            parent: "organizations/root/serviceAccounts/admin".into(),
+            api_key: Some(v1::ApiKey {
+                display_name: "doomed".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.api_keys()
+        .revoke_api_key(v1::RevokeApiKeyRequest {
+            name: minted.name.clone(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    let lines = server.drain(Duration::from_millis(500));
+    let revoked = security_events(&lines, "api_key_revoked");
+    assert_eq!(revoked.len(), 1, "{lines:#?}");
+    assert_eq!(revoked[0]["fields"]["key"], minted.name.as_str());
+    assert_eq!(
+        revoked[0]["fields"]["actor"],
+        "organizations/root/serviceAccounts/admin"
+    );
+    assert!(!lines.iter().any(|l| l.contains(&minted.secret)));
+
+    // A flood of bad credentials: the log stays bounded.
+    let bad = client(addr, &forged).await;
+    let started = std::time::Instant::now();
+    for _ in 0..400 {
+        let _ = get_root(&bad).await;
+    }
+    // The budget: a burst of 50, then 20 a second.
+    let budget = 50 + (20.0 * started.elapsed().as_secs_f64()).ceil() as usize + 5;
+    let lines = server.drain(Duration::from_millis(500));
+    let flood = security_events(&lines, "credential_refused").len();
+    assert!(
+        flood >= 1 && flood <= budget.min(399),
+        "{flood} lines for 400 refused calls (budget {budget})"
+    );
 }

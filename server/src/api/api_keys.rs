@@ -141,10 +141,20 @@ impl ApiKeyService for ApiKeys {
         let name = ApiKeyName::parse("name", &req.name).map_err(Error::from)?;
         let me = caller.authorize(&name.owner.org)?;
         let guard = manage_guard(me, &name.owner.org, "name");
+        let ctx = caller.write_context();
         let row = self
             .store
-            .revoke_api_key(&caller.write_context(), name, req.etag, guard)
+            .revoke_api_key(&ctx, name, req.etag, guard)
             .await?;
-        Ok(Response::new(row.to_proto()))
+        let key = row.to_proto();
+        tracing::info!(
+            target: "tollgate::security",
+            event = "api_key_revoked",
+            key = %key.name,
+            actor = ctx.actor(),
+            request_id = ctx.request_id(),
+            "API key revoked"
+        );
+        Ok(Response::new(key))
     }
 }

@@ -10,7 +10,7 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
@@ -370,16 +370,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let step = match credential(req.headers()) {
-            Ok(Some(token)) => self.credentials.first_step(token),
-            Ok(None) => Step::Known(Authentication::Anonymous),
-            Err(e) => Step::Known(Authentication::Refused(e)),
+        let (kind, step) = match credential(req.headers()) {
+            Ok(Some(token)) => (
+                CredentialKind::of(token),
+                self.credentials.first_step(token),
+            ),
+            Ok(None) => (CredentialKind::None, Step::Known(Authentication::Anonymous)),
+            Err(e) => (
+                CredentialKind::Malformed,
+                Step::Known(Authentication::Refused(e)),
+            ),
         };
         match step {
             // Called at once, the inner service is the one `poll_ready`
             // readied: no clone (cloning the router's route allocates).
             Step::Known(authentication) => {
-                note(&mut req, authentication);
+                note(&mut req, kind, authentication);
                 AuthenticateFuture {
                     inner: Some(self.inner.call(req)),
                     lookup: None,
@@ -398,7 +404,7 @@ where
                             Ok(principal) => Authentication::Principal(principal),
                             Err(e) => Authentication::Refused(e),
                         };
-                        note(&mut req, authentication);
+                        note(&mut req, kind, authentication);
                         inner.call(req).await
                     })),
                 }
@@ -407,8 +413,89 @@ where
     }
 }
 
-/// Records the outcome for the layers inside and for the call's log line.
-fn note<B>(req: &mut Request<B>, authentication: Authentication) {
+/// What kind of credential a call presented, for the metrics and the
+/// security log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CredentialKind {
+    /// A Tollgate API key (`tg_…`).
+    ApiKey,
+    /// Anything else in `authorization: Bearer`: an access token.
+    AccessToken,
+    /// None at all.
+    None,
+    /// A header that is not a credential.
+    Malformed,
+}
+
+impl CredentialKind {
+    const ALL: [CredentialKind; 4] = [
+        CredentialKind::ApiKey,
+        CredentialKind::AccessToken,
+        CredentialKind::None,
+        CredentialKind::Malformed,
+    ];
+
+    fn of(token: &str) -> Self {
+        if token.starts_with(crate::domain::api_key::PREFIX) {
+            CredentialKind::ApiKey
+        } else {
+            CredentialKind::AccessToken
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::ApiKey => "api_key",
+            CredentialKind::AccessToken => "access_token",
+            CredentialKind::None => "none",
+            CredentialKind::Malformed => "malformed",
+        }
+    }
+}
+
+/// `tollgate_auth_total{credential, outcome}`, registered once so a call
+/// costs one atomic add: by credential kind, `ok` (a principal),
+/// `refused` or `anonymous` (no credential).
+fn count(kind: CredentialKind, authentication: &Authentication) {
+    static COUNTERS: OnceLock<Vec<[metrics::Counter; 3]>> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        CredentialKind::ALL
+            .iter()
+            .map(|k| {
+                ["ok", "refused", "anonymous"].map(|outcome| {
+                    metrics::counter!("tollgate_auth_total", "credential" => k.as_str(), "outcome" => outcome)
+                })
+            })
+            .collect()
+    });
+    let outcome = match authentication {
+        Authentication::Principal(_) => 0,
+        Authentication::Refused(_) => 1,
+        Authentication::Anonymous => 2,
+    };
+    if let Some(row) = counters.get(kind as usize) {
+        row[outcome].increment(1);
+    }
+}
+
+/// Records the outcome for the layers inside, the metrics, the call's log
+/// line, and a refusal in the security log.
+fn note<B>(req: &mut Request<B>, kind: CredentialKind, authentication: Authentication) {
+    count(kind, &authentication);
+    if let Authentication::Refused(e) = &authentication
+        && crate::security::admit("credential_refused")
+    {
+        let call = req.extensions().get::<Arc<Call>>();
+        tracing::info!(
+            target: "tollgate::security",
+            event = "credential_refused",
+            credential = kind.as_str(),
+            reason = %e,
+            request_id = %call.map(|c| c.request_id().to_string()).unwrap_or_default(),
+            source = ?source(req),
+            "credential refused"
+        );
+    }
     if let Authentication::Principal(p) = &authentication {
         tracing::Span::current().record("principal", p.name());
         if let Some(call) = req.extensions().get::<Arc<Call>>() {
@@ -416,6 +503,13 @@ fn note<B>(req: &mut Request<B>, authentication: Authentication) {
         }
     }
     req.extensions_mut().insert(authentication);
+}
+
+/// The peer's address, when the listener recorded it.
+fn source<B>(req: &Request<B>) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(addr)| addr.ip())
 }
 
 /// What can be decided without waiting.

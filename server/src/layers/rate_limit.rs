@@ -189,6 +189,23 @@ fn respond<ResB: Default>(
     if verdict.allowed() {
         return Ok(values);
     }
+    if crate::security::admit("rate_limited") {
+        let policy = verdict
+            .outcomes
+            .iter()
+            .find(|o| o.refuses())
+            .map(|o| &*o.policy)
+            .or(verdict.unavailable.as_deref())
+            .unwrap_or("");
+        tracing::info!(
+            target: "tollgate::security",
+            event = "rate_limited",
+            policy,
+            unavailable = verdict.unavailable.is_some(),
+            retry_after_ms = verdict.retry_after().map_or(0, |d| d.as_millis() as u64),
+            "call refused by a rate limit"
+        );
+    }
     let mut response = Refusal::from(verdict).into_http::<ResB>();
     let h = response.headers_mut();
     if let Some((policy, state)) = values {
