@@ -339,8 +339,14 @@ async fn attack(addr: SocketAddr, streams: usize) -> anyhow::Result<(Attacker, A
     ))
 }
 
+/// The tests of this file run one at a time: several load the machine and
+/// measure this process's memory and timing, which any test running
+/// beside them would skew.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_bodyless_streams_stays_bounded() {
+    let _alone = HEAVY.lock().await;
     const CONNECTIONS: usize = 5;
     const STREAMS: usize = 100_000;
     const RSS_BOUND_KB: u64 = 150 * 1024;
@@ -451,6 +457,7 @@ async fn a_flood_of_bodyless_streams_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_in_flight_limit_are_shed() {
+    let _alone = HEAVY.lock().await;
     const LIMIT: usize = 50;
     capture_logs();
     let server = TestServer::start_configured(&Backend::Sqlite, |c| {
@@ -519,6 +526,7 @@ async fn requests_past_the_in_flight_limit_are_shed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_end_at_the_request_timeout_but_streams_do_not() {
+    let _alone = HEAVY.lock().await;
     const CHECK: &str = "method=\"/grpc.health.v1.Health/Check\"";
     const DEADLINE: &str = "code=\"DEADLINE_EXCEEDED\"";
     let server = TestServer::start_configured(&Backend::Sqlite, |c| {
@@ -614,6 +622,7 @@ async fn calls_end_at_the_request_timeout_but_streams_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
+    let _alone = HEAVY.lock().await;
     const IDLE: usize = 1000;
     let server = TestServer::start_configured(&Backend::Sqlite, |c| {
         c.limits.handshake_timeout = Duration::from_secs(1);
@@ -634,10 +643,13 @@ async fn idle_connections_are_closed() {
     let latency = honest_check(&server, Duration::from_secs(1))
         .await
         .expect("health with 1000 idle connections");
+    // Accepted: open still, or already closed at the handshake timeout
+    // (on a loaded machine opening 1000 may take longer than it).
+    let accepted = || stats.open_connections() + stats.closed_for_handshake() as usize;
     assert!(
-        eventually(Duration::from_secs(2), || stats.open_connections() >= IDLE).await,
+        eventually(Duration::from_secs(2), || accepted() >= IDLE).await,
         "only {} connections accepted",
-        stats.open_connections()
+        accepted()
     );
 
     // An HTTP/2 client that made one call, then went quiet.
@@ -697,6 +709,7 @@ async fn idle_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_preface_is_closed_at_the_handshake_timeout() {
+    let _alone = HEAVY.lock().await;
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let server = TestServer::start_configured(&Backend::Sqlite, |c| {
         c.limits.handshake_timeout = Duration::from_secs(1);
@@ -733,6 +746,7 @@ async fn a_half_sent_preface_is_closed_at_the_handshake_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_headers_are_cut_at_the_header_timeout() {
+    let _alone = HEAVY.lock().await;
     let server = TestServer::start_configured(&Backend::Sqlite, |c| {
         c.limits.header_read_timeout = Duration::from_secs(1);
         // Longer, so it is the header timeout that closes.
@@ -785,6 +799,7 @@ async fn slowloris_headers_are_cut_at_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_makes_extra_clients_wait() {
+    let _alone = HEAVY.lock().await;
     const CAP: usize = 20;
     const CLIENTS: usize = 50;
     capture_logs();
@@ -862,6 +877,7 @@ async fn answered(clients: &mut [TcpStream], wait: Duration) -> Vec<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_h2c_share_the_port() {
+    let _alone = HEAVY.lock().await;
     let server = TestServer::start(&Backend::Sqlite).await.expect("start");
     let addr = server.grpc_addr();
 
@@ -912,6 +928,7 @@ async fn http1_and_h2c_share_the_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_calls_and_cuts_stuck_ones() {
+    let _alone = HEAVY.lock().await;
     let mut server = TestServer::start(&Backend::Sqlite).await.expect("start");
     let addr = server.grpc_addr();
     let stats = server.listener_stats();
@@ -1105,6 +1122,7 @@ fn curl(port: u16, path: &str, ca: &Path, version: &str) -> anyhow::Result<(Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_grpc_and_both_http_versions_and_reloads_its_certificate() {
+    let _alone = HEAVY.lock().await;
     let pki = Pki::new().expect("a CA");
     let first = pki.leaf("tollgate-1", 1).expect("a certificate");
     pki.install(&first).expect("files");
@@ -1228,6 +1246,7 @@ async fn tls_serves_grpc_and_both_http_versions_and_reloads_its_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_tls_and_tls_settings_are_checked_at_start() {
+    let _alone = HEAVY.lock().await;
     let pki = Pki::new().expect("a CA");
     pki.install(&pki.leaf("tollgate-admin", 7).expect("a certificate"))
         .expect("files");
