@@ -535,7 +535,7 @@ fn postgres_schema() -> Option<(String, impl Drop)> {
         eprintln!("SKIPPED: PostgreSQL (TOLLGATE_TEST_DATABASE_URL is not set)");
         return None;
     };
-    let name = format!("tg_bin_{}", uuid_like());
+    let name = format!("tg_bin_{}", uuid::Uuid::new_v4().simple());
     PgConnection::establish(&base)
         .expect("PostgreSQL")
         .batch_execute(&format!("CREATE SCHEMA {name}"))
@@ -551,13 +551,6 @@ fn postgres_schema() -> Option<(String, impl Drop)> {
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-csearch_path%3D{name}");
     Some((url, Dropper(base, name)))
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:x}{:x}", nanos, std::process::id())
 }
 
 #[tokio::test]

@@ -200,6 +200,14 @@ async fn a_real_prometheus_scrapes_a_live_server_with_the_shipped_configuration(
     server.stop().await.unwrap();
 }
 
+/// A series' metric name without its histogram suffix.
+fn base_name(name: &str) -> &str {
+    name.strip_suffix("_bucket")
+        .or_else(|| name.strip_suffix("_count"))
+        .or_else(|| name.strip_suffix("_sum"))
+        .unwrap_or(name)
+}
+
 /// The metric names an expression uses, without the histogram suffixes.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -215,13 +223,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         {
             end += 1;
         }
-        let name = &text[start..end];
-        let base = name
-            .strip_suffix("_bucket")
-            .or_else(|| name.strip_suffix("_count"))
-            .or_else(|| name.strip_suffix("_sum"))
-            .unwrap_or(name);
-        out.insert(base.to_owned());
+        out.insert(base_name(&text[start..end]).to_owned());
         i = end;
     }
     out
@@ -322,13 +324,7 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported_by_a_live_ser
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split(['{', ' ']).next())
-            .map(|n| {
-                n.strip_suffix("_bucket")
-                    .or_else(|| n.strip_suffix("_count"))
-                    .or_else(|| n.strip_suffix("_sum"))
-                    .unwrap_or(n)
-                    .to_owned()
-            })
+            .map(|n| base_name(n).to_owned())
             .collect();
         let missing: Vec<&String> = used.difference(&exported).collect();
         if missing.is_empty() {

@@ -169,15 +169,9 @@ fn venv_grpcurl(root: &Path) -> Option<PathBuf> {
 /// `PATH` (Debian's `chromium` and `chromium-driver` packages). `None`
 /// (after [`skip`]) when either is missing.
 pub fn chromium() -> Option<(PathBuf, PathBuf)> {
-    let find = |env: &str, name: &str| {
-        std::env::var_os(env)
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| on_path(name))
-    };
     match (
-        find("CHROMIUM", "chromium"),
-        find("CHROMEDRIVER", "chromedriver"),
+        env_or_path("CHROMIUM", "chromium"),
+        env_or_path("CHROMEDRIVER", "chromedriver"),
     ) {
         (Some(browser), Some(driver)) => Some((browser, driver)),
         _ => {
@@ -195,15 +189,9 @@ pub fn chromium() -> Option<(PathBuf, PathBuf)> {
 /// `.ci/run`): `$PROMETHEUS` / `$PROMTOOL`, else on `PATH`. `None` (after
 /// [`skip`]) when either is missing.
 pub fn prometheus() -> Option<(PathBuf, PathBuf)> {
-    let find = |env: &str, name: &str| {
-        std::env::var_os(env)
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| on_path(name))
-    };
     match (
-        find("PROMETHEUS", "prometheus"),
-        find("PROMTOOL", "promtool"),
+        env_or_path("PROMETHEUS", "prometheus"),
+        env_or_path("PROMTOOL", "promtool"),
     ) {
         (Some(server), Some(tool)) => Some((server, tool)),
         _ => {
@@ -214,6 +202,14 @@ pub fn prometheus() -> Option<(PathBuf, PathBuf)> {
             None
         }
     }
+}
+
+/// `$env` when set and not empty, else `name` on `PATH`.
+fn env_or_path(env: &str, name: &str) -> Option<PathBuf> {
+    std::env::var_os(env)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| on_path(name))
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {

@@ -102,19 +102,21 @@ impl Pump {
                     idle_since = None;
                     w
                 }
-                Some(w) if w.is_active() => {
-                    // Nothing pending: wait a moment for the next delivery
-                    // (the relay's fan-out wakes us) rather than ending, so
-                    // a steady stream costs no claim and no end per
-                    // delivery.
-                    let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
-                    let left = LINGER.saturating_sub(since.elapsed());
-                    if !left.is_zero() {
-                        tokio::select! {
-                            () = &mut woken => {}
-                            () = tokio::time::sleep(left) => {}
+                webhook => {
+                    // Nothing pending but still active: wait a moment for
+                    // the next delivery (the relay's fan-out wakes us)
+                    // rather than ending, so a steady stream costs no claim
+                    // and no end per delivery.
+                    if webhook.is_some_and(|w| w.is_active()) {
+                        let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                        let left = LINGER.saturating_sub(since.elapsed());
+                        if !left.is_zero() {
+                            tokio::select! {
+                                () = &mut woken => {}
+                                () = tokio::time::sleep(left) => {}
+                            }
+                            continue;
                         }
-                        continue;
                     }
                     if self
                         .store
@@ -125,17 +127,6 @@ impl Pump {
                         return Ok(());
                     }
                     idle_since = None;
-                    continue;
-                }
-                _ => {
-                    if self
-                        .store
-                        .finish_webhook_pump(&hook, job.id)
-                        .await
-                        .map_err(store_error)?
-                    {
-                        return Ok(());
-                    }
                     continue;
                 }
             };
