@@ -93,6 +93,12 @@
 //! - `http`: [`HttpClient`], the small HTTP/1.1 client for the token
 //!   endpoint, discovery and the key set (HTTPS with the `tls` feature).
 //! - `discovery`: the OpenID Connect discovery document.
+//!
+//! # Traces
+//!
+//! Every call carries the current OpenTelemetry span as a W3C `traceparent`
+//! (`tracestate` too), so Tollgate's server span is its child; the
+//! verifying layer (`VerifyLayer`) continues a caller's trace (see [`trace_context`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -105,6 +111,7 @@ mod retry;
 #[cfg(test)]
 mod testing;
 mod token_source;
+pub mod trace_context;
 mod transport;
 #[cfg(feature = "verify")]
 mod verify;
@@ -130,6 +137,11 @@ pub use tollgate::tollgate::v1;
 
 /// `google.rpc` messages: `Status`, `Code` and the error details.
 pub use tollgate::google;
+
+/// The OpenTelemetry API this crate propagates trace context with: a
+/// service's spans must come from the same version to be the parents of
+/// Tollgate's.
+pub use opentelemetry;
 
 /// The tonic this crate is built on, so callers use the matching version.
 pub use tonic;

@@ -120,6 +120,8 @@ impl Service<Request<Body>> for TollgateChannel {
         // clone for its next `poll_ready`.
         let clone = self.inner.clone();
         let channel = std::mem::replace(&mut self.inner, clone);
+        // The caller's span becomes the parent of Tollgate's.
+        crate::trace_context::inject_current(request.headers_mut());
         // A call that brings its own `authorization` keeps it, and a token
         // source is not even asked.
         let credential = match (

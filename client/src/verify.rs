@@ -764,7 +764,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
-        Box::pin(async move {
+        // The caller's trace continues here: its context is current while
+        // the request is verified and served, and in the extensions.
+        let trace = crate::trace_context::extract(request.headers());
+        if let Some(cx) = &trace {
+            request.extensions_mut().insert(cx.clone());
+        }
+        let verified_call = async move {
             let grpc = is_grpc(&request);
             let verified = match bearer(&request) {
                 Some(token) => verifier.verify(token).await,
@@ -777,7 +783,14 @@ where
                 }
                 Err(error) => Ok(refusal(&error, grpc)),
             }
-        })
+        };
+        match trace {
+            Some(cx) => Box::pin(opentelemetry::context::FutureExt::with_context(
+                verified_call,
+                cx,
+            )),
+            None => Box::pin(verified_call),
+        }
     }
 }
 

@@ -89,6 +89,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// The OTLP transport of exported traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (a collector's port 4317).
+    #[value(name = "grpc")]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (a collector's port 4318).
+    #[value(name = "http/protobuf")]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The protocol the standard variables name
+    /// (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`), if they name one we speak.
+    pub fn from_env() -> Option<Self> {
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find_map(|v| match v.trim() {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            _ => None,
+        })
+    }
+}
+
 /// Every setting, each optional so the sources can be merged.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -321,6 +353,21 @@ pub struct Settings {
     /// (the default): how soon a dead worker's jobs run elsewhere.
     #[arg(long, env = "TOLLGATE_JOB_LEASE")]
     pub job_lease: Option<Interval>,
+    /// Where traces go over OTLP, e.g. `http://127.0.0.1:4317` (gRPC) or
+    /// `http://127.0.0.1:4318` (HTTP). Unset: the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// none of them: no traces are made.
+    #[arg(long, env = "TOLLGATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` (the default) or `http/protobuf`; unset, the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    #[arg(long, env = "TOLLGATE_OTLP_PROTOCOL")]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// The share of new traces recorded, 0.0 to 1.0; a call that arrives
+    /// with a sampled or unsampled parent follows its parent. Unset: the
+    /// standard `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, else 1.0.
+    #[arg(long, env = "TOLLGATE_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 impl Settings {
@@ -399,6 +446,9 @@ impl Settings {
             webhook_timeout: self.webhook_timeout.or(file.webhook_timeout),
             webhook_max_attempts: self.webhook_max_attempts.or(file.webhook_max_attempts),
             job_lease: self.job_lease.or(file.job_lease),
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
+            otlp_protocol: self.otlp_protocol.or(file.otlp_protocol),
+            trace_sample_ratio: self.trace_sample_ratio.or(file.trace_sample_ratio),
         }
     }
 
@@ -534,6 +584,9 @@ impl Settings {
                 .unwrap_or(d.webhook_max_attempts)
                 .clamp(1, 100),
             job_lease: self.job_lease.map_or(d.job_lease, |i| i.0),
+            otlp_endpoint: self.otlp_endpoint.or(d.otlp_endpoint),
+            otlp_protocol: self.otlp_protocol.or(d.otlp_protocol),
+            trace_sample_ratio: self.trace_sample_ratio.or(d.trace_sample_ratio),
         }
     }
 }
@@ -748,6 +801,12 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// `--job-lease`.
     pub job_lease: Duration,
+    /// `--otlp-endpoint`; see [`crate::otel`] for the standard variables.
+    pub otlp_endpoint: Option<String>,
+    /// `--otlp-protocol`.
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// `--trace-sample-ratio`.
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// What a process does (`--roles`).
@@ -793,6 +852,11 @@ impl Config {
                 "--webhook-timeout {:?} must be between 100ms and 5 minutes",
                 self.webhook_timeout
             );
+        }
+        if let Some(r) = self.trace_sample_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            anyhow::bail!("--trace-sample-ratio {r} must be between 0.0 and 1.0");
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.job_lease) {
             anyhow::bail!(
@@ -1061,6 +1125,9 @@ impl Default for Config {
             webhook_timeout: Duration::from_secs(10),
             webhook_max_attempts: 8,
             job_lease: Duration::from_secs(30),
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            trace_sample_ratio: None,
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod http;
 pub mod layers;
 pub mod listener;
 pub mod oauth;
+pub mod otel;
 pub mod policy;
 pub mod process;
 pub mod ratelimit;
@@ -142,6 +143,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
     // The metrics recorder first: handles registered before it exists
     // (the caches', the pool's) would count into nothing for good.
     admin::prometheus();
+    otel::install(&config).context("setting up trace export")?;
     let tls = match config.tls_files()? {
         Some((cert, key)) => {
             Some(listener::Tls::load(cert, key).context("loading the TLS certificate")?)
@@ -646,6 +648,8 @@ pub async fn run(
         Ok(Ok(())) => {}
     }
     store.db.close(config.shutdown_grace).await;
+    // The last calls' spans, before the process exits.
+    otel::flush(config.shutdown_grace.min(std::time::Duration::from_secs(5))).await;
     tracing::info!("tollgate stopped");
     served
 }

@@ -63,8 +63,10 @@ use prost_reflect::DescriptorPool;
 use tower::ServiceExt as _;
 use tower_service::Service;
 
+use opentelemetry::context::FutureExt as _;
+
 use self::connect::Connect;
-use crate::layers::request_id::RequestId;
+use crate::{layers::request_id::RequestId, otel::server::Origin};
 
 /// Every descriptor the server serves: `tollgate.v1`, google.rpc error
 /// details, health and reflection. Error details render from it.
@@ -215,8 +217,23 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> FrontFuture {
-        match classify(request.headers(), request.uri().path(), &self.connect) {
+    fn call(&mut self, mut request: Request<B>) -> FrontFuture {
+        let protocol = classify(request.headers(), request.uri().path(), &self.connect);
+        if protocol != Protocol::Grpc {
+            // What the trace layer reports the call as (its span's HTTP
+            // attributes, the `protocol` label).
+            let origin = Origin {
+                protocol: match protocol {
+                    Protocol::GrpcWeb => crate::otel::server::Protocol::GrpcWeb,
+                    Protocol::Connect => crate::otel::server::Protocol::Connect,
+                    _ => crate::otel::server::Protocol::Http,
+                },
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+            };
+            request.extensions_mut().insert(origin);
+        }
+        match protocol {
             Protocol::Grpc => FrontFuture::Grpc(self.grpc.call(request.map(Body::new))),
             Protocol::GrpcWeb => {
                 let web = self.grpc_web.clone();
@@ -268,9 +285,22 @@ where
             }
             Protocol::Http if crate::oauth::endpoints::serves(request.uri().path()) => {
                 let oauth = self.oauth.clone();
-                FrontFuture::Boxed(Box::pin(async move {
-                    oauth.oneshot(request.map(Body::new)).await
-                }))
+                let trace = crate::otel::server::start_http(
+                    request.method(),
+                    request.uri().path(),
+                    request.headers(),
+                );
+                let served = async move { oauth.oneshot(request.map(Body::new)).await };
+                FrontFuture::Boxed(match trace {
+                    None => Box::pin(served),
+                    Some(cx) => Box::pin(async move {
+                        let response = served.with_context(cx.clone()).await;
+                        if let Ok(r) = &response {
+                            crate::otel::server::finish_http(&cx, r.status().as_u16());
+                        }
+                        response
+                    }),
+                })
             }
             Protocol::Http => {
                 let gateway = self.gateway.clone();

@@ -43,7 +43,13 @@ use tower_service::Service;
 use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 
 use super::{call::Call, request_id::RequestId};
-use crate::listener::RequestDeadline;
+use crate::{
+    listener::RequestDeadline,
+    otel::{
+        self,
+        server::{Origin, Protocol},
+    },
+};
 
 /// The canonical codes, indexed by their number.
 const CODES: [&str; 17] = [
@@ -67,41 +73,54 @@ const CODES: [&str; 17] = [
 ];
 
 /// Metric handles of one method, made once so the hot path only bumps
-/// atomics.
+/// atomics; each (protocol, code) series is registered at its first call.
 struct MethodMetrics {
     method: Arc<str>,
-    latency: Histogram,
-    requests: [OnceLock<Counter>; 17],
-    errors: [OnceLock<Counter>; 17],
+    /// The server span's name: the path without its slash, or `other`.
+    span_name: &'static str,
+    latency: [OnceLock<Histogram>; 4],
+    requests: [[OnceLock<Counter>; 17]; 4],
+    errors: [[OnceLock<Counter>; 17]; 4],
 }
 
 impl MethodMetrics {
     fn new(method: &str) -> Self {
-        let method: Arc<str> = Arc::from(method);
         Self {
-            latency: metrics::histogram!("tollgate_grpc_request_duration_seconds", "method" => method.to_string()),
-            method,
+            method: Arc::from(method),
+            span_name: otel::server::intern(method.trim_start_matches('/')),
+            latency: Default::default(),
             requests: Default::default(),
             errors: Default::default(),
         }
     }
 
-    fn record(&self, code: usize, seconds: f64) {
+    fn record(&self, protocol: Protocol, code: usize, seconds: f64) {
         let code = code.min(16);
-        self.latency.record(seconds);
-        self.requests[code]
+        let p = protocol.index();
+        let (method, proto) = (&self.method, protocol.as_str());
+        self.latency[p]
             .get_or_init(|| {
-                metrics::counter!("tollgate_grpc_requests_total", "method" => self.method.to_string(), "code" => CODES[code])
+                metrics::histogram!("tollgate_grpc_request_duration_seconds", "method" => method.to_string(), "protocol" => proto)
+            })
+            .record(seconds);
+        self.requests[p][code]
+            .get_or_init(|| {
+                metrics::counter!("tollgate_grpc_requests_total", "method" => method.to_string(), "code" => CODES[code], "protocol" => proto)
             })
             .increment(1);
         if code != 0 {
-            self.errors[code]
+            self.errors[p][code]
                 .get_or_init(|| {
-                    metrics::counter!("tollgate_grpc_errors_total", "method" => self.method.to_string(), "code" => CODES[code])
+                    metrics::counter!("tollgate_grpc_errors_total", "method" => method.to_string(), "code" => CODES[code], "protocol" => proto)
                 })
                 .increment(1);
         }
     }
+}
+
+/// The name of status `code` (`INTERNAL`), or `UNKNOWN` past the last.
+pub fn code_name(code: usize) -> &'static str {
+    CODES.get(code).copied().unwrap_or("UNKNOWN")
 }
 
 /// Metric handles of every known method; unknown paths share one bucket so
@@ -174,6 +193,10 @@ struct Recorder {
     undecodable: bool,
     /// When the listener cuts the call, if it does.
     deadline: Option<Instant>,
+    /// The protocol the call came in (native gRPC unless the front said).
+    protocol: Protocol,
+    /// The server span's context, when traces are on.
+    otel: Option<opentelemetry::Context>,
 }
 
 /// Who caused an outcome, which decides its log level.
@@ -228,9 +251,26 @@ impl Recorder {
             deadline_passed,
         );
         let elapsed = now.duration_since(self.start);
-        self.metrics.record(code, elapsed.as_secs_f64());
+        self.metrics
+            .record(self.protocol, code, elapsed.as_secs_f64());
         let name = CODES[code];
         let ms = elapsed.as_secs_f64() * 1000.0;
+        // The log line below carries the trace's ids (see `telemetry`).
+        let _attached = self.otel.clone().map(opentelemetry::Context::attach);
+        if let Some(cx) = &self.otel {
+            let http = (self.protocol != Protocol::Grpc).then(|| {
+                crate::api::error::http_status(Code::from(i32::try_from(code).unwrap_or(2)))
+                    .as_u16()
+            });
+            otel::server::finish_rpc(
+                cx,
+                code,
+                fault == Fault::Server,
+                self.call.principal().map(|p| p.name()),
+                &self.call.request_id().to_string(),
+                http,
+            );
+        }
         // The outcome goes on the closing event, not on the span: recording
         // into a span makes every log layer re-format its fields, a cost
         // paid on every call even at levels that print nothing per call.
@@ -294,20 +334,30 @@ where
         // nothing per call (formatting its fields cost about 7% of a cached
         // call's CPU); what a WARN line needs, it carries itself.
         let span = tracing::debug_span!("rpc", method = path, principal = Empty);
+        let metrics = self.metrics.get(path);
+        let origin = req.extensions().get::<Origin>();
+        let protocol = origin.map_or(Protocol::Grpc, |o| o.protocol);
+        let otel = otel::server::start_rpc(metrics.span_name, path, req.headers(), origin);
+        if let Some(cx) = &otel {
+            call.set_trace(cx);
+        }
 
         let recorder = Recorder {
             span: span.clone(),
-            metrics: self.metrics.get(path),
+            metrics,
             start: Instant::now(),
             done: false,
             call: call.clone(),
             undecodable: false,
             deadline: req.extensions().get::<RequestDeadline>().map(|d| d.0),
+            protocol,
+            otel: otel.clone(),
         };
         let req = req.map(|inner| WatchedBody { inner, call });
         // Called at once: the service `poll_ready` readied, no clone.
         TraceFuture {
             inner: self.inner.call(req).instrument(span),
+            otel,
             recorder: Some(recorder),
         }
     }
@@ -319,6 +369,9 @@ pin_project! {
     pub struct TraceFuture<F> {
         #[pin]
         inner: Instrumented<F>,
+        // Attached while the call's own work is polled, so its spans and
+        // log lines find the server span.
+        otel: Option<opentelemetry::Context>,
         recorder: Option<Recorder>,
     }
 }
@@ -331,6 +384,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _attached = this.otel.clone().map(opentelemetry::Context::attach);
         // An error drops the recorder, which counts the call as CANCELLED.
         let resp = ready!(this.inner.poll(cx))?;
         let recorder = match (grpc_status(resp.headers()), this.recorder.take()) {
@@ -398,6 +452,12 @@ impl<B: Body> Body for ObservedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        // A streaming method's work runs as its body is polled.
+        let _attached = this
+            .recorder
+            .as_ref()
+            .and_then(|r| r.otel.clone())
+            .map(opentelemetry::Context::attach);
         let polled = this.inner.poll_frame(cx);
         if let (Poll::Ready(ready), Some(rec)) = (&polled, this.recorder.as_mut()) {
             match ready {

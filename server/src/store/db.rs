@@ -117,12 +117,16 @@ impl Target {
                      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(|e| Error::Unavailable(format!("sqlite pragmas: {e}")))?;
+                conn.set_instrumentation(crate::otel::db::QueryObserver::new("sqlite"));
                 Ok(DbConnection::Sqlite(conn))
             }
             // libpq echoes the whole URI in some parse errors
             // ("unexpected character … in URI: \"postgres://u:pw@…\"").
             Target::Postgres(url) => PgConnection::establish(url)
-                .map(DbConnection::Postgres)
+                .map(|mut conn| {
+                    conn.set_instrumentation(crate::otel::db::QueryObserver::new("postgresql"));
+                    DbConnection::Postgres(conn)
+                })
                 .map_err(|e| {
                     Error::Unavailable(format!("postgres: {}", redact::scrub(url, &e.to_string())))
                 }),
@@ -310,7 +314,11 @@ impl Db {
         })?;
         WAIT.get_or_init(|| metrics::histogram!("tollgate_db_pool_wait_seconds"))
             .record(asked.elapsed().as_secs_f64());
+        // The call's trace context goes with the work to the blocking
+        // thread, where the statements' spans find their parent.
+        let trace = crate::otel::sampled_context();
         obj.interact(move |c| {
+            let _attached = trace.map(opentelemetry::Context::attach);
             let result = f(&mut c.conn);
             // Only connection-class failures (see `StoreError`) become
             // UNAVAILABLE; those connections are dropped. Any other failure

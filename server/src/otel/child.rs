@@ -1,0 +1,126 @@
+//! Spans of work done for a call (database queries, cache lookups, Redis
+//! decisions) and of background work (jobs, the relay, webhook
+//! deliveries).
+//!
+//! A child span exists only under a recorded parent: inside a call that is
+//! not sampled, asking for one costs a thread-local read.
+
+use std::borrow::Cow;
+
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{Link, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer},
+};
+
+use super::tracer;
+
+/// A span that ends when dropped (or at [`Span::end`]).
+#[must_use = "the span ends when dropped"]
+pub struct Span {
+    cx: Option<Context>,
+}
+
+impl Span {
+    /// No span: traces are off or the parent is not recorded.
+    pub const NONE: Span = Span { cx: None };
+
+    /// A child of the current context's span, if that one is recorded.
+    /// `attributes` is called only then.
+    pub fn child(
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
+        let Some(parent) = super::sampled_context() else {
+            return Span::NONE;
+        };
+        Span::under(&parent, name, kind, attributes)
+    }
+
+    /// A child of `parent`'s span, if that one is recorded.
+    pub fn under(
+        parent: &Context,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
+        let Some(tracer) = tracer() else {
+            return Span::NONE;
+        };
+        if !parent.span().span_context().is_sampled() {
+            return Span::NONE;
+        }
+        let span = tracer.build_with_context(
+            SpanBuilder::from_name(name)
+                .with_kind(kind)
+                .with_attributes(attributes()),
+            parent,
+        );
+        Span {
+            cx: Some(parent.with_span(span)),
+        }
+    }
+
+    /// A new trace's root span for background work, subject to the
+    /// sampler; `links` name the calls that caused the work.
+    pub fn root(
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        links: Vec<SpanContext>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
+        let Some(tracer) = tracer() else {
+            return Span::NONE;
+        };
+        let links = links
+            .into_iter()
+            .map(|sc| Link::with_context(sc))
+            .collect::<Vec<_>>();
+        let span = tracer.build_with_context(
+            SpanBuilder::from_name(name)
+                .with_kind(kind)
+                .with_links(links)
+                .with_attributes(attributes()),
+            &Context::new(),
+        );
+        let cx = Context::new().with_span(span);
+        if !cx.span().is_recording() {
+            return Span::NONE;
+        }
+        Span { cx: Some(cx) }
+    }
+
+    /// The context to run the span's work in (to attach, or to pass on).
+    pub fn context(&self) -> Option<&Context> {
+        self.cx.as_ref()
+    }
+
+    /// Adds an attribute.
+    pub fn set(&self, attribute: KeyValue) {
+        if let Some(cx) = &self.cx {
+            cx.span().set_attribute(attribute);
+        }
+    }
+
+    /// Marks the work failed, with a description (never a secret).
+    pub fn fail(&self, description: impl Into<Cow<'static, str>>) {
+        if let Some(cx) = &self.cx {
+            cx.span().set_status(Status::error(description));
+        }
+    }
+
+    /// Ends the span now.
+    pub fn end(mut self) {
+        if let Some(cx) = self.cx.take() {
+            cx.span().end();
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        if let Some(cx) = self.cx.take() {
+            cx.span().end();
+        }
+    }
+}

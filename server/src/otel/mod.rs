@@ -1,0 +1,225 @@
+//! Traces over OTLP, with the OpenTelemetry SDK.
+//!
+//! Off unless an endpoint is configured (`--otlp-endpoint`, or the standard
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`;
+//! `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn it off).
+//! When off, every hook here is one load of an empty [`OnceLock`].
+//!
+//! Spans are made with the OpenTelemetry API directly, not through the
+//! `tracing` bridge: a call that is not sampled then costs a span id and a
+//! context, never a span's attributes (the bridge builds them for every
+//! span), and the log layers see no extra span.
+//!
+//! - [`server`]: the server span of every call, whatever its protocol.
+//! - [`child`]: spans for work done inside a sampled call (database, cache,
+//!   Redis), and root spans for background work (jobs, the relay).
+//! - [`propagation`]: W3C `traceparent` in and out.
+//! - [`export`]: the batch export, counted and bounded: it never blocks a
+//!   call, and when the collector is down spans are dropped and counted
+//!   (`tollgate_trace_spans_dropped_total`).
+//!
+//! The tracer is process-wide (one exporter, one batch queue), installed by
+//! the first server that asks for it; the exporter runs on a runtime of its
+//! own thread so it outlives any one server's runtime (tests start many).
+
+pub mod child;
+pub mod db;
+pub mod export;
+pub mod propagation;
+pub mod server;
+
+use std::{sync::OnceLock, time::Duration};
+
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{Sampler, SdkTracer, SdkTracerProvider},
+};
+
+use crate::config::{Config, OtlpProtocol};
+
+/// The process's tracer and its provider, once installed.
+static TRACING: OnceLock<Installed> = OnceLock::new();
+
+struct Installed {
+    tracer: SdkTracer,
+    provider: SdkTracerProvider,
+    /// `--otlp-endpoint` as resolved, to tell a second server asking for
+    /// another one that it shares the first.
+    endpoint: String,
+}
+
+/// The tracer, when traces are on.
+#[inline]
+pub fn tracer() -> Option<&'static SdkTracer> {
+    TRACING.get().map(|t| &t.tracer)
+}
+
+/// Whether traces are on.
+#[inline]
+pub fn enabled() -> bool {
+    TRACING.get().is_some()
+}
+
+/// The current context when it holds a span being recorded: the parent to
+/// pass to work done elsewhere (a blocking thread, a spawned task).
+#[inline]
+pub fn sampled_context() -> Option<Context> {
+    if !enabled() {
+        return None;
+    }
+    Context::map_current(|cx| cx.span().span_context().is_sampled().then(|| cx.clone()))
+}
+
+/// Why traces could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The exporter refused its configuration (a malformed endpoint).
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    /// The exporter's thread could not start.
+    #[error("OTLP exporter thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// The endpoint to export to, if traces are on: the flag, else the
+/// standard variables, unless the standard switches turn the SDK off.
+fn endpoint(config: &Config) -> Option<String> {
+    let off = |var: &str, value: &str| {
+        std::env::var(var).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
+    };
+    if off("OTEL_SDK_DISABLED", "true") || off("OTEL_TRACES_EXPORTER", "none") {
+        return None;
+    }
+    config
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+}
+
+/// The sampler: parent-based, new traces at `--trace-sample-ratio`; unset,
+/// the SDK's reading of `OTEL_TRACES_SAMPLER` (its default, always on).
+fn sampler(config: &Config) -> Option<Sampler> {
+    config
+        .trace_sample_ratio
+        .map(|r| Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r.clamp(0.0, 1.0)))))
+}
+
+/// The resource: `service.name` from `OTEL_SERVICE_NAME` (or
+/// `OTEL_RESOURCE_ATTRIBUTES`), else `tollgate`; the version and instance.
+fn resource() -> Resource {
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    let mut builder = Resource::builder().with_attributes([
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", uuid::Uuid::now_v7().to_string()),
+    ]);
+    if !named {
+        builder = builder.with_service_name("tollgate");
+    }
+    builder.build()
+}
+
+/// The full URL of the traces endpoint: OTLP/HTTP posts to `/v1/traces`
+/// under the base address (as `OTEL_EXPORTER_OTLP_ENDPOINT` is read),
+/// unless the address already names that path.
+fn http_url(endpoint: &str) -> String {
+    let base = endpoint.trim_end_matches('/');
+    if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    }
+}
+
+/// Installs the process's tracer if `config` (or the environment) asks for
+/// traces. A second call keeps the first installation (one exporter per
+/// process); it logs when the second asks for another endpoint.
+pub fn install(config: &Config) -> Result<(), Error> {
+    let Some(endpoint) = endpoint(config) else {
+        return Ok(());
+    };
+    if let Some(installed) = TRACING.get() {
+        if installed.endpoint != endpoint {
+            tracing::warn!(
+                endpoint = %installed.endpoint,
+                asked = %endpoint,
+                "traces already go to another OTLP endpoint in this process"
+            );
+        }
+        return Ok(());
+    }
+    let protocol = config
+        .otlp_protocol
+        .or_else(OtlpProtocol::from_env)
+        .unwrap_or(OtlpProtocol::Grpc);
+    let provider = export::provider(&endpoint, protocol, sampler(config), resource())?;
+    let tracer = provider.tracer("tollgate");
+    let installed = Installed {
+        tracer,
+        provider,
+        endpoint: endpoint.clone(),
+    };
+    if let Err(lost) = TRACING.set(installed) {
+        // Another server installed one meanwhile: keep that one.
+        let _ = lost
+            .provider
+            .shutdown_with_timeout(Duration::from_millis(100));
+        return Ok(());
+    }
+    tracing::info!(endpoint = %endpoint, protocol = ?protocol, "exporting traces over OTLP");
+    Ok(())
+}
+
+/// Sends the spans ended so far, waiting at most `limit`: at shutdown, so
+/// the last calls' spans are not lost. Runs on a blocking thread: the SDK
+/// waits for its exporter synchronously.
+pub async fn flush(limit: Duration) {
+    let Some(installed) = TRACING.get() else {
+        return;
+    };
+    let provider = installed.provider.clone();
+    let flushed = tokio::task::spawn_blocking(move || provider.force_flush());
+    let _ = tokio::time::timeout(limit, flushed).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_endpoints_post_to_v1_traces() {
+        assert_eq!(
+            http_url("http://c:4318"),
+            "http://c:4318/v1/traces".to_owned()
+        );
+        assert_eq!(
+            http_url("http://c:4318/"),
+            "http://c:4318/v1/traces".to_owned()
+        );
+        assert_eq!(
+            http_url("http://c:4318/v1/traces"),
+            "http://c:4318/v1/traces".to_owned()
+        );
+    }
+
+    #[test]
+    fn a_sample_ratio_is_parent_based() {
+        let config = Config {
+            trace_sample_ratio: Some(0.01),
+            ..Config::default()
+        };
+        let s = sampler(&config).expect("a sampler");
+        assert!(
+            format!("{s:?}").starts_with("ParentBased(TraceIdRatioBased(0.01"),
+            "{s:?}"
+        );
+        assert!(sampler(&Config::default()).is_none());
+    }
+}
