@@ -354,9 +354,14 @@ where
             otel: otel.clone(),
         };
         let req = req.map(|inner| WatchedBody { inner, call });
+        // What the layers inside do before their future (refusing a
+        // malformed credential, say) is inside the call's span too.
+        let attached = otel.clone().map(opentelemetry::Context::attach);
         // Called at once: the service `poll_ready` readied, no clone.
+        let inner = self.inner.call(req).instrument(span);
+        drop(attached);
         TraceFuture {
-            inner: self.inner.call(req).instrument(span),
+            inner,
             otel,
             recorder: Some(recorder),
         }

@@ -74,10 +74,11 @@ impl std::fmt::Write for Head {
 }
 
 /// A table name as it appears after `FROM`, `INTO` or `UPDATE`, or as the
-/// qualifier of the first selected column (diesel's `"users"."id"`).
+/// qualifier of the first selected column (diesel's `"users"."id"` on
+/// PostgreSQL, `` `users`.`id` `` on SQLite).
 fn identifier(s: &str) -> Option<&str> {
     let s = s.trim_start();
-    let s = s.strip_prefix('"').unwrap_or(s);
+    let s = s.strip_prefix(['"', '`']).unwrap_or(s);
     let end = s
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(s.len());
@@ -96,7 +97,7 @@ fn after<'a>(sql: &'a str, keyword: &str) -> Option<&'a str> {
         let after_ok = upper
             .as_bytes()
             .get(end)
-            .is_some_and(|b| b.is_ascii_whitespace() || *b == b'"');
+            .is_some_and(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'`');
         if before_ok && after_ok {
             return identifier(&sql[end..]);
         }
@@ -119,7 +120,7 @@ fn classify(sql: &str) -> (usize, Option<&str>) {
             let table = after(sql, "FROM").or_else(|| {
                 // A long column list pushes FROM past the head; diesel
                 // qualifies every column with its table.
-                let q = sql.find('"')?;
+                let q = sql.find(['"', '`'])?;
                 let name = identifier(&sql[q..])?;
                 sql[q + name.len() + 2..].starts_with('.').then_some(name)
             });
@@ -163,7 +164,17 @@ impl Instrumentation for QueryObserver {
                 // The parent is the call's context, attached on this
                 // blocking thread by `Db::run`.
                 if let Some(parent) = super::sampled_context() {
-                    let op = OPERATIONS[operation].to_ascii_uppercase();
+                    // The statement's own verb (BEGIN, COMMIT, PRAGMA…)
+                    // where the label folds several into one.
+                    let verb = head
+                        .split(|c: char| c.is_ascii_whitespace() || c == ';')
+                        .next()
+                        .filter(|v| v.len() <= 16 && v.bytes().all(|b| b.is_ascii_alphabetic()))
+                        .map(str::to_ascii_uppercase);
+                    let op = match (operation, verb) {
+                        (4 | 5, Some(v)) => v,
+                        _ => OPERATIONS[operation].to_ascii_uppercase(),
+                    };
                     let name = match table {
                         Some(t) => format!("{op} {t}"),
                         None => op.clone(),
@@ -222,6 +233,14 @@ mod tests {
         assert_eq!(
             classify("DELETE FROM \"refresh_tokens\" WHERE 1"),
             (3, Some("refresh_tokens"))
+        );
+        assert_eq!(
+            classify("SELECT `users`.`id`, `users`.`name` FROM"),
+            (0, Some("users"))
+        );
+        assert_eq!(
+            classify("INSERT INTO `organizations` (`id`) VALUES (?)"),
+            (1, Some("organizations"))
         );
         assert_eq!(classify("BEGIN IMMEDIATE"), (4, None));
         assert_eq!(classify("COMMIT"), (4, None));
