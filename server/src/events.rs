@@ -214,15 +214,28 @@ impl fmt::Display for EventKind {
 pub struct WriteContext {
     actor: Arc<str>,
     request_id: Arc<str>,
+    trace_parent: Option<Arc<str>>,
 }
 
 impl WriteContext {
-    /// A write by `actor` (a principal's resource name) for `request_id`.
+    /// A write by `actor` (a principal's resource name) for `request_id`,
+    /// in the current trace (the call's server span, a job's span) when
+    /// traces are on.
     pub fn new(actor: impl Into<Arc<str>>, request_id: impl Into<Arc<str>>) -> Self {
+        let trace_parent = crate::otel::enabled()
+            .then(|| opentelemetry::Context::map_current(crate::otel::propagation::traceparent))
+            .flatten()
+            .map(Arc::from);
         Self {
             actor: actor.into(),
             request_id: request_id.into(),
+            trace_parent,
         }
+    }
+
+    /// The trace the write belongs to, as a W3C `traceparent`.
+    pub fn trace_parent(&self) -> Option<&str> {
+        self.trace_parent.as_deref()
     }
 
     /// A write by the server itself or an offline operator command;

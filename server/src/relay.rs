@@ -410,13 +410,24 @@ async fn publish(nats: &Nats, rows: &[Pending]) -> Result<(), Failure> {
     for wave in waves {
         let mut pending = Vec::with_capacity(wave.len());
         for row in &wave {
-            let message = jetstream::message::PublishMessage::build()
+            let mut message = jetstream::message::PublishMessage::build()
                 .payload(Bytes::from(row.event.encode_to_vec()))
                 .message_id(row.id.to_string())
                 .header("Tollgate-Event-Type", row.event.r#type.as_str());
             let subject = nats.subject(&row.org, &row.event.r#type);
+            let span = publish_span(&subject, row);
+            // Consumers continue the publish's trace, or else the change's.
+            let trace = span
+                .context()
+                .and_then(crate::otel::propagation::traceparent)
+                .or_else(|| {
+                    (!row.event.trace_parent.is_empty()).then(|| row.event.trace_parent.clone())
+                });
+            if let Some(tp) = &trace {
+                message = message.header("traceparent", tp.as_str());
+            }
             match nats.js.send_publish(subject, message).await {
-                Ok(ack) => pending.push((row.id, ack)),
+                Ok(ack) => pending.push((row.id, ack, span)),
                 Err(e) => {
                     return Err(Failure {
                         acked,
@@ -427,10 +438,11 @@ async fn publish(nats: &Nats, rows: &[Pending]) -> Result<(), Failure> {
         }
         let mut failed = None;
         let mut wave_acked = Vec::with_capacity(pending.len());
-        for (id, ack) in pending {
+        for (id, ack, span) in pending {
             match ack.await {
                 Ok(_) => wave_acked.push(id),
                 Err(e) => {
+                    span.fail("not acknowledged");
                     failed
                         .get_or_insert_with(|| anyhow::anyhow!("event {id} not acknowledged: {e}"));
                 }
@@ -442,6 +454,31 @@ async fn publish(nats: &Nats, rows: &[Pending]) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The producer span of one event's publish (when traces are on): a child
+/// of the relay's round if that is traced, else a root, linked to the
+/// change the event records.
+fn publish_span(subject: &str, row: &Pending) -> crate::otel::child::Span {
+    use opentelemetry::{KeyValue, trace::SpanKind};
+    if !crate::otel::enabled() {
+        return crate::otel::child::Span::NONE;
+    }
+    crate::otel::child::Span::child_or_root(
+        format!("send {subject}"),
+        SpanKind::Producer,
+        crate::otel::propagation::span_context(&row.event.trace_parent)
+            .into_iter()
+            .collect(),
+        || {
+            vec![
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.destination.name", subject.to_owned()),
+                KeyValue::new("messaging.message.id", row.id.to_string()),
+            ]
+        },
+    )
 }
 
 /// Reads at most `limit` unrelayed rows in id order.

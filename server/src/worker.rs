@@ -16,12 +16,14 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
+use opentelemetry::{KeyValue, context::FutureExt as _, trace::SpanKind};
 use rand::Rng as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     domain::now_micros,
+    otel,
     store::{Store, jobs::Job},
 };
 
@@ -365,7 +367,23 @@ async fn attempt(
 ) -> Attempted {
     let lease_micros = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
     let started = std::time::Instant::now();
-    let run = handler.run(job.clone());
+    // A trace of its own per attempt (what it writes carries it; a
+    // webhook delivery is its child).
+    let span = otel::child::Span::root(
+        format!("job {}", job.kind),
+        SpanKind::Consumer,
+        Vec::new(),
+        || {
+            vec![
+                KeyValue::new("tollgate.job.kind", job.kind.clone()),
+                KeyValue::new("tollgate.job.id", job.id),
+                KeyValue::new("tollgate.job.attempt", i64::from(job.attempts)),
+            ]
+        },
+    );
+    let run = handler
+        .run(job.clone())
+        .with_context(span.context().cloned().unwrap_or_default());
     tokio::pin!(run);
     let outcome = loop {
         tokio::select! {
@@ -387,6 +405,11 @@ async fn attempt(
     };
     metrics::counter!("tollgate_jobs_total", "kind" => job.kind.clone(), "outcome" => outcome_label)
         .increment(1);
+    span.set(KeyValue::new("tollgate.job.outcome", outcome_label));
+    if outcome.is_err() {
+        span.fail(outcome_label);
+    }
+    span.end();
     metrics::histogram!("tollgate_job_seconds", "kind" => job.kind.clone())
         .record(took.as_secs_f64());
     if let Err(failure) = &outcome {

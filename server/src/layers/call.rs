@@ -17,8 +17,6 @@ pub struct Call {
     request_id: RequestId,
     principal: OnceLock<Arc<Principal>>,
     client_gone: AtomicBool,
-    /// The call's server span, when traces are on.
-    trace: OnceLock<opentelemetry::trace::SpanContext>,
 }
 
 impl Call {
@@ -28,7 +26,6 @@ impl Call {
             request_id,
             principal: OnceLock::new(),
             client_gone: AtomicBool::new(false),
-            trace: OnceLock::new(),
         }
     }
 
@@ -51,20 +48,6 @@ impl Call {
     /// or closed the connection.
     pub fn mark_client_gone(&self) {
         self.client_gone.store(true, Ordering::Release);
-    }
-
-    /// Records the call's server span (`cx`), so what the call writes
-    /// (events) can name its trace.
-    pub fn set_trace(&self, cx: &opentelemetry::Context) {
-        use opentelemetry::trace::TraceContextExt as _;
-        let _ = self.trace.set(cx.span().span_context().clone());
-    }
-
-    /// The call's server span as a W3C `traceparent`, when traces are on.
-    pub fn traceparent(&self) -> Option<String> {
-        self.trace
-            .get()
-            .and_then(crate::otel::propagation::format_traceparent)
     }
 
     /// Whether the client went away.

@@ -338,9 +338,6 @@ where
         let origin = req.extensions().get::<Origin>();
         let protocol = origin.map_or(Protocol::Grpc, |o| o.protocol);
         let otel = otel::server::start_rpc(metrics.span_name, path, req.headers(), origin);
-        if let Some(cx) = &otel {
-            call.set_trace(cx);
-        }
 
         let recorder = Recorder {
             span: span.clone(),

@@ -34,14 +34,16 @@ impl Span {
         let Some(parent) = super::sampled_context() else {
             return Span::NONE;
         };
-        Span::under(&parent, name, kind, attributes)
+        Span::under(&parent, name, kind, Vec::new(), attributes)
     }
 
-    /// A child of `parent`'s span, if that one is recorded.
+    /// A child of `parent`'s span, if that one is recorded; `links` name
+    /// other spans that caused the work.
     pub fn under(
         parent: &Context,
         name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
+        links: Vec<SpanContext>,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Span {
         let Some(tracer) = tracer() else {
@@ -53,6 +55,7 @@ impl Span {
         let span = tracer.build_with_context(
             SpanBuilder::from_name(name)
                 .with_kind(kind)
+                .with_links(links.into_iter().map(Link::with_context).collect())
                 .with_attributes(attributes()),
             parent,
         );
@@ -72,10 +75,7 @@ impl Span {
         let Some(tracer) = tracer() else {
             return Span::NONE;
         };
-        let links = links
-            .into_iter()
-            .map(|sc| Link::with_context(sc))
-            .collect::<Vec<_>>();
+        let links = links.into_iter().map(Link::with_context).collect();
         let span = tracer.build_with_context(
             SpanBuilder::from_name(name)
                 .with_kind(kind)
@@ -88,6 +88,20 @@ impl Span {
             return Span::NONE;
         }
         Span { cx: Some(cx) }
+    }
+
+    /// A child of the current span if it is recorded, else a new trace's
+    /// root (subject to the sampler); either way linked to `links`.
+    pub fn child_or_root(
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        links: Vec<SpanContext>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
+        match super::sampled_context() {
+            Some(parent) => Span::under(&parent, name, kind, links, attributes),
+            None => Span::root(name, kind, links, attributes),
+        }
     }
 
     /// The context to run the span's work in (to attach, or to pass on).

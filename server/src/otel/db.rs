@@ -181,16 +181,17 @@ impl Instrumentation for QueryObserver {
                     };
                     let system = self.system;
                     let table = table.map(str::to_owned);
-                    self.span = Span::under(&parent, name, SpanKind::Client, move || {
-                        let mut a = vec![
-                            KeyValue::new("db.system.name", system),
-                            KeyValue::new("db.operation.name", op),
-                        ];
-                        if let Some(t) = table {
-                            a.push(KeyValue::new("db.collection.name", t));
-                        }
-                        a
-                    });
+                    self.span =
+                        Span::under(&parent, name, SpanKind::Client, Vec::new(), move || {
+                            let mut a = vec![
+                                KeyValue::new("db.system.name", system),
+                                KeyValue::new("db.operation.name", op),
+                            ];
+                            if let Some(t) = table {
+                                a.push(KeyValue::new("db.collection.name", t));
+                            }
+                            a
+                        });
                 }
             }
             InstrumentationEvent::FinishQuery { error, .. } => {

@@ -493,7 +493,26 @@ impl RedisLimiter {
     /// gave with the original refusal (aged), and a `retry_after` that is
     /// never later than the truth.
     pub async fn decide(&self, charges: &[Charge<'_>]) -> Result<Vec<Decision>, RedisLimitError> {
-        let answers = self.inner.decide(charges, Options::LIVE).await?;
+        use opentelemetry::{KeyValue, trace::SpanKind};
+        let span = crate::otel::child::Span::child("EVALSHA", SpanKind::Client, || {
+            vec![
+                KeyValue::new("db.system.name", "redis"),
+                KeyValue::new("db.operation.name", "EVALSHA"),
+                KeyValue::new("tollgate.ratelimit.charges", charges.len() as i64),
+            ]
+        });
+        let answers = self.inner.decide(charges, Options::LIVE).await;
+        let answers = match answers {
+            Ok(a) => a,
+            Err(e) => {
+                span.fail("redis unavailable");
+                return Err(e);
+            }
+        };
+        span.set(KeyValue::new(
+            "tollgate.ratelimit.allowed",
+            answers.iter().all(|a| a.decision.allowed),
+        ));
         Ok(answers.into_iter().map(|a| a.decision).collect())
     }
 

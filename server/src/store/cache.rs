@@ -9,6 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use moka::sync::Cache;
+use opentelemetry::{KeyValue, trace::SpanKind};
 
 use super::{
     api_keys::ApiKeyRow, oauth_clients::OAuthClientRow, organizations::CachedOrganization,
@@ -73,6 +74,7 @@ pub struct Caches {
 /// costs one atomic add.
 #[derive(Debug, Clone)]
 pub struct Lookups {
+    cache: &'static str,
     hit: metrics::Counter,
     miss: metrics::Counter,
 }
@@ -80,18 +82,28 @@ pub struct Lookups {
 impl Lookups {
     fn new(cache: &'static str) -> Self {
         Self {
+            cache,
             hit: metrics::counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "hit"),
             miss: metrics::counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "miss"),
         }
     }
 
-    /// Counts a lookup that found (`true`) or did not find its entry.
+    /// Counts a lookup that found (`true`) or did not find its entry, and
+    /// inside a recorded call notes it as a span (`tollgate.cache.hit`).
     pub fn record(&self, hit: bool) {
         if hit {
             self.hit.increment(1);
         } else {
             self.miss.increment(1);
         }
+        let cache = self.cache;
+        crate::otel::child::Span::child("cache.lookup", SpanKind::Internal, || {
+            vec![
+                KeyValue::new("tollgate.cache.name", cache),
+                KeyValue::new("tollgate.cache.hit", hit),
+            ]
+        })
+        .end();
     }
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn append(
         resource,
         changed_fields,
         after: Some(after),
+        trace_parent: ctx.trace_parent().unwrap_or_default().to_owned(),
     };
     diesel::insert_into(outbox::table)
         .values((

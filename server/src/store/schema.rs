@@ -269,6 +269,7 @@ diesel::table! {
         create_time -> BigInt,
         last_attempt_time -> Nullable<BigInt>,
         next_attempt_time -> BigInt,
+        trace_parent -> Text,
     }
 }
 

@@ -236,6 +236,9 @@ pub struct DeliveryRow {
     pub last_attempt_time: Option<i64>,
     /// When it is next due.
     pub next_attempt_time: i64,
+    /// The W3C `traceparent` of the change the event records; empty when
+    /// traces were off.
+    pub trace_parent: String,
 }
 
 impl DeliveryRow {
@@ -437,6 +440,7 @@ pub(crate) fn fan_out(
                 body,
                 create_time: now,
                 next_attempt_time: now,
+                trace_parent: event.trace_parent.clone(),
             });
             let name = WebhookName {
                 org: hook_org.clone(),
@@ -491,6 +495,7 @@ struct NewDelivery {
     body: String,
     create_time: i64,
     next_attempt_time: i64,
+    trace_parent: String,
 }
 
 impl Store {

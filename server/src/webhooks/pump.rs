@@ -140,7 +140,10 @@ impl Pump {
                     break;
                 }
                 let id = d.event_id.to_string();
-                let sent = self.sender.send(&webhook.url, &id, &d.body, &secrets).await;
+                let sent = self
+                    .sender
+                    .send(&webhook.url, &id, &d.body, &secrets, &d.trace_parent)
+                    .await;
                 let latency_micros = i64::try_from(sent.latency.as_micros()).unwrap_or(i64::MAX);
                 let time = now_micros();
                 // Recorded as the attempt's start.

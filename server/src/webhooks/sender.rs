@@ -22,8 +22,10 @@ use reqwest::{
     header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT},
 };
 
+use opentelemetry::{KeyValue, trace::SpanKind};
+
 use super::signature::{self, Secret};
-use crate::domain::webhook::Targets;
+use crate::{domain::webhook::Targets, otel};
 
 /// The longest `Retry-After` honoured; a longer one waits this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -141,8 +143,61 @@ impl Sender {
     }
 
     /// POSTs `body` to `url` as message `id`, signed with each of
-    /// `secrets`.
-    pub async fn send(&self, url: &str, id: &str, body: &str, secrets: &[Secret]) -> Sent {
+    /// `secrets`. `trace_parent` is the change the message tells of: the
+    /// request's client span links to it, and the request carries its own
+    /// span as `traceparent`.
+    pub async fn send(
+        &self,
+        url: &str,
+        id: &str,
+        body: &str,
+        secrets: &[Secret],
+        trace_parent: &str,
+    ) -> Sent {
+        let span = otel::child::Span::child_or_root(
+            "POST",
+            SpanKind::Client,
+            otel::propagation::span_context(trace_parent)
+                .into_iter()
+                .collect(),
+            || {
+                let mut a = vec![
+                    KeyValue::new("http.request.method", "POST"),
+                    KeyValue::new("tollgate.webhook.message_id", id.to_owned()),
+                ];
+                // The host only: a URL's path or query may carry a token.
+                if let Ok(u) = Url::parse(url) {
+                    a.push(KeyValue::new("url.scheme", u.scheme().to_owned()));
+                    if let Some(host) = u.host_str() {
+                        a.push(KeyValue::new("server.address", host.to_owned()));
+                    }
+                }
+                a
+            },
+        );
+        let sent = self.send_in(url, id, body, secrets, span.context()).await;
+        match &sent.outcome {
+            Outcome::Delivered { code } => {
+                span.set(KeyValue::new("http.response.status_code", i64::from(*code)));
+            }
+            Outcome::Retry { code, error, .. } | Outcome::Refused { code, error } => {
+                if *code != 0 {
+                    span.set(KeyValue::new("http.response.status_code", i64::from(*code)));
+                }
+                span.fail(error.clone());
+            }
+        }
+        sent
+    }
+
+    async fn send_in(
+        &self,
+        url: &str,
+        id: &str,
+        body: &str,
+        secrets: &[Secret],
+        trace: Option<&opentelemetry::Context>,
+    ) -> Sent {
         let started = Instant::now();
         let retry = |error: String| Outcome::Retry {
             code: 0,
@@ -191,6 +246,21 @@ impl Sender {
             );
         for (name, value) in signature::headers(secrets, id, timestamp, body.as_bytes()) {
             request = request.header(name, value);
+        }
+        // The delivery's span, or the current (unsampled) trace so the
+        // receiver does not sample what we did not.
+        let mut context = http::HeaderMap::new();
+        match trace {
+            Some(cx) => otel::propagation::inject(cx, &mut context),
+            None if otel::enabled() => opentelemetry::Context::map_current(|cx| {
+                otel::propagation::inject(cx, &mut context);
+            }),
+            None => {}
+        }
+        for (name, value) in context {
+            if let Some(name) = name {
+                request = request.header(name, value);
+            }
         }
         let response = match request.body(body.to_owned()).send().await {
             Ok(r) => r,
