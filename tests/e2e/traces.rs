@@ -310,6 +310,119 @@ async fn http_json_connect_and_oauth_calls_continue_the_callers_trace() {
     }
 }
 
+#[tokio::test]
+async fn an_event_and_its_webhook_delivery_carry_the_changes_trace() {
+    use tollgate_client::v1::{
+        CreateUserRequest, CreateWebhookRequest, ListEventsRequest, User, Webhook,
+    };
+    let hooks = tollgate_e2e::receiver::Receiver::start().await;
+    let endpoint = receiver().grpc_url();
+    let server = TestServer::start_configured(&Backend::Sqlite, move |c| {
+        c.otlp_endpoint = Some(endpoint.clone());
+        c.trace_sample_ratio = Some(1.0);
+        c.webhook_allow_loopback = true;
+    })
+    .await
+    .expect("start");
+    let admin = server.admin();
+    tollgate_e2e::fixtures::create_org(&admin, "hooked", "Hooked").await;
+    admin
+        .webhooks()
+        .create_webhook(CreateWebhookRequest {
+            parent: "organizations/hooked".into(),
+            webhook_id: "crm".into(),
+            webhook: Some(Webhook {
+                display_name: "CRM".into(),
+                url: hooks.url(),
+                event_types: vec!["user.created".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("webhook");
+
+    // The change, made inside a trace of the caller's.
+    let (trace, parent) = (random_hex(16), random_hex(8));
+    admin
+        .users()
+        .create_user(tollgate_e2e::fixtures::with_header(
+            CreateUserRequest {
+                parent: "organizations/hooked".into(),
+                user_id: "ann".into(),
+                user: Some(User {
+                    display_name: "Ann".into(),
+                    email: "ann@example.com".into(),
+                    roles: vec!["viewer".into()],
+                    ..Default::default()
+                }),
+            },
+            "traceparent",
+            &format!("00-{trace}-{parent}-01"),
+        ))
+        .await
+        .expect("create user");
+    let delivered = hooks.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(delivered.len(), 1);
+    flush().await;
+
+    let spans = receiver()
+        .trace(&trace, Duration::from_secs(10), |s| {
+            s.iter().any(|s| s.kind == SERVER)
+        })
+        .await;
+    let server_span = one(&spans, "the change's server span", |s| s.kind == SERVER);
+    assert_eq!(server_span.name, "tollgate.v1.UserService/CreateUser");
+
+    // The event names the call that made it.
+    let events = admin
+        .events()
+        .list_events(ListEventsRequest {
+            parent: "organizations/hooked".into(),
+            filter: "type = \"user.created\"".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("events")
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].trace_parent,
+        format!("00-{trace}-{}-01", server_span.span_id)
+    );
+
+    // The delivery: a client span of its own trace (the job's), linked to
+    // the change, and the request carries that span's context.
+    let sent = delivered[0].header("traceparent").to_owned();
+    let mut parts = sent.split('-');
+    let (_, delivery_trace, delivery_span) = (parts.next(), parts.next(), parts.next());
+    let (delivery_trace, delivery_span) = (
+        delivery_trace.expect("a traceparent").to_owned(),
+        delivery_span.expect("a span id").to_owned(),
+    );
+    let spans = receiver()
+        .trace(&delivery_trace, Duration::from_secs(10), |s| {
+            s.iter().any(|s| s.span_id == delivery_span)
+                && s.iter().any(|s| s.name == "job webhook.deliver")
+        })
+        .await;
+    let post = one(&spans, "the delivery's span", |s| {
+        s.span_id == delivery_span
+    });
+    assert_eq!((post.name.as_str(), post.kind), ("POST", CLIENT));
+    assert_eq!(post.attr("http.response.status_code"), Some("200"));
+    assert_eq!(post.attr("server.address"), Some("127.0.0.1"));
+    assert!(
+        post.links
+            .contains(&(trace.clone(), server_span.span_id.clone())),
+        "linked to the change: {post:?}"
+    );
+    let job = one(&spans, "the pump job's span", |s| {
+        s.name == "job webhook.deliver"
+    });
+    assert_eq!(post.parent_span_id, job.span_id);
+}
+
 /// The JSON log lines of this process, written by the server's own JSON
 /// layer ([`tollgate_server::telemetry::json_layer`]).
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
