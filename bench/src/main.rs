@@ -37,6 +37,7 @@ mod ratelimit_server;
 mod report;
 mod servers;
 mod suite;
+mod traces;
 mod transcoding;
 mod webhooks;
 mod window;
@@ -127,6 +128,11 @@ enum Command {
     /// server to a local receiver (target ≥ 2,000/s), and write-to-delivery
     /// latency. Exits 0 on a miss, non-zero on errors.
     Webhooks(Box<webhooks::Options>),
+    /// Trace export cost (issue 12): server CPU per call with traces off,
+    /// 1% sampled and 100% sampled to a local OTLP receiver, three servers
+    /// side by side under h2load (targets: 1% ≤ 1.03×, 100% ≤ 1.25× off).
+    /// Exits 0 on a miss, non-zero on errors.
+    Traces(Box<traces::Options>),
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +360,7 @@ fn main() -> ExitCode {
         Some(Command::Events(options)) => block_on(events::run(*options)),
         Some(Command::Jobs(options)) => block_on(jobs::run(*options)),
         Some(Command::Webhooks(options)) => block_on(webhooks::run(*options)),
+        Some(Command::Traces(options)) => block_on(traces::run(*options)),
         Some(Command::Oauth(options)) => {
             options.plan().and_then(|plan| block_on(oauth::run(&plan)))
         }

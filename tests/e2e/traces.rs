@@ -18,7 +18,7 @@ use opentelemetry::{
     trace::{TraceContextExt, Tracer, TracerProvider as _},
 };
 use opentelemetry_sdk::Resource;
-use tollgate_client::v1::{CreateOrganizationRequest, GetOrganizationRequest, Organization};
+use tollgate_client::v1::{CreateOrganizationRequest, Organization};
 use tollgate_e2e::{
     Backend, TestServer, curl,
     curl::Version,
@@ -109,7 +109,6 @@ async fn a_service_span_is_the_parent_of_tollgates_server_span_and_its_database_
                     display_name: "Traced".into(),
                     ..Default::default()
                 }),
-                ..Default::default()
             }),
         cx.clone(),
     )
@@ -494,5 +493,4 @@ async fn a_log_line_of_a_traced_call_has_the_exported_traces_id() {
         !line.contains("notarealkey"),
         "the credential is logged: {line}"
     );
-    let _ = GetOrganizationRequest::default();
 }

@@ -223,7 +223,6 @@ pub fn provider(
                 }
             });
         })?;
-    describe();
     rx.recv()
         .map_err(|_| Error::Exporter("the exporter thread ended".into()))?
 }

@@ -142,14 +142,17 @@ fn http_url(endpoint: &str) -> String {
 /// traces. A second call keeps the first installation (one exporter per
 /// process); it logs when the second asks for another endpoint.
 pub fn install(config: &Config) -> Result<(), Error> {
+    // At zero from the start, traces on or off: a dashboard shows the
+    // series, and an alert on them needs no special case.
+    export::describe();
     let Some(endpoint) = endpoint(config) else {
         return Ok(());
     };
     if let Some(installed) = TRACING.get() {
         if installed.endpoint != endpoint {
             tracing::warn!(
-                endpoint = %installed.endpoint,
-                asked = %endpoint,
+                endpoint = %redact(&installed.endpoint),
+                asked = %redact(&endpoint),
                 "traces already go to another OTLP endpoint in this process"
             );
         }
@@ -173,8 +176,20 @@ pub fn install(config: &Config) -> Result<(), Error> {
             .shutdown_with_timeout(Duration::from_millis(100));
         return Ok(());
     }
-    tracing::info!(endpoint = %endpoint, protocol = ?protocol, "exporting traces over OTLP");
+    tracing::info!(endpoint = %redact(&endpoint), protocol = ?protocol, "exporting traces over OTLP");
     Ok(())
+}
+
+/// The endpoint without userinfo, for the log.
+fn redact(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => endpoint.to_owned(),
+    }
 }
 
 /// Sends the spans ended so far, waiting at most `limit`: at shutdown, so
