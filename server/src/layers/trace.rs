@@ -267,7 +267,7 @@ impl Recorder {
                 code,
                 fault == Fault::Server,
                 self.call.principal().map(|p| p.name()),
-                &self.call.request_id().to_string(),
+                || self.call.request_id().to_string(),
                 http,
             );
         }
@@ -337,7 +337,7 @@ where
         let metrics = self.metrics.get(path);
         let origin = req.extensions().get::<Origin>();
         let protocol = origin.map_or(Protocol::Grpc, |o| o.protocol);
-        let otel = otel::server::start_rpc(metrics.span_name, path, req.headers(), origin);
+        let otel = otel::server::start_rpc(metrics.span_name, req.headers(), origin);
 
         let recorder = Recorder {
             span: span.clone(),

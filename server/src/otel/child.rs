@@ -75,6 +75,9 @@ impl Span {
         let Some(tracer) = tracer() else {
             return Span::NONE;
         };
+        if !super::sample_root() {
+            return Span::NONE;
+        }
         let links = links.into_iter().map(Link::with_context).collect();
         let span = tracer.build_with_context(
             SpanBuilder::from_name(name)

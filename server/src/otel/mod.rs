@@ -103,12 +103,32 @@ fn endpoint(config: &Config) -> Option<String> {
         .filter(|e| !e.is_empty())
 }
 
-/// The sampler: parent-based, new traces at `--trace-sample-ratio`; unset,
-/// the SDK's reading of `OTEL_TRACES_SAMPLER` (its default, always on).
+/// `--trace-sample-ratio`, when given: new traces are sampled here, before
+/// the SDK is asked (see [`sample_root`]).
+static ROOT_RATIO: OnceLock<f64> = OnceLock::new();
+
+/// Whether a new trace (a call without a `traceparent`, a job) is
+/// recorded. With `--trace-sample-ratio` the decision is made here, so a
+/// call left out costs one random number and never reaches the SDK (no
+/// span, no context to attach while it runs); the SDK then only follows
+/// parents. Without it, the SDK's sampler (`OTEL_TRACES_SAMPLER`) decides.
+#[inline]
+pub fn sample_root() -> bool {
+    match ROOT_RATIO.get() {
+        None => true,
+        Some(r) if *r >= 1.0 => true,
+        Some(r) if *r <= 0.0 => false,
+        Some(r) => rand::random::<f64>() < *r,
+    }
+}
+
+/// The SDK's sampler: with `--trace-sample-ratio`, parent-based and always
+/// on for roots ([`sample_root`] decided already); unset, the SDK's
+/// reading of `OTEL_TRACES_SAMPLER` (its default, parent-based always on).
 fn sampler(config: &Config) -> Option<Sampler> {
     config
         .trace_sample_ratio
-        .map(|r| Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r.clamp(0.0, 1.0)))))
+        .map(|_| Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
 }
 
 /// The resource: `service.name` from `OTEL_SERVICE_NAME` (or
@@ -169,6 +189,9 @@ pub fn install(config: &Config) -> Result<(), Error> {
         provider,
         endpoint: endpoint.clone(),
     };
+    if let Some(r) = config.trace_sample_ratio {
+        let _ = ROOT_RATIO.set(r.clamp(0.0, 1.0));
+    }
     if let Err(lost) = TRACING.set(installed) {
         // Another server installed one meanwhile: keep that one.
         let _ = lost
@@ -231,10 +254,7 @@ mod tests {
             ..Config::default()
         };
         let s = sampler(&config).expect("a sampler");
-        assert!(
-            format!("{s:?}").starts_with("ParentBased(TraceIdRatioBased(0.01"),
-            "{s:?}"
-        );
+        assert!(format!("{s:?}").starts_with("ParentBased(AlwaysOn"), "{s:?}");
         assert!(sampler(&Config::default()).is_none());
     }
 }

@@ -87,16 +87,19 @@ pub fn intern(name: &str) -> &'static str {
     leaked
 }
 
-/// Starts the server span of a gRPC method call (`path` is
-/// `/package.Service/Method`, `name` the same without the slash, interned;
-/// unknown methods pass `other`). `None` when traces are off.
+/// Starts the server span of a gRPC method call (`name` is
+/// `package.Service/Method`, interned; unknown methods pass `other`).
+/// `None` when traces are off, or the call starts a trace that is not
+/// sampled.
 pub fn start_rpc(
     name: &'static str,
-    path: &str,
     headers: &HeaderMap,
     origin: Option<&Origin>,
 ) -> Option<Context> {
     let tracer = tracer()?;
+    if !headers.contains_key("traceparent") && !super::sample_root() {
+        return None;
+    }
     let parent = propagation::extract(headers);
     let span = tracer.build_with_context(
         SpanBuilder::from_name(Cow::Borrowed(name)).with_kind(SpanKind::Server),
@@ -105,15 +108,14 @@ pub fn start_rpc(
     let cx = parent.with_span(span);
     let span = cx.span();
     if span.is_recording() {
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("", ""));
+        // Slices of the interned name: no allocation. `other` (an
+        // unknown method) has no service.
+        let (service, method) = name.split_once('/').unwrap_or(("", name));
         let protocol = origin.map_or(Protocol::Grpc, |o| o.protocol);
         let mut attributes = vec![
             KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", service.to_owned()),
-            KeyValue::new("rpc.method", method.to_owned()),
+            KeyValue::new("rpc.service", service),
+            KeyValue::new("rpc.method", method),
             KeyValue::new("tollgate.protocol", protocol.as_str()),
         ];
         if let Some(o) = origin {
@@ -134,7 +136,7 @@ pub fn finish_rpc(
     code: usize,
     server_fault: bool,
     principal: Option<&str>,
-    request_id: &str,
+    request_id: impl FnOnce() -> String,
     http_status: Option<u16>,
 ) {
     let span = cx.span();
@@ -152,7 +154,7 @@ pub fn finish_rpc(
         if let Some(p) = principal {
             span.set_attribute(KeyValue::new("enduser.id", p.to_owned()));
         }
-        span.set_attribute(KeyValue::new("tollgate.request_id", request_id.to_owned()));
+        span.set_attribute(KeyValue::new("tollgate.request_id", request_id()));
         if server_fault {
             span.set_status(Status::error(crate::layers::trace::code_name(code)));
         }
@@ -164,6 +166,9 @@ pub fn finish_rpc(
 /// endpoints): named `METHOD /path` (their paths are fixed routes).
 pub fn start_http(method: &http::Method, path: &str, headers: &HeaderMap) -> Option<Context> {
     let tracer = tracer()?;
+    if !headers.contains_key("traceparent") && !super::sample_root() {
+        return None;
+    }
     let parent = propagation::extract(headers);
     let span = tracer.build_with_context(
         SpanBuilder::from_name(format!("{method} {path}")).with_kind(SpanKind::Server),

@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use moka::sync::Cache;
-use opentelemetry::{KeyValue, trace::SpanKind};
+use opentelemetry::{KeyValue, trace::TraceContextExt as _};
 
 use super::{
     api_keys::ApiKeyRow, oauth_clients::OAuthClientRow, organizations::CachedOrganization,
@@ -89,21 +89,32 @@ impl Lookups {
     }
 
     /// Counts a lookup that found (`true`) or did not find its entry, and
-    /// inside a recorded call notes it as a span (`tollgate.cache.hit`).
+    /// inside a recorded call notes it on the call's span as a
+    /// `cache.lookup` event (`tollgate.cache.name`, `tollgate.cache.hit`).
+    /// An event, not a span of its own: a lookup takes about 100 ns, and a
+    /// span per lookup cost a cached call several times its own work to
+    /// record and export (BENCHMARKS.md, "Traces").
     pub fn record(&self, hit: bool) {
         if hit {
             self.hit.increment(1);
         } else {
             self.miss.increment(1);
         }
-        let cache = self.cache;
-        crate::otel::child::Span::child("cache.lookup", SpanKind::Internal, || {
-            vec![
-                KeyValue::new("tollgate.cache.name", cache),
-                KeyValue::new("tollgate.cache.hit", hit),
-            ]
-        })
-        .end();
+        if crate::otel::enabled() {
+            let cache = self.cache;
+            opentelemetry::Context::map_current(|cx| {
+                let span = cx.span();
+                if span.is_recording() {
+                    span.add_event(
+                        "cache.lookup",
+                        vec![
+                            KeyValue::new("tollgate.cache.name", cache),
+                            KeyValue::new("tollgate.cache.hit", hit),
+                        ],
+                    );
+                }
+            });
+        }
     }
 }
 
