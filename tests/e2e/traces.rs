@@ -149,6 +149,20 @@ async fn a_service_span_is_the_parent_of_tollgates_server_span_and_its_database_
     assert_eq!(server_span.attr("rpc.grpc.status_code"), Some("0"));
     assert_eq!(server_span.attr("tollgate.protocol"), Some("grpc"));
     assert_eq!(server_span.status, 0, "OK is not an error");
+    // The credential's lookups, as events on the call's span.
+    let lookups: Vec<_> = server_span
+        .events
+        .iter()
+        .filter(|(name, _)| name == "cache.lookup")
+        .collect();
+    assert!(
+        lookups
+            .iter()
+            .any(|(_, a)| a.get("tollgate.cache.name").is_some()
+                && a.get("tollgate.cache.hit")
+                    .is_some_and(|h| h == "true" || h == "false")),
+        "cache lookups on the server span: {server_span:#?}"
+    );
 
     let db: Vec<&Span> = spans
         .iter()

@@ -45,6 +45,8 @@ pub struct Span {
     pub status: i32,
     /// Linked spans: (trace id, span id), hex.
     pub links: Vec<(String, String)>,
+    /// Events: name and attributes.
+    pub events: Vec<(String, BTreeMap<String, String>)>,
 }
 
 impl Span {
@@ -116,6 +118,11 @@ impl State {
                             .links
                             .iter()
                             .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                            .collect(),
+                        events: s
+                            .events
+                            .iter()
+                            .map(|e| (e.name.clone(), attributes(&e.attributes)))
                             .collect(),
                     });
                 }

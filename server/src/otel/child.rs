@@ -1,5 +1,5 @@
-//! Spans of work done for a call (database queries, cache lookups, Redis
-//! decisions) and of background work (jobs, the relay, webhook
+//! Spans of work done for a call (database queries, Redis decisions) and
+//! of background work (jobs, the relay, webhook
 //! deliveries).
 //!
 //! A child span exists only under a recorded parent: inside a call that is

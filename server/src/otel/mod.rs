@@ -11,8 +11,9 @@
 //! span), and the log layers see no extra span.
 //!
 //! - [`server`]: the server span of every call, whatever its protocol.
-//! - [`child`]: spans for work done inside a sampled call (database, cache,
-//!   Redis), and root spans for background work (jobs, the relay).
+//! - [`child`]: spans for work done inside a sampled call (database,
+//!   Redis), and root spans for background work (jobs, the relay, webhook
+//!   deliveries); cache lookups are events on the call's span.
 //! - [`propagation`]: W3C `traceparent` in and out.
 //! - [`export`]: the batch export, counted and bounded: it never blocks a
 //!   call, and when the collector is down spans are dropped and counted
@@ -254,7 +255,10 @@ mod tests {
             ..Config::default()
         };
         let s = sampler(&config).expect("a sampler");
-        assert!(format!("{s:?}").starts_with("ParentBased(AlwaysOn"), "{s:?}");
+        assert!(
+            format!("{s:?}").starts_with("ParentBased(AlwaysOn"),
+            "{s:?}"
+        );
         assert!(sampler(&Config::default()).is_none());
     }
 }
