@@ -14,7 +14,7 @@ use std::{
     io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -165,39 +165,22 @@ async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
-/// The server's log lines, captured in this process: the servers log
-/// through the global `tracing` subscriber, which [`capture_logs`]
-/// installs for this test binary.
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-/// Installs the subscriber that writes WARN and above into [`LOGS`].
+/// Installs the subscriber that writes WARN and above into the captured
+/// log (see [`tollgate_e2e::logs`]).
 fn capture_logs() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
-        struct Capture;
-        impl std::io::Write for Capture {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                LOGS.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
             .with_ansi(false)
-            .with_writer(|| Capture)
+            .with_writer(|| tollgate_e2e::logs::Capture)
             .try_init();
     });
 }
 
 /// Captured log lines that contain every one of `needles`.
 fn log_lines(needles: &[&str]) -> Vec<String> {
-    let logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
-    String::from_utf8_lossy(&logs)
+    tollgate_e2e::logs::captured()
         .lines()
         .filter(|l| needles.iter().all(|n| l.contains(n)))
         .map(str::to_owned)

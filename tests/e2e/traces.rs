@@ -8,10 +8,7 @@
 //! receiver [`receiver`] starts (on a runtime of its own: each test has its
 //! own runtime, the receiver must outlive them).
 
-use std::{
-    sync::{Mutex, OnceLock},
-    time::Duration,
-};
+use std::{sync::OnceLock, time::Duration};
 
 use opentelemetry::{
     Context,
@@ -436,30 +433,12 @@ async fn an_event_and_its_webhook_delivery_carry_the_changes_trace() {
     assert_eq!(post.parent_span_id, job.span_id);
 }
 
-/// The JSON log lines of this process, written by the server's own JSON
-/// layer ([`tollgate_server::telemetry::json_layer`]).
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_log_line_of_a_traced_call_has_the_exported_traces_id() {
     use tracing_subscriber::prelude::*;
     let _ = tracing_subscriber::registry()
         .with(
-            tollgate_server::telemetry::json_layer(|| Capture).with_filter(
+            tollgate_server::telemetry::json_layer(|| tollgate_e2e::logs::Capture).with_filter(
                 tracing_subscriber::EnvFilter::new("tollgate::security=info"),
             ),
         )
@@ -493,8 +472,7 @@ async fn a_log_line_of_a_traced_call_has_the_exported_traces_id() {
     });
     assert_eq!(server_span.attr("rpc.grpc.status_code"), Some("16"));
 
-    let logs =
-        String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let logs = tollgate_e2e::logs::captured();
     let line = logs
         .lines()
         .find(|l| l.contains(&trace))

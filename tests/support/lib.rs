@@ -15,6 +15,7 @@
 //! - [`fixtures`]: the requests most tests start with.
 //! - [`policy`]: descriptor sets with a method's policy edited.
 //! - [`outbox`]: the events a server appended, read from its database.
+//! - [`logs`]: the process's log lines, captured.
 //! - [`otlp`]: a real OTLP trace receiver (gRPC and HTTP/protobuf).
 //! - [`http`]: a minimal HTTP/1.1 GET for `/metrics`, `/healthz`, `/readyz`.
 //! - [`curl`]: the curl binary as the HTTP client of HTTP/JSON, Connect and
@@ -40,6 +41,7 @@ pub mod curl;
 pub mod descriptors;
 pub mod fixtures;
 pub mod http;
+pub mod logs;
 pub mod otlp;
 pub mod outbox;
 pub mod peers;

@@ -117,6 +117,24 @@ pub enum Protocol {
     Http,
 }
 
+impl Protocol {
+    /// Its name: the `protocol` label of the RED metrics and the
+    /// `tollgate.protocol` span attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Connect => "connect",
+            Protocol::Http => "http",
+        }
+    }
+
+    /// A dense index (0 to 3), for per-protocol tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Tells the protocols apart (see the module doc).
 pub fn classify(headers: &HeaderMap, path: &str, connect: &Connect) -> Protocol {
     let ct = headers
@@ -223,11 +241,7 @@ where
             // What the trace layer reports the call as (its span's HTTP
             // attributes, the `protocol` label).
             let origin = Origin {
-                protocol: match protocol {
-                    Protocol::GrpcWeb => crate::otel::server::Protocol::GrpcWeb,
-                    Protocol::Connect => crate::otel::server::Protocol::Connect,
-                    _ => crate::otel::server::Protocol::Http,
-                },
+                protocol,
                 method: request.method().clone(),
                 path: request.uri().path().to_owned(),
             };

@@ -44,11 +44,9 @@ use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 
 use super::{call::Call, request_id::RequestId};
 use crate::{
+    http::Protocol,
     listener::RequestDeadline,
-    otel::{
-        self,
-        server::{Origin, Protocol},
-    },
+    otel::{self, server::Origin},
 };
 
 /// The canonical codes, indexed by their number.

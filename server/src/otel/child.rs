@@ -46,22 +46,10 @@ impl Span {
         links: Vec<SpanContext>,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Span {
-        let Some(tracer) = tracer() else {
-            return Span::NONE;
-        };
         if !parent.span().span_context().is_sampled() {
             return Span::NONE;
         }
-        let span = tracer.build_with_context(
-            SpanBuilder::from_name(name)
-                .with_kind(kind)
-                .with_links(links.into_iter().map(Link::with_context).collect())
-                .with_attributes(attributes()),
-            parent,
-        );
-        Span {
-            cx: Some(parent.with_span(span)),
-        }
+        Span::start(parent, name, kind, links, attributes)
     }
 
     /// A new trace's root span for background work, subject to the
@@ -72,21 +60,32 @@ impl Span {
         links: Vec<SpanContext>,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Span {
-        let Some(tracer) = tracer() else {
-            return Span::NONE;
-        };
         if !super::sample_root() {
             return Span::NONE;
         }
-        let links = links.into_iter().map(Link::with_context).collect();
+        Span::start(&Context::new(), name, kind, links, attributes)
+    }
+
+    /// Builds the span under `parent` (empty for a root); no span when
+    /// traces are off or the sampler left it out.
+    fn start(
+        parent: &Context,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        links: Vec<SpanContext>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
+        let Some(tracer) = tracer() else {
+            return Span::NONE;
+        };
         let span = tracer.build_with_context(
             SpanBuilder::from_name(name)
                 .with_kind(kind)
-                .with_links(links)
+                .with_links(links.into_iter().map(Link::with_context).collect())
                 .with_attributes(attributes()),
-            &Context::new(),
+            parent,
         );
-        let cx = Context::new().with_span(span);
+        let cx = parent.with_span(span);
         if !cx.span().is_recording() {
             return Span::NONE;
         }

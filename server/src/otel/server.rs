@@ -18,45 +18,7 @@ use opentelemetry::{
 };
 
 use super::{propagation, tracer};
-
-/// The protocol a call arrived in, as the `tollgate.protocol` attribute and
-/// the `protocol` label of the RED metrics say it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// Native gRPC.
-    Grpc,
-    /// gRPC-Web.
-    GrpcWeb,
-    /// Connect.
-    Connect,
-    /// HTTP/JSON (the `google.api.http` routes).
-    Http,
-}
-
-impl Protocol {
-    /// Every protocol, in index order.
-    pub const ALL: [Protocol; 4] = [
-        Protocol::Grpc,
-        Protocol::GrpcWeb,
-        Protocol::Connect,
-        Protocol::Http,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::GrpcWeb => "grpc-web",
-            Protocol::Connect => "connect",
-            Protocol::Http => "http",
-        }
-    }
-
-    /// Its position in [`Protocol::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+use crate::http::Protocol;
 
 /// How a call that is not native gRPC reached the gRPC layers: put in the
 /// request's extensions by the front, read by the trace layer.
