@@ -304,6 +304,29 @@ async fn http_json_connect_and_oauth_calls_continue_the_callers_trace() {
     assert_eq!(span.name, "GET /.well-known/openid-configuration");
     assert_eq!(span.attr("http.response.status_code"), Some("200"));
 
+    // A path no endpoint serves does not become a span name.
+    let (stray_trace, stray_parent) = (random_hex(16), random_hex(8));
+    let stray = curl::request(
+        Version::Http1,
+        &format!("{base}/oauth2/{}", random_hex(8)),
+        &[
+            "-H",
+            &format!("traceparent: 00-{stray_trace}-{stray_parent}-01"),
+        ],
+    )
+    .await
+    .expect("curl");
+    assert_eq!(stray.status, 404);
+    flush().await;
+    let spans = receiver()
+        .trace(&stray_trace, Duration::from_secs(10), has_server)
+        .await;
+    let span = one(&spans, "the stray request's server span", |s| {
+        s.kind == SERVER
+    });
+    assert_eq!(span.name, "GET other");
+    assert_eq!(span.attr("http.response.status_code"), Some("404"));
+
     // The RED metrics tell the protocols apart.
     let metrics = tollgate_e2e::http::get(server.admin_addr(), "/metrics")
         .await

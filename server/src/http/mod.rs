@@ -301,6 +301,7 @@ where
                 let oauth = self.oauth.clone();
                 let trace = crate::otel::server::start_http(
                     request.method(),
+                    crate::oauth::endpoints::route(request.uri().path()),
                     request.uri().path(),
                     request.headers(),
                 );

@@ -57,6 +57,25 @@ pub fn serves(path: &str) -> bool {
     path.starts_with("/oauth2/") || path.starts_with("/.well-known/")
 }
 
+/// The route a served `path` is, for span names: one of [`paths`], or
+/// `other` for a path under the prefixes that names none (a client's
+/// choice must not become a span name).
+pub fn route(path: &str) -> &'static str {
+    [
+        paths::OPENID_CONFIGURATION,
+        paths::AUTHORIZATION_SERVER,
+        paths::JWKS,
+        paths::TOKEN,
+        paths::AUTHORIZE,
+        paths::INTROSPECT,
+        paths::REVOKE,
+        paths::USERINFO,
+    ]
+    .into_iter()
+    .find(|r| *r == path)
+    .unwrap_or("other")
+}
+
 #[derive(Clone)]
 struct Ctx {
     provider: Provider,

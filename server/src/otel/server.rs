@@ -125,24 +125,45 @@ pub fn finish_rpc(
 }
 
 /// Starts the server span of a plain HTTP request (the OAuth 2 and OIDC
-/// endpoints): named `METHOD /path` (their paths are fixed routes).
-pub fn start_http(method: &http::Method, path: &str, headers: &HeaderMap) -> Option<Context> {
+/// endpoints): named `METHOD route`, where `route` is a fixed route (or
+/// `other`) and a method outside HTTP's own is `_OTHER`, so no client
+/// chooses a span name.
+pub fn start_http(
+    method: &http::Method,
+    route: &'static str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Context> {
     let tracer = tracer()?;
     if !headers.contains_key("traceparent") && !super::sample_root() {
         return None;
     }
+    let known = [
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::PUT,
+        http::Method::DELETE,
+        http::Method::HEAD,
+        http::Method::OPTIONS,
+        http::Method::PATCH,
+    ];
+    let method = if known.contains(method) {
+        method.as_str().to_owned()
+    } else {
+        "_OTHER".to_owned()
+    };
     let parent = propagation::extract(headers);
     let span = tracer.build_with_context(
-        SpanBuilder::from_name(format!("{method} {path}")).with_kind(SpanKind::Server),
+        SpanBuilder::from_name(format!("{method} {route}")).with_kind(SpanKind::Server),
         &parent,
     );
     let cx = parent.with_span(span);
     let span = cx.span();
     if span.is_recording() {
         span.set_attributes([
-            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("http.request.method", method),
             KeyValue::new("url.path", path.to_owned()),
-            KeyValue::new("http.route", path.to_owned()),
+            KeyValue::new("http.route", route),
             KeyValue::new("tollgate.protocol", "http"),
         ]);
     }
