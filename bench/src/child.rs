@@ -163,12 +163,16 @@ pub struct Memory {
     pub rss_kib: u64,
     /// `VmHWM`: the peak of `VmRSS` so far.
     pub peak_kib: u64,
+    /// `RssAnon`: the part of `VmRSS` that is the process's own (heap,
+    /// stacks); the rest is mapped files, chiefly the binary's code, which
+    /// the kernel maps in large chunks around every page touched.
+    pub anon_kib: u64,
 }
 
 // === impl Memory ===
 
 impl Memory {
-    /// Reads `VmRSS` and `VmHWM` from `/proc/PID/status`.
+    /// Reads `VmRSS`, `VmHWM` and `RssAnon` from `/proc/PID/status`.
     pub fn of(pid: u32) -> Result<Memory> {
         let path = format!("/proc/{pid}/status");
         let status =
@@ -183,6 +187,7 @@ impl Memory {
         Ok(Memory {
             rss_kib: field("VmRSS:")?,
             peak_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:")?,
         })
     }
 }

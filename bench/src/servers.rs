@@ -131,6 +131,27 @@ pub async fn start_tollgate(cmd: &TollgateCommand, timeout: Duration) -> Result<
         .prefix("tollgate-bench-")
         .tempdir()
         .context("cannot create a temporary directory")?;
+    start_tollgate_in(cmd, timeout, dir).await
+}
+
+/// Stops `previous` (SIGTERM, then waits for it to exit) and starts
+/// Tollgate again on its data directory: a restart, which finds the
+/// database migrated and the keys made.
+pub async fn restart_tollgate(
+    previous: Started,
+    cmd: &TollgateCommand,
+    timeout: Duration,
+) -> Result<Started> {
+    let Started { process, dir, .. } = previous;
+    drop(process);
+    start_tollgate_in(cmd, timeout, dir).await
+}
+
+async fn start_tollgate_in(
+    cmd: &TollgateCommand,
+    timeout: Duration,
+    dir: TempDir,
+) -> Result<Started> {
     let listen = free_local_addr()?;
     let admin = free_local_addr()?;
 

@@ -140,6 +140,7 @@ pub struct App {
 /// an unreachable database.
 pub async fn prepare(config: Config) -> anyhow::Result<App> {
     config.validate()?;
+    oauth::keys::KeyRing::seed_random();
     // The metrics recorder first: handles registered before it exists
     // (the caches', the pool's) would count into nothing for good.
     admin::prometheus();
@@ -150,7 +151,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<App> {
         }
         None => None,
     };
-    let policies = Arc::new(Policies::load(tollgate::FILE_DESCRIPTOR_SET)?);
+    let policies = Arc::new(Policies::from_pool(http::descriptors())?);
     let store = open_store(&config).await?;
     let bootstrap_key = bootstrap::ensure_root(&store)
         .await
@@ -246,25 +247,33 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         S::NAME.to_owned()
     }
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = services::Lazy::new(|| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map(services::Services::boxed)
+            .map_err(|e| e.to_string())
+    });
+    let reflection_v1alpha = services::Lazy::new(|| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map(services::Services::boxed)
+            .map_err(|e| e.to_string())
+    });
     let mut others = vec![
         (
             named(&health_service),
             services::Services::boxed(health_service),
         ),
         (
-            named(&reflection_v1),
+            tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME.to_owned(),
             services::Services::boxed(reflection_v1),
         ),
         (
-            named(&reflection_v1alpha),
+            tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME.to_owned(),
             services::Services::boxed(reflection_v1alpha),
         ),
     ];
@@ -425,11 +434,7 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
     let transcoder = Arc::new(
         http::transcode::Transcoder::new(&pool, &services).context("compiling the HTTP routes")?,
     );
-    let openapi = bytes::Bytes::from(serde_json::to_vec(&http::openapi::document(
-        &pool,
-        transcoder.table(),
-        &http::openapi::ApiInfo::default(),
-    ))?);
+    let openapi = http::openapi::Served::new(pool.clone(), transcoder.clone());
     let gateway = http::gateway::Gateway::new(transcoder, bridge);
     let oauth = oauth::endpoints::router(
         app.provider.clone(),

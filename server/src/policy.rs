@@ -101,17 +101,24 @@ impl Policies {
     /// Reads and checks the policies of every `tollgate.v1` method in
     /// `encoded_fds`, and registers the public infrastructure services.
     pub fn load(encoded_fds: &[u8]) -> Result<Self, PolicyError> {
+        let pool = DescriptorPool::decode(encoded_fds)
+            .map_err(|e| PolicyError::Descriptor(e.to_string()))?;
+        Self::from_pool(&pool)
+    }
+
+    /// [`Policies::load`] from descriptors already decoded: the server
+    /// reads them from the pool the HTTP protocols use, since decoding the
+    /// set (with its comments) is the largest part of start-up.
+    pub fn from_pool(pool: &DescriptorPool) -> Result<Self, PolicyError> {
         let mut policies = Self::default();
-        policies.load_tollgate(encoded_fds)?;
+        policies.load_tollgate(pool)?;
         for fds in public_infrastructure() {
             policies.load_public(fds)?;
         }
         Ok(policies)
     }
 
-    fn load_tollgate(&mut self, encoded_fds: &[u8]) -> Result<(), PolicyError> {
-        let pool = DescriptorPool::decode(encoded_fds)
-            .map_err(|e| PolicyError::Descriptor(e.to_string()))?;
+    fn load_tollgate(&mut self, pool: &DescriptorPool) -> Result<(), PolicyError> {
         let ext = pool
             .get_extension_by_name(POLICY_EXTENSION)
             .ok_or(PolicyError::NoExtension)?;

@@ -13,7 +13,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
@@ -135,5 +135,107 @@ where
                 }
             },
         }
+    }
+}
+
+/// A service built on its first call. For reflection: each of its two
+/// versions decodes every descriptor with its comments when built, a
+/// tenth of a cold start and about a megabyte each, for a service most
+/// replicas never answer. The first reflection call pays the build (a few
+/// milliseconds, once).
+#[derive(Clone)]
+pub struct Lazy {
+    built: Arc<OnceLock<Result<Boxed, String>>>,
+    build: Arc<dyn Fn() -> Result<Boxed, String> + Send + Sync>,
+}
+
+impl Lazy {
+    /// A service that `build` makes on the first call; a build that fails
+    /// answers every call INTERNAL (its reason logged, as for every
+    /// internal error).
+    pub fn new(build: impl Fn() -> Result<Boxed, String> + Send + Sync + 'static) -> Self {
+        Self {
+            built: Arc::default(),
+            build: Arc::new(build),
+        }
+    }
+
+    /// The service, built now if it was not yet.
+    pub fn get(&self) -> Result<&Boxed, &str> {
+        self.built
+            .get_or_init(|| (self.build)())
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+impl Service<Request<axum::body::Body>> for Lazy {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<axum::body::Body>) -> ServiceFuture {
+        match self.get() {
+            Ok(service) => Box::pin(service.clone().oneshot(request)),
+            Err(reason) => {
+                let status = tonic::Status::from(crate::domain::Error::Internal(format!(
+                    "cannot build {}: {reason}",
+                    request.uri().path()
+                )));
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lazy_service_is_built_once_on_its_first_call() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counted = builds.clone();
+        let lazy = Lazy::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let echo = tower::service_fn(|_: Request<axum::body::Body>| async {
+                Ok::<_, Infallible>(Response::new(tonic::body::Body::empty()))
+            });
+            Ok(BoxCloneSyncService::new(echo))
+        });
+        assert_eq!(builds.load(Ordering::SeqCst), 0, "built before any call");
+        for _ in 0..3 {
+            let response = lazy
+                .clone()
+                .oneshot(Request::new(axum::body::Body::empty()))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), http::StatusCode::OK);
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lazy_service_that_cannot_be_built_answers_internal() {
+        let lazy = Lazy::new(|| Err("no descriptors".to_owned()));
+        let response = lazy
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        // The reason is logged, never sent, as for every internal error.
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("no descriptors"), "{status:?}");
     }
 }

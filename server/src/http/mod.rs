@@ -163,7 +163,7 @@ pub struct Front {
     grpc_web: tonic_web::GrpcWebService<crate::GrpcService>,
     connect: Connect,
     gateway: gateway::Gateway,
-    openapi: Bytes,
+    openapi: openapi::Served,
     oauth: axum::Router,
 }
 
@@ -175,7 +175,7 @@ impl Front {
         grpc: crate::GrpcService,
         connect: Connect,
         gateway: gateway::Gateway,
-        openapi: Bytes,
+        openapi: openapi::Served,
         oauth: axum::Router,
     ) -> Self {
         use tower_layer::Layer as _;
@@ -275,12 +275,12 @@ where
             // Straight to the gateway: an axum router in between costs a
             // route clone and a boxed future per call for two routes.
             Protocol::Http if request.uri().path() == openapi::PATH => {
-                let document = self.openapi.clone();
+                let openapi = self.openapi.clone();
                 let method = request.method().clone();
                 FrontFuture::Boxed(Box::pin(async move {
                     Ok(
                         if method == http::Method::GET || method == http::Method::HEAD {
-                            let mut response = Response::new(Body::from(document));
+                            let mut response = Response::new(Body::from(openapi.json()));
                             response.headers_mut().insert(
                                 header::CONTENT_TYPE,
                                 HeaderValue::from_static("application/json"),

@@ -1,5 +1,5 @@
-//! The OpenAPI 3.1 document of the HTTP/JSON API, generated at start-up
-//! from the same descriptors and compiled [`Routes`] the transcoder serves,
+//! The OpenAPI 3.1 document of the HTTP/JSON API, generated on its first
+//! request from the same descriptors and compiled [`Routes`] the transcoder serves,
 //! so that it cannot drift from what the server does.
 //!
 //! What it describes is the JSON the transcoder sends and accepts:
@@ -31,7 +31,12 @@
 //! document is built once, and its maps are ordered (`BTreeMap`, and the
 //! entries inserted in sorted order), so two runs give the same bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, OnceLock},
+};
+
+use bytes::Bytes;
 
 use http::Method;
 use prost_reflect::{
@@ -96,6 +101,37 @@ impl Default for ApiInfo {
             description: DESCRIPTION.to_owned(),
             server_url: None,
         }
+    }
+}
+
+/// The document served at [`PATH`], made on its first request and kept:
+/// building it walks every message and field, about a tenth of a restart,
+/// for a document most replicas are never asked for.
+#[derive(Clone)]
+pub struct Served {
+    document: Arc<OnceLock<Bytes>>,
+    pool: DescriptorPool,
+    transcoder: Arc<crate::http::transcode::Transcoder>,
+}
+
+impl Served {
+    /// The document of what `transcoder` serves, from `pool`.
+    pub fn new(pool: DescriptorPool, transcoder: Arc<crate::http::transcode::Transcoder>) -> Self {
+        Self {
+            document: Arc::default(),
+            pool,
+            transcoder,
+        }
+    }
+
+    /// The document as JSON, generated now if it was not yet.
+    pub fn json(&self) -> Bytes {
+        self.document
+            .get_or_init(|| {
+                let info = ApiInfo::default();
+                Bytes::from(document(&self.pool, self.transcoder.table(), &info).to_string())
+            })
+            .clone()
     }
 }
 

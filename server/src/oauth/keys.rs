@@ -356,6 +356,17 @@ impl KeyRing {
         Ok(Self::load_or_init(store, kek, Clock::system()).await?)
     }
 
+    /// Seeds aws-lc's random generator on a blocking thread. Its first use
+    /// in a process gathers CPU-jitter entropy, about 80 ms of CPU; started
+    /// at the beginning of start-up it overlaps the migrations and the
+    /// descriptors instead of delaying the key ring (on a first start) or
+    /// the first call that needs randomness (on a restart).
+    pub fn seed_random() {
+        drop(tokio::task::spawn_blocking(|| {
+            let _ = aws_lc_rs::rand::fill(&mut [0u8; 1]);
+        }));
+    }
+
     /// Loads the published keys, first making one per algorithm that has
     /// none (the first start). Refuses keys encrypted with another KEK.
     pub async fn load_or_init(store: &Store, kek: Kek, clock: Clock) -> Result<KeyRing> {
@@ -374,10 +385,11 @@ impl KeyRing {
             .filter(|a| !rows.iter().any(|r| r.algorithm == a.as_str()))
             .collect();
         if !missing.is_empty() {
-            let mut candidates = Vec::new();
-            for alg in missing {
-                candidates.push(ring.new_row(alg, now, now).await?);
-            }
+            // Side by side: RSA generation alone takes tens of milliseconds.
+            let candidates = futures::future::try_join_all(
+                missing.into_iter().map(|alg| ring.new_row(alg, now, now)),
+            )
+            .await?;
             let made = store.create_first_signing_keys(candidates, now).await?;
             for row in &made {
                 tracing::info!(kid = %row.kid, algorithm = %row.algorithm, "signing key created");
