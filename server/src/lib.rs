@@ -247,18 +247,20 @@ pub fn grpc_routes(app: &App) -> anyhow::Result<(services::Services, HealthRepor
         S::NAME.to_owned()
     }
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection_v1 = services::Lazy::new(|| {
+    // Both versions describe the same files: Tollgate's and health's.
+    fn reflection() -> tonic_reflection::server::Builder<'static> {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    }
+    let reflection_v1 = services::Lazy::new(|| {
+        reflection()
             .build_v1()
             .map(services::Services::boxed)
             .map_err(|e| e.to_string())
     });
     let reflection_v1alpha = services::Lazy::new(|| {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tollgate::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        reflection()
             .build_v1alpha()
             .map(services::Services::boxed)
             .map_err(|e| e.to_string())
