@@ -92,7 +92,9 @@ impl Policy {
 /// The policy of every served method, by request path.
 #[derive(Debug, Default)]
 pub struct Policies {
-    by_path: HashMap<Box<str>, Arc<Policy>>,
+    /// Looked up on every call; foldhash rather than SipHash, as the keys
+    /// are the served methods, never chosen by a client.
+    by_path: HashMap<Box<str>, Arc<Policy>, foldhash::fast::RandomState>,
     /// `tollgate.v1` services, for per-service health.
     services: Vec<String>,
 }

@@ -37,9 +37,9 @@ impl ApiKeys {
 impl ApiKeyService for ApiKeys {
     async fn create_api_key(
         &self,
-        req: Request<CreateApiKeyRequest>,
+        mut req: Request<CreateApiKeyRequest>,
     ) -> Result<Response<ApiKey>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let owner = PrincipalName::parse_any("parent", &req.parent).map_err(Error::from)?;
         let me = caller.authorize(&owner.org)?;
@@ -100,9 +100,9 @@ impl ApiKeyService for ApiKeys {
 
     async fn get_api_key(
         &self,
-        req: Request<GetApiKeyRequest>,
+        mut req: Request<GetApiKeyRequest>,
     ) -> Result<Response<ApiKey>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let name = ApiKeyName::parse("name", &req.get_ref().name).map_err(Error::from)?;
         caller.authorize(&name.owner.org)?;
         let row = self.store.get_api_key(&name).await?;
@@ -111,9 +111,9 @@ impl ApiKeyService for ApiKeys {
 
     async fn list_api_keys(
         &self,
-        req: Request<ListApiKeysRequest>,
+        mut req: Request<ListApiKeysRequest>,
     ) -> Result<Response<ListApiKeysResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let owner = PrincipalName::parse_any("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&owner.org)?;
@@ -134,9 +134,9 @@ impl ApiKeyService for ApiKeys {
 
     async fn revoke_api_key(
         &self,
-        req: Request<RevokeApiKeyRequest>,
+        mut req: Request<RevokeApiKeyRequest>,
     ) -> Result<Response<ApiKey>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = ApiKeyName::parse("name", &req.name).map_err(Error::from)?;
         let me = caller.authorize(&name.owner.org)?;

@@ -111,8 +111,11 @@ fn grant_reason(principal: &Principal, permission: &Permission, org: &str) -> St
 
 #[tonic::async_trait]
 impl AuthorizationService for Authorization {
-    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        let caller = caller(&req)?;
+    async fn check(
+        &self,
+        mut req: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let caller = caller(&mut req)?;
         Ok(Response::new(
             Authorization::check(self, &caller, req.get_ref(), "").await?,
         ))
@@ -120,9 +123,9 @@ impl AuthorizationService for Authorization {
 
     async fn batch_check(
         &self,
-        req: Request<BatchCheckRequest>,
+        mut req: Request<BatchCheckRequest>,
     ) -> Result<Response<BatchCheckResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let checks = &req.get_ref().checks;
         if checks.is_empty() || checks.len() > MAX_BATCH {
             return Err(Error::from(FieldViolation::new(

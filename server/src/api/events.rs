@@ -66,9 +66,9 @@ impl EventService for Events {
 
     async fn watch_events(
         &self,
-        req: Request<WatchEventsRequest>,
+        mut req: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let credential = authenticate::credential(req.metadata().as_ref())?
             .unwrap_or_default()
             .to_owned();
@@ -109,9 +109,9 @@ impl EventService for Events {
 
     async fn list_events(
         &self,
-        req: Request<ListEventsRequest>,
+        mut req: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let org = if req.parent == ALL_ORGANIZATIONS {
             // Not an organization anyone belongs to: only platform admins

@@ -108,9 +108,9 @@ impl OAuthClients {
 impl OAuthClientService for OAuthClients {
     async fn create_o_auth_client(
         &self,
-        req: Request<CreateOAuthClientRequest>,
+        mut req: Request<CreateOAuthClientRequest>,
     ) -> Result<Response<OAuthClient>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         let me = caller.authorize(&parent.org)?;
@@ -215,9 +215,9 @@ impl OAuthClientService for OAuthClients {
 
     async fn get_o_auth_client(
         &self,
-        req: Request<GetOAuthClientRequest>,
+        mut req: Request<GetOAuthClientRequest>,
     ) -> Result<Response<OAuthClient>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let name = parse_name("name", &req.get_ref().name)?;
         caller.authorize(&name.org)?;
         let row = self.store.get_oauth_client(&name).await?;
@@ -226,9 +226,9 @@ impl OAuthClientService for OAuthClients {
 
     async fn list_o_auth_clients(
         &self,
-        req: Request<ListOAuthClientsRequest>,
+        mut req: Request<ListOAuthClientsRequest>,
     ) -> Result<Response<ListOAuthClientsResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&parent.org)?;
@@ -253,9 +253,9 @@ impl OAuthClientService for OAuthClients {
 
     async fn update_o_auth_client(
         &self,
-        req: Request<UpdateOAuthClientRequest>,
+        mut req: Request<UpdateOAuthClientRequest>,
     ) -> Result<Response<OAuthClient>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let Some(c) = req.oauth_client else {
             return Err(Error::invalid("oauth_client", "required").into());
@@ -348,9 +348,9 @@ impl OAuthClientService for OAuthClients {
 
     async fn delete_o_auth_client(
         &self,
-        req: Request<DeleteOAuthClientRequest>,
+        mut req: Request<DeleteOAuthClientRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
         let me = caller.authorize(&name.org)?;
@@ -363,9 +363,9 @@ impl OAuthClientService for OAuthClients {
 
     async fn rotate_o_auth_client_secret(
         &self,
-        req: Request<RotateOAuthClientSecretRequest>,
+        mut req: Request<RotateOAuthClientSecretRequest>,
     ) -> Result<Response<OAuthClient>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
         let me = caller.authorize(&name.org)?;

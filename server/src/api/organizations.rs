@@ -48,9 +48,9 @@ impl Organizations {
 impl OrganizationService for Organizations {
     async fn create_organization(
         &self,
-        req: Request<CreateOrganizationRequest>,
+        mut req: Request<CreateOrganizationRequest>,
     ) -> Result<Response<Organization>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let mut v = Violations::default();
         let org = req.organization.unwrap_or_default();
@@ -87,9 +87,9 @@ impl OrganizationService for Organizations {
 
     async fn get_organization(
         &self,
-        req: Request<GetOrganizationRequest>,
+        mut req: Request<GetOrganizationRequest>,
     ) -> Result<Response<Organization>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let name = OrgName::parse("name", &req.get_ref().name).map_err(Error::from)?;
         caller.authorize(&name.org)?;
         let cached = self.store.get_organization(&name.org).await?;
@@ -98,9 +98,9 @@ impl OrganizationService for Organizations {
 
     async fn list_organizations(
         &self,
-        req: Request<ListOrganizationsRequest>,
+        mut req: Request<ListOrganizationsRequest>,
     ) -> Result<Response<ListOrganizationsResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let (filter, page) = list_params(
             "organizations",
@@ -121,9 +121,9 @@ impl OrganizationService for Organizations {
 
     async fn update_organization(
         &self,
-        req: Request<UpdateOrganizationRequest>,
+        mut req: Request<UpdateOrganizationRequest>,
     ) -> Result<Response<Organization>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let Some(org) = req.organization else {
             return Err(Error::invalid("organization", "required").into());
@@ -172,9 +172,9 @@ impl OrganizationService for Organizations {
 
     async fn delete_organization(
         &self,
-        req: Request<DeleteOrganizationRequest>,
+        mut req: Request<DeleteOrganizationRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = OrgName::parse("name", &req.name).map_err(Error::from)?;
         caller.authorize(&name.org)?;

@@ -148,9 +148,9 @@ fn key_by(v: &mut Violations, p: &RateLimitPolicy) -> Option<KeyBy> {
 impl RateLimitPolicyService for RateLimitPolicies {
     async fn create_rate_limit_policy(
         &self,
-        req: Request<CreateRateLimitPolicyRequest>,
+        mut req: Request<CreateRateLimitPolicyRequest>,
     ) -> Result<Response<RateLimitPolicy>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&parent.org)?;
@@ -213,9 +213,9 @@ impl RateLimitPolicyService for RateLimitPolicies {
 
     async fn get_rate_limit_policy(
         &self,
-        req: Request<GetRateLimitPolicyRequest>,
+        mut req: Request<GetRateLimitPolicyRequest>,
     ) -> Result<Response<RateLimitPolicy>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let name = parse_name("name", &req.get_ref().name)?;
         caller.authorize(&name.org)?;
         let row = self.store.get_rate_limit_policy(&name).await?;
@@ -224,9 +224,9 @@ impl RateLimitPolicyService for RateLimitPolicies {
 
     async fn list_rate_limit_policies(
         &self,
-        req: Request<ListRateLimitPoliciesRequest>,
+        mut req: Request<ListRateLimitPoliciesRequest>,
     ) -> Result<Response<ListRateLimitPoliciesResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&parent.org)?;
@@ -251,9 +251,9 @@ impl RateLimitPolicyService for RateLimitPolicies {
 
     async fn update_rate_limit_policy(
         &self,
-        req: Request<UpdateRateLimitPolicyRequest>,
+        mut req: Request<UpdateRateLimitPolicyRequest>,
     ) -> Result<Response<RateLimitPolicy>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let Some(p) = req.rate_limit_policy else {
             return Err(Error::invalid(FIELD, "required").into());
@@ -306,9 +306,9 @@ impl RateLimitPolicyService for RateLimitPolicies {
 
     async fn delete_rate_limit_policy(
         &self,
-        req: Request<DeleteRateLimitPolicyRequest>,
+        mut req: Request<DeleteRateLimitPolicyRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
         caller.authorize(&name.org)?;

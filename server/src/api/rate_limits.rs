@@ -30,9 +30,9 @@ impl RateLimits {
 impl RateLimitService for RateLimits {
     async fn check_rate_limit(
         &self,
-        request: Request<CheckRateLimitRequest>,
+        mut request: Request<CheckRateLimitRequest>,
     ) -> Result<Response<CheckRateLimitResponse>, Status> {
-        let caller = caller(&request)?;
+        let caller = caller(&mut request)?;
         let req = request.into_inner();
         let org = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         let principal = caller.authorize(&org.org)?;

@@ -47,9 +47,9 @@ impl ServiceAccounts {
 impl ServiceAccountService for ServiceAccounts {
     async fn create_service_account(
         &self,
-        req: Request<CreateServiceAccountRequest>,
+        mut req: Request<CreateServiceAccountRequest>,
     ) -> Result<Response<ServiceAccount>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         let me = caller.authorize(&parent.org)?;
@@ -100,9 +100,9 @@ impl ServiceAccountService for ServiceAccounts {
 
     async fn get_service_account(
         &self,
-        req: Request<GetServiceAccountRequest>,
+        mut req: Request<GetServiceAccountRequest>,
     ) -> Result<Response<ServiceAccount>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let name = parse_name("name", &req.get_ref().name)?;
         caller.authorize(&name.org)?;
         let row = self.store.get_service_account(&name).await?;
@@ -111,9 +111,9 @@ impl ServiceAccountService for ServiceAccounts {
 
     async fn list_service_accounts(
         &self,
-        req: Request<ListServiceAccountsRequest>,
+        mut req: Request<ListServiceAccountsRequest>,
     ) -> Result<Response<ListServiceAccountsResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&parent.org)?;
@@ -138,9 +138,9 @@ impl ServiceAccountService for ServiceAccounts {
 
     async fn update_service_account(
         &self,
-        req: Request<UpdateServiceAccountRequest>,
+        mut req: Request<UpdateServiceAccountRequest>,
     ) -> Result<Response<ServiceAccount>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let Some(sa) = req.service_account else {
             return Err(Error::invalid("service_account", "required").into());
@@ -199,9 +199,9 @@ impl ServiceAccountService for ServiceAccounts {
 
     async fn delete_service_account(
         &self,
-        req: Request<DeleteServiceAccountRequest>,
+        mut req: Request<DeleteServiceAccountRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
         let me = caller.authorize(&name.org)?;

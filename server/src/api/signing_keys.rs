@@ -30,9 +30,9 @@ impl SigningKeys {
     /// `ListSigningKeys`: the keys, newest first, public parts only.
     pub async fn list(
         &self,
-        req: Request<ListSigningKeysRequest>,
+        mut req: Request<ListSigningKeysRequest>,
     ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        caller(&req)?.authorize(ROOT_ORG)?;
+        caller(&mut req)?.authorize(ROOT_ORG)?;
         let signing_keys = self
             .keys
             .list(&self.store, req.get_ref().show_retired)
@@ -43,9 +43,9 @@ impl SigningKeys {
     /// `RotateSigningKey`: a new key of the algorithm, published now.
     pub async fn rotate(
         &self,
-        req: Request<RotateSigningKeyRequest>,
+        mut req: Request<RotateSigningKeyRequest>,
     ) -> Result<Response<SigningKey>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         caller.authorize(ROOT_ORG)?;
         let req = req.get_ref();
         let alg = Algorithm::parse(&req.algorithm)

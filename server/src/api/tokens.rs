@@ -93,9 +93,9 @@ impl TokenService for Tokens {
 
     async fn introspect_token(
         &self,
-        req: Request<IntrospectTokenRequest>,
+        mut req: Request<IntrospectTokenRequest>,
     ) -> Result<Response<IntrospectTokenResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let me = caller.authorize_own()?.clone();
         Ok(Response::new(
             self.provider

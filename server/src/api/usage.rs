@@ -146,9 +146,9 @@ fn record(row: UsageRow) -> UsageRecord {
 impl UsageService for UsageReader {
     async fn get_usage(
         &self,
-        req: Request<GetUsageRequest>,
+        mut req: Request<GetUsageRequest>,
     ) -> Result<Response<GetUsageResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&parent.org)?;

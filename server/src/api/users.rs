@@ -39,8 +39,11 @@ impl Users {
 
 #[tonic::async_trait]
 impl UserService for Users {
-    async fn create_user(&self, req: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
-        let caller = caller(&req)?;
+    async fn create_user(
+        &self,
+        mut req: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         let me = caller.authorize(&parent.org)?;
@@ -79,8 +82,8 @@ impl UserService for Users {
         Ok(Response::new(created.to_proto()))
     }
 
-    async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        let caller = caller(&req)?;
+    async fn get_user(&self, mut req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let caller = caller(&mut req)?;
         let name = PrincipalName::parse_kind("name", &req.get_ref().name, PrincipalKind::User)
             .map_err(Error::from)?;
         caller.authorize(&name.org)?;
@@ -90,9 +93,9 @@ impl UserService for Users {
 
     async fn list_users(
         &self,
-        req: Request<ListUsersRequest>,
+        mut req: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&parent.org)?;
@@ -113,8 +116,11 @@ impl UserService for Users {
         }))
     }
 
-    async fn update_user(&self, req: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
-        let caller = caller(&req)?;
+    async fn update_user(
+        &self,
+        mut req: Request<UpdateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let Some(user) = req.user else {
             return Err(Error::invalid("user", "required").into());
@@ -175,8 +181,11 @@ impl UserService for Users {
         Ok(Response::new(row.to_proto()))
     }
 
-    async fn delete_user(&self, req: Request<DeleteUserRequest>) -> Result<Response<()>, Status> {
-        let caller = caller(&req)?;
+    async fn delete_user(
+        &self,
+        mut req: Request<DeleteUserRequest>,
+    ) -> Result<Response<()>, Status> {
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = PrincipalName::parse_kind("name", &req.name, PrincipalKind::User)
             .map_err(Error::from)?;
@@ -190,9 +199,9 @@ impl UserService for Users {
 
     async fn set_password(
         &self,
-        req: Request<SetPasswordRequest>,
+        mut req: Request<SetPasswordRequest>,
     ) -> Result<Response<User>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = PrincipalName::parse_kind("name", &req.name, PrincipalKind::User)
             .map_err(Error::from)?;

@@ -72,9 +72,9 @@ impl Webhooks {
 impl WebhookService for Webhooks {
     async fn create_webhook(
         &self,
-        req: Request<CreateWebhookRequest>,
+        mut req: Request<CreateWebhookRequest>,
     ) -> Result<Response<Webhook>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&parent.org)?;
@@ -134,9 +134,9 @@ impl WebhookService for Webhooks {
 
     async fn get_webhook(
         &self,
-        req: Request<GetWebhookRequest>,
+        mut req: Request<GetWebhookRequest>,
     ) -> Result<Response<Webhook>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let name = parse_name("name", &req.get_ref().name)?;
         caller.authorize(&name.org)?;
         let row = self.store.get_webhook(&name).await?;
@@ -145,9 +145,9 @@ impl WebhookService for Webhooks {
 
     async fn list_webhooks(
         &self,
-        req: Request<ListWebhooksRequest>,
+        mut req: Request<ListWebhooksRequest>,
     ) -> Result<Response<ListWebhooksResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let parent = OrgName::parse("parent", &req.parent).map_err(Error::from)?;
         caller.authorize(&parent.org)?;
@@ -169,9 +169,9 @@ impl WebhookService for Webhooks {
 
     async fn update_webhook(
         &self,
-        req: Request<UpdateWebhookRequest>,
+        mut req: Request<UpdateWebhookRequest>,
     ) -> Result<Response<Webhook>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let Some(w) = req.webhook else {
             return Err(Error::invalid("webhook", "required").into());
@@ -225,9 +225,9 @@ impl WebhookService for Webhooks {
 
     async fn delete_webhook(
         &self,
-        req: Request<DeleteWebhookRequest>,
+        mut req: Request<DeleteWebhookRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
         caller.authorize(&name.org)?;
@@ -239,9 +239,9 @@ impl WebhookService for Webhooks {
 
     async fn rotate_webhook_secret(
         &self,
-        req: Request<RotateWebhookSecretRequest>,
+        mut req: Request<RotateWebhookSecretRequest>,
     ) -> Result<Response<Webhook>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let name = parse_name("name", &req.name)?;
         caller.authorize(&name.org)?;
@@ -261,9 +261,9 @@ impl WebhookService for Webhooks {
 
     async fn list_deliveries(
         &self,
-        req: Request<ListDeliveriesRequest>,
+        mut req: Request<ListDeliveriesRequest>,
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let req = req.into_inner();
         let hook = parse_name("parent", &req.parent)?;
         caller.authorize(&hook.org)?;
@@ -284,9 +284,9 @@ impl WebhookService for Webhooks {
 
     async fn retry_delivery(
         &self,
-        req: Request<RetryDeliveryRequest>,
+        mut req: Request<RetryDeliveryRequest>,
     ) -> Result<Response<Delivery>, Status> {
-        let caller = caller(&req)?;
+        let caller = caller(&mut req)?;
         let name = DeliveryName::parse("name", &req.get_ref().name).map_err(Error::from)?;
         caller.authorize(&name.webhook.org)?;
         let row = self.store.retry_delivery(name).await?;

@@ -14,6 +14,23 @@ use super::error::HttpError;
 /// The request-id header, echoed on every response.
 pub const REQUEST_ID: &str = crate::layers::request_id::HEADER;
 
+// Names looked up on every call, made once: a lookup by `&str` parses the
+// name again each time (is it one of HTTP's own? lower case?).
+/// `x-api-key`.
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
+/// `grpc-timeout`.
+pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// `connect-timeout-ms`.
+pub static CONNECT_TIMEOUT_MS: HeaderName = HeaderName::from_static("connect-timeout-ms");
+/// `grpc-status`.
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`.
+pub static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// `traceparent`.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 const GATEWAY_PASSED: [&str; 6] = [
     "authorization",
     "x-api-key",

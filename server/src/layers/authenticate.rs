@@ -554,7 +554,7 @@ pub fn credential(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
         }
         return Ok(Some(token.trim()));
     }
-    if let Some(v) = headers.get("x-api-key") {
+    if let Some(v) = headers.get(&crate::http::headers::X_API_KEY) {
         return header_text(v).map(|t| Some(t.trim())).ok_or_else(malformed);
     }
     Ok(None)

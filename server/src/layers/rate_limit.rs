@@ -134,8 +134,8 @@ where
                     let mut response = std::task::ready!(future.poll(cx))?;
                     if let Some((policy, state)) = headers.take() {
                         let h = response.headers_mut();
-                        h.insert(headers::RATELIMIT_POLICY, policy);
-                        h.insert(headers::RATELIMIT, state);
+                        h.insert(headers::RATELIMIT_POLICY_NAME.clone(), policy);
+                        h.insert(headers::RATELIMIT_NAME.clone(), state);
                     }
                     return Poll::Ready(Ok(response));
                 }
@@ -209,8 +209,8 @@ fn respond<ResB: Default>(
     let mut response = Refusal::from(verdict).into_http::<ResB>();
     let h = response.headers_mut();
     if let Some((policy, state)) = values {
-        h.insert(headers::RATELIMIT_POLICY, policy);
-        h.insert(headers::RATELIMIT, state);
+        h.insert(headers::RATELIMIT_POLICY_NAME.clone(), policy);
+        h.insert(headers::RATELIMIT_NAME.clone(), state);
     }
     if let Some(retry) = headers::retry_after(verdict) {
         h.insert(http::header::RETRY_AFTER, retry);
@@ -237,6 +237,19 @@ where
         if !self.enabled {
             return pass(&mut self.inner, req, None);
         }
+        if !self.limiter.is_shared() {
+            return match self.decide_here(&req) {
+                None => pass(&mut self.inner, req, None),
+                Some(verdict) => match respond(&verdict) {
+                    Ok(headers) => pass(&mut self.inner, req, headers),
+                    Err(response) => RateLimitFuture {
+                        state: State::Refused {
+                            response: Some(response),
+                        },
+                    },
+                },
+            };
+        }
         let Some(charged) = self.charged(&req) else {
             return pass(&mut self.inner, req, None);
         };
@@ -252,36 +265,22 @@ where
             }
             return pass(&mut self.inner, req, None);
         }
-        if self.limiter.is_shared() {
-            // The readied service goes into the future; a clone stays.
-            let clone = self.inner.clone();
-            let service = std::mem::replace(&mut self.inner, clone);
-            let limiter = self.limiter.clone();
-            let usage = self.usage.clone();
-            return RateLimitFuture {
-                state: State::Deciding {
-                    decision: Box::pin(async move {
-                        let verdict = limiter.execute(plan, u64::from(cost), false).await;
-                        if let Some(p) = &principal {
-                            usage.record(p, &policy.path, cost, !verdict.allowed());
-                        }
-                        verdict
-                    }),
-                    service: Some(service),
-                    request: Some(req),
-                },
-            };
-        }
-        let verdict = self.limiter.execute_local(plan, u64::from(cost), false);
-        if let Some(p) = &principal {
-            self.usage.record(p, &policy.path, cost, !verdict.allowed());
-        }
-        match respond(&verdict) {
-            Ok(headers) => pass(&mut self.inner, req, headers),
-            Err(response) => RateLimitFuture {
-                state: State::Refused {
-                    response: Some(response),
-                },
+        // The readied service goes into the future; a clone stays.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.limiter.clone();
+        let usage = self.usage.clone();
+        RateLimitFuture {
+            state: State::Deciding {
+                decision: Box::pin(async move {
+                    let verdict = limiter.execute(plan, u64::from(cost), false).await;
+                    if let Some(p) = &principal {
+                        usage.record(p, &policy.path, cost, !verdict.allowed());
+                    }
+                    verdict
+                }),
+                service: Some(service),
+                request: Some(req),
             },
         }
     }
@@ -296,38 +295,69 @@ struct Charged {
 }
 
 impl<S> RateLimit<S> {
-    /// What `req` is charged; `None` for a path we do not serve (the
-    /// router answers it). Free methods (health, reflection, Envoy's
-    /// checks) plan no charge: they are never limited, only counted.
-    fn charged<B>(&self, req: &Request<B>) -> Option<Charged> {
+    /// The method's policy and the caller of `req`, borrowed from it;
+    /// `None` for a path we do not serve (the router answers it).
+    fn parts<'a, B>(
+        &'a self,
+        req: &'a Request<B>,
+    ) -> Option<(&'a Arc<Policy>, Option<&'a Arc<Principal>>)> {
         let ext = req.extensions();
         let policy = match ext.get::<Caller>() {
-            Some(caller) => caller.policy_arc().clone(),
-            None => self.policies.get(req.uri().path())?.clone(),
+            Some(caller) => caller.policy_arc(),
+            None => self.policies.get(req.uri().path())?,
         };
-        let cost = policy.declared.cost;
-        let principal = ext.get::<Arc<Call>>().and_then(|c| c.principal()).cloned();
-        let plan = if cost == 0 {
-            Plan::default()
-        } else {
-            let source = ext
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip());
-            let facts = Facts {
-                org: None,
-                principal: principal.as_deref(),
-                method: &policy.path,
-                source,
-                headers: Some(req.headers()),
-                descriptors: None,
-            };
-            self.limiter.plan(&facts)
-        };
-        Some(Charged {
-            plan,
-            cost,
+        let principal = ext.get::<Arc<Call>>().and_then(|c| c.principal());
+        Some((policy, principal))
+    }
+
+    /// The charges of a call of `policy` by `principal`. Free methods
+    /// (health, reflection, Envoy's checks) plan none: they are never
+    /// limited, only counted.
+    fn plan<B>(&self, req: &Request<B>, policy: &Policy, principal: Option<&Principal>) -> Plan {
+        if policy.declared.cost == 0 {
+            return Plan::default();
+        }
+        let source = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        self.limiter.plan(&Facts {
+            org: None,
             principal,
-            policy,
+            method: &policy.path,
+            source,
+            headers: Some(req.headers()),
+            descriptors: None,
+        })
+    }
+
+    /// Decides `req` on this replica's counters and counts it for usage,
+    /// all from borrowed parts: the policy and principal are shared by
+    /// every concurrent call of the same caller, and each reference count
+    /// taken would be a cache line the cores pass back and forth. `None`
+    /// when nothing limits the call.
+    fn decide_here<B>(&self, req: &Request<B>) -> Option<Verdict> {
+        let (policy, principal) = self.parts(req)?;
+        let cost = policy.declared.cost;
+        let plan = self.plan(req, policy, principal.map(|p| &**p));
+        let verdict =
+            (!plan.is_empty()).then(|| self.limiter.execute_local(plan, u64::from(cost), false));
+        if let Some(p) = principal {
+            let refused = verdict.as_ref().is_some_and(|v| !v.allowed());
+            self.usage.record(p, &policy.path, cost, refused);
+        }
+        verdict
+    }
+
+    /// What `req` is charged, owned, for a decision awaited on the shared
+    /// store; `None` for a path we do not serve.
+    fn charged<B>(&self, req: &Request<B>) -> Option<Charged> {
+        let (policy, principal) = self.parts(req)?;
+        Some(Charged {
+            plan: self.plan(req, policy, principal.map(|p| &**p)),
+            cost: policy.declared.cost,
+            principal: principal.cloned(),
+            policy: policy.clone(),
         })
     }
 }

@@ -124,7 +124,9 @@ pub fn code_name(code: usize) -> &'static str {
 /// Metric handles of every known method; unknown paths share one bucket so
 /// scanners cannot blow up label cardinality.
 pub struct RpcMetrics {
-    methods: HashMap<String, Arc<MethodMetrics>>,
+    /// Looked up on every call; foldhash rather than SipHash, as the keys
+    /// are the served methods, never chosen by a client.
+    methods: HashMap<String, Arc<MethodMetrics>, foldhash::fast::RandomState>,
     other: Arc<MethodMetrics>,
 }
 
@@ -295,7 +297,7 @@ impl Drop for Recorder {
 
 fn grpc_status(headers: &HeaderMap) -> Option<usize> {
     headers
-        .get("grpc-status")
+        .get(&crate::http::headers::GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
@@ -304,7 +306,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<usize> {
 /// (`ProstCodec` says "failed to decode Protobuf message: …").
 fn undecodable(headers: &HeaderMap) -> bool {
     headers
-        .get("grpc-message")
+        .get(&crate::http::headers::GRPC_MESSAGE)
         .is_some_and(|v| v.as_bytes().starts_with(b"failed%20to%20decode%20Protobuf"))
 }
 

@@ -452,7 +452,7 @@ async fn drive<S, I>(
 {
     let state = Arc::new(ConnState::new(shared.stats.clone()));
     let service = ConnService {
-        router: shared.router.clone(),
+        router: std::sync::Mutex::new(shared.router.clone()),
         conn: state.clone(),
         peer,
         request_timeout: shared.limits.request_timeout,
@@ -460,6 +460,15 @@ async fn drive<S, I>(
     };
     let conn = shared.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
+    // The loop below polls every branch each time the connection wakes,
+    // i.e. for nearly every request. A token's check takes its node's
+    // lock: the listener's tokens are shared by every connection, so each
+    // connection checks a child of its own, which nobody else locks.
+    let (force, shutdown) = (shared.force.child_token(), shared.shutdown.child_token());
+    let forced = force.cancelled();
+    tokio::pin!(forced);
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(shutting_down);
     // When the connection was asked to close, if it was.
     let mut closing: Option<tokio::time::Instant> = None;
     let check = tokio::time::sleep_until(handshake_deadline);
@@ -472,8 +481,8 @@ async fn drive<S, I>(
                 }
                 return;
             }
-            () = shared.force.cancelled() => return,
-            () = shared.shutdown.cancelled(), if closing.is_none() => {
+            () = &mut forced => return,
+            () = &mut shutting_down, if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 let now = tokio::time::Instant::now();
                 closing = Some(now);

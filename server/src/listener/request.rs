@@ -145,9 +145,13 @@ impl Drop for InFlight {
 
 /// The hyper service of one connection: the router, behind the
 /// bookkeeping above.
-#[derive(Clone)]
 pub(super) struct ConnService<S> {
-    pub(super) router: S,
+    /// The connection's own copy of the router. hyper calls with a shared
+    /// reference and tower wants a mutable one; a clone per request would
+    /// copy every protocol's layer stack (dozens of reference counts,
+    /// shared with the other connections' calls), while this lock is only
+    /// ever taken by the connection's own task, so it never waits.
+    pub(super) router: Mutex<S>,
     pub(super) conn: Arc<ConnState>,
     pub(super) peer: SocketAddr,
     pub(super) request_timeout: Option<Duration>,
@@ -187,11 +191,14 @@ impl<S: super::HttpService> hyper::service::Service<Request<Incoming>> for ConnS
             sleep: None,
             deadline,
         });
-        // A clone of the router is one reference count; `call` needs it
-        // mutable, hyper gives a shared reference.
-        let mut router = self.router.clone();
+        let inner = {
+            // A panic inside `call` leaves a router that is still whole:
+            // the layers keep no state between calls.
+            let mut router = self.router.lock().unwrap_or_else(|e| e.into_inner());
+            tower_service::Service::call(&mut *router, req)
+        };
         ResponseFuture {
-            inner: Some(tower_service::Service::call(&mut router, req)),
+            inner: Some(inner),
             sleep: None,
             deadline,
             grpc,
@@ -323,10 +330,10 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 /// parsed as the protocol layers parse them. A malformed one is ignored
 /// here, as tonic's own server did; the protocol layers refuse it.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers.get("connect-timeout-ms") {
+    if let Some(ms) = headers.get(&crate::http::headers::CONNECT_TIMEOUT_MS) {
         return crate::http::headers::parse_connect_timeout(ms);
     }
-    crate::http::headers::parse_grpc_timeout(headers.get("grpc-timeout")?)
+    crate::http::headers::parse_grpc_timeout(headers.get(&crate::http::headers::GRPC_TIMEOUT)?)
 }
 
 pin_project! {

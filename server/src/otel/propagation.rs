@@ -20,7 +20,7 @@ fn propagator() -> &'static TraceContextPropagator {
 /// The remote parent a request names, if its `traceparent` is valid;
 /// otherwise an empty context (a new trace starts).
 pub fn extract(headers: &HeaderMap) -> Context {
-    if !headers.contains_key("traceparent") {
+    if !headers.contains_key(&crate::http::headers::TRACEPARENT) {
         return Context::new();
     }
     propagator().extract(&HeaderExtractor(headers))

@@ -59,7 +59,7 @@ pub fn start_rpc(
     origin: Option<&Origin>,
 ) -> Option<Context> {
     let tracer = tracer()?;
-    if !headers.contains_key("traceparent") && !super::sample_root() {
+    if !headers.contains_key(&crate::http::headers::TRACEPARENT) && !super::sample_root() {
         return None;
     }
     let parent = propagation::extract(headers);
@@ -135,7 +135,7 @@ pub fn start_http(
     headers: &HeaderMap,
 ) -> Option<Context> {
     let tracer = tracer()?;
-    if !headers.contains_key("traceparent") && !super::sample_root() {
+    if !headers.contains_key(&crate::http::headers::TRACEPARENT) && !super::sample_root() {
         return None;
     }
     let known = [

@@ -15,6 +15,12 @@ use super::{Algorithm, QuotaWindow, Verdict};
 pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
 /// `RateLimit`.
 pub const RATELIMIT: &str = "ratelimit";
+/// [`RATELIMIT_POLICY`] as a header name, made once: inserting by `&str`
+/// parses the name on every call.
+pub static RATELIMIT_POLICY_NAME: http::HeaderName =
+    http::HeaderName::from_static(RATELIMIT_POLICY);
+/// [`RATELIMIT`] as a header name.
+pub static RATELIMIT_NAME: http::HeaderName = http::HeaderName::from_static(RATELIMIT);
 
 /// The two header values for `verdict`, `None` when no enforced policy
 /// applied.
@@ -84,13 +90,11 @@ fn ceil_secs(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::ratelimit::{
         Limit,
         limit::Decision,
-        limiter::{Outcome, Verdict},
+        limiter::{Outcome, PolicyName, Verdict},
     };
 
     fn outcome(
@@ -101,7 +105,7 @@ mod tests {
         shadow: bool,
     ) -> Outcome {
         Outcome {
-            policy: Arc::from(policy),
+            policy: PolicyName::new(policy),
             limit: Limit {
                 algorithm,
                 limit,

@@ -1,10 +1,9 @@
 //! The decision for one call: which policies match, what each charges,
 //! and which backend counts.
 
-use std::{
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
 
 use metrics::{Counter, counter};
 
@@ -29,7 +28,7 @@ pub struct Defaults {
 pub struct Outcome {
     /// The deciding policy's resource name, or `default` for a limit from
     /// the configuration.
-    pub policy: Arc<str>,
+    pub policy: PolicyName,
     /// What was enforced.
     pub limit: Limit,
     /// The answer.
@@ -55,6 +54,40 @@ impl Outcome {
     }
 }
 
+/// A policy's resource name as an outcome carries it: the handle the
+/// plan already held, moved rather than cloned (every call of a policy
+/// shares it, and each reference count taken is a cache line the cores
+/// pass back and forth).
+#[derive(Clone)]
+pub struct PolicyName(Arc<PolicyHandle>);
+
+impl PolicyName {
+    /// A name of a policy no rule set holds (tests, refusals made by hand).
+    pub fn new(name: &str) -> Self {
+        Self(Arc::new(PolicyHandle::new(name)))
+    }
+}
+
+impl std::ops::Deref for PolicyName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl std::fmt::Debug for PolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0.name, f)
+    }
+}
+
+impl std::fmt::Display for PolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.name)
+    }
+}
+
 /// The decision for one call.
 #[derive(Debug, Clone, Default)]
 pub struct Verdict {
@@ -63,7 +96,7 @@ pub struct Verdict {
     pub outcomes: Vec<Outcome>,
     /// A fail-closed policy could not be decided (Redis down): refuse with
     /// UNAVAILABLE, naming it.
-    pub unavailable: Option<Arc<str>>,
+    pub unavailable: Option<PolicyName>,
 }
 
 impl Verdict {
@@ -161,7 +194,7 @@ impl Planned {
     fn outcome(self, decision: Decision) -> Outcome {
         self.policy.record(self.shadow, &decision);
         Outcome {
-            policy: self.policy.name.clone(),
+            policy: PolicyName(self.policy),
             limit: self.limit,
             decision,
             shadow: self.shadow,
@@ -205,7 +238,10 @@ pub struct RateLimiter {
 }
 
 struct Inner {
-    rules: RwLock<Arc<RuleSet>>,
+    /// Read on every call: an `ArcSwap`, whose loads take no lock and no
+    /// shared reference count (a `RwLock` read is a write to the lock's
+    /// cache line, which both cores then fight over).
+    loaded: ArcSwap<Loaded>,
     local: Local,
     /// The store every replica shares, when configured.
     redis: Option<RedisLimiter>,
@@ -213,11 +249,16 @@ struct Inner {
     fail_closed: Counter,
     defaults: Defaults,
     default_handle: Arc<PolicyHandle>,
-    /// Per rule set: each policy's handle, by name.
-    handles: RwLock<std::collections::HashMap<Box<str>, Arc<PolicyHandle>>>,
     /// The store's change generation the loaded rules reflect (see
     /// [`RateLimiter::wait_loaded`]).
-    loaded: tokio::sync::watch::Sender<u64>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+/// The policies in force, with each one's handle.
+#[derive(Default)]
+struct Loaded {
+    rules: Arc<RuleSet>,
+    handles: std::collections::HashMap<Box<str>, Arc<PolicyHandle>, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -235,15 +276,14 @@ impl RateLimiter {
     pub fn new(defaults: Defaults, capacity: usize, redis: Option<RedisLimiter>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                rules: RwLock::new(Arc::default()),
+                loaded: ArcSwap::default(),
                 local: Local::new(capacity),
                 redis,
                 fail_open: counter!("tollgate_ratelimit_store_failures_total", "applied" => "fail_open"),
                 fail_closed: counter!("tollgate_ratelimit_store_failures_total", "applied" => "fail_closed"),
                 defaults,
                 default_handle: Arc::new(PolicyHandle::new("default")),
-                handles: RwLock::default(),
-                loaded: tokio::sync::watch::Sender::new(0),
+                generation: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -251,7 +291,7 @@ impl RateLimiter {
     /// Records that the rules now loaded reflect every policy change up to
     /// the store's change generation `generation`.
     pub fn mark_loaded(&self, generation: u64) {
-        self.inner.loaded.send_if_modified(|g| {
+        self.inner.generation.send_if_modified(|g| {
             let newer = generation > *g;
             if newer {
                 *g = generation;
@@ -265,7 +305,7 @@ impl RateLimiter {
     /// returns only once its calls are decided by it. `false` on timeout
     /// (the reload failed or is slow; the next one applies it).
     pub async fn wait_loaded(&self, generation: u64, timeout: std::time::Duration) -> bool {
-        let mut loaded = self.inner.loaded.subscribe();
+        let mut loaded = self.inner.generation.subscribe();
         tokio::time::timeout(timeout, loaded.wait_for(|g| *g >= generation))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -277,21 +317,15 @@ impl RateLimiter {
             .iter()
             .map(|rule| (rule.name.clone(), Arc::new(PolicyHandle::new(&rule.name))))
             .collect();
-        *self
-            .inner
-            .handles
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = handles;
-        *self.inner.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        self.inner.loaded.store(Arc::new(Loaded {
+            rules: Arc::new(rules),
+            handles,
+        }));
     }
 
     /// The policies in force.
     pub fn rules(&self) -> Arc<RuleSet> {
-        self.inner
-            .rules
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.loaded.load().rules.clone()
     }
 
     /// The in-process counters, for the sweeper and tests.
@@ -336,7 +370,7 @@ impl RateLimiter {
                     tracing::debug!(error = %e, policy = %closed.policy.name, "rate-limit store unavailable; failing closed");
                     return Verdict {
                         outcomes: Vec::new(),
-                        unavailable: Some(closed.policy.name.clone()),
+                        unavailable: Some(PolicyName(closed.policy.clone())),
                     };
                 }
                 self.inner.fail_open.increment(1);
@@ -362,12 +396,12 @@ impl RateLimiter {
     /// that matches (or the configured default), every matching quota,
     /// and every matching shadow policy.
     pub fn plan(&self, facts: &Facts<'_>) -> Plan {
-        let rules = self.rules();
+        let loaded = self.inner.loaded.load();
         let org = facts.org.or(facts.principal.map(|p| p.org.as_str()));
         let mut plan = Vec::new();
         let mut rate_found = false;
         if let Some(org) = org {
-            for rule in rules.of(org) {
+            for rule in loaded.rules.of(org) {
                 if !rule.matches(facts) {
                     continue;
                 }
@@ -375,10 +409,10 @@ impl RateLimiter {
                     && (rule.shadow || !rate_found)
                 {
                     rate_found |= !rule.shadow;
-                    plan.push(self.planned(rule, facts, limit, "r"));
+                    plan.push(self.planned(&loaded, rule, facts, limit, "r"));
                 }
                 if let Some(quota) = rule.quota {
-                    plan.push(self.planned(rule, facts, quota, "q"));
+                    plan.push(self.planned(&loaded, rule, facts, quota, "q"));
                 }
             }
         }
@@ -411,18 +445,22 @@ impl RateLimiter {
         Plan(plan)
     }
 
-    fn planned(&self, rule: &Rule, facts: &Facts<'_>, limit: Limit, kind: &str) -> Planned {
+    fn planned(
+        &self,
+        loaded: &Loaded,
+        rule: &Rule,
+        facts: &Facts<'_>,
+        limit: Limit,
+        kind: &str,
+    ) -> Planned {
         let mut key = String::with_capacity(64);
         key.push_str(&rule.uid);
         key.push(':');
         key.push_str(kind);
         key.push(':');
         rule.partition(facts, &mut key);
-        let policy = self
-            .inner
+        let policy = loaded
             .handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(rule.name.as_ref())
             .cloned()
             .unwrap_or_else(|| Arc::new(PolicyHandle::new(&rule.name)));
