@@ -45,6 +45,7 @@ pub mod json_writer;
 pub mod openapi;
 pub mod query;
 pub mod routes;
+pub mod source_info;
 pub mod template;
 pub mod transcode;
 
@@ -73,8 +74,12 @@ use crate::{layers::request_id::RequestId, otel::server::Origin};
 pub fn descriptors() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let mut pool = DescriptorPool::decode(tollgate::FILE_DESCRIPTOR_SET)
-            .unwrap_or_else(|_| DescriptorPool::new());
+        // Without comments, which only the OpenAPI document reads (from
+        // the full set): they are most of the set (see `source_info`).
+        let mut pool = source_info::without_source_info(tollgate::FILE_DESCRIPTOR_SET)
+            .ok()
+            .and_then(|bare| DescriptorPool::decode(&bare[..]).ok())
+            .unwrap_or_default();
         for fds in crate::policy::public_infrastructure() {
             // A set that shares files with ours fails to add as a whole; its
             // methods then serve Connect in protobuf only, which is all

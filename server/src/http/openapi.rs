@@ -1260,10 +1260,22 @@ fn summary(comment: &str) -> Option<String> {
 struct Comments(HashMap<(String, Vec<i32>), String>);
 
 impl Comments {
+    /// From the pool's own source info, or, for the files the server's
+    /// pool keeps without it (see [`super::source_info`]), from the full
+    /// set they come from, decoded here once for the document.
     fn new(pool: &DescriptorPool) -> Self {
+        use prost::Message as _;
+        let full = prost_types::FileDescriptorSet::decode(tollgate::FILE_DESCRIPTOR_SET)
+            .map(|set| set.file)
+            .unwrap_or_default();
+        let full: HashMap<&str, &prost_types::SourceCodeInfo> = full
+            .iter()
+            .filter_map(|f| Some((f.name(), f.source_code_info.as_ref()?)))
+            .collect();
         let mut map = HashMap::new();
         for file in pool.files() {
-            let Some(info) = &file.file_descriptor_proto().source_code_info else {
+            let own = file.file_descriptor_proto().source_code_info.as_ref();
+            let Some(info) = own.or_else(|| full.get(file.name()).copied()) else {
                 continue;
             };
             for location in &info.location {
