@@ -62,7 +62,8 @@ impl Outcome {
 pub struct PolicyName(Arc<PolicyHandle>);
 
 impl PolicyName {
-    /// A name of a policy no rule set holds (tests, refusals made by hand).
+    /// A name of a policy no rule set holds, for tests.
+    #[cfg(test)]
     pub fn new(name: &str) -> Self {
         Self(Arc::new(PolicyHandle::new(name)))
     }
