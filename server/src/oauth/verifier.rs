@@ -26,6 +26,7 @@ use crate::domain::{
     now_micros,
     scope::Scopes,
 };
+use crate::store::ttl_cache::TtlCache;
 
 /// A verified access token and the principal it acts as.
 #[derive(Debug)]
@@ -71,7 +72,7 @@ pub struct AccessTokens {
     /// only tokens that verified are ever inserted, so an attacker cannot
     /// choose the keys, and hashing 700 bytes with SipHash on every call
     /// cost more than the rest of the lookup.
-    verified: Cache<Arc<str>, Arc<VerifiedAccess>, foldhash::fast::RandomState>,
+    verified: TtlCache<Arc<str>, Arc<VerifiedAccess>, foldhash::fast::RandomState>,
     /// Revoked jtis until their token's expiry (seconds).
     revoked: Cache<String, i64>,
     /// Set once the revoked set evicted an entry for lack of room: from
@@ -94,10 +95,11 @@ impl AccessTokens {
         Self {
             keys,
             issuer,
-            verified: Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_live(MAX_LIFE)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            verified: TtlCache::with_hasher(
+                CAPACITY,
+                MAX_LIFE,
+                foldhash::fast::RandomState::default(),
+            ),
             revoked: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(super::keys::MAX_TOKEN_TTL + LEEWAY)

@@ -8,12 +8,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use moka::sync::Cache;
 use opentelemetry::{KeyValue, trace::TraceContextExt as _};
 
 use super::{
     api_keys::ApiKeyRow, oauth_clients::OAuthClientRow, organizations::CachedOrganization,
-    principals::PrincipalRecord,
+    principals::PrincipalRecord, ttl_cache::TtlCache as Cache,
 };
 use crate::{
     domain::{
@@ -146,31 +145,12 @@ impl Caches {
     /// Empty caches sized by `c`.
     pub fn new(c: &CacheConfig) -> Self {
         Self {
-            orgs: Cache::builder()
-                .max_capacity(c.capacity)
-                .time_to_live(c.ttl)
-                .build(),
-            principals: Cache::builder()
-                .max_capacity(c.capacity)
-                .time_to_live(c.ttl)
-                .support_invalidation_closures()
-                .build(),
-            keys: Cache::builder()
-                .max_capacity(c.capacity)
-                .time_to_live(c.ttl)
-                .support_invalidation_closures()
-                .build(),
-            resolved: Cache::builder()
-                .max_capacity(c.capacity)
-                .time_to_live(c.ttl)
-                .support_invalidation_closures()
-                .build(),
+            orgs: Cache::new(c.capacity, c.ttl),
+            principals: Cache::new(c.capacity, c.ttl),
+            keys: Cache::new(c.capacity, c.ttl),
+            resolved: Cache::new(c.capacity, c.ttl),
             epoch: std::sync::atomic::AtomicU64::new(0),
-            clients: Cache::builder()
-                .max_capacity(c.capacity)
-                .time_to_live(c.ttl)
-                .support_invalidation_closures()
-                .build(),
+            clients: Cache::new(c.capacity, c.ttl),
             lookups: CacheLookups {
                 orgs: Lookups::new("orgs"),
                 principals: Lookups::new("principals"),
@@ -278,9 +258,9 @@ impl Caches {
     }
 
     fn forget_resolved_of(&self, name: &PrincipalName) {
-        let (org, kind, id) = (name.org.clone(), name.kind.code(), name.id.clone());
-        let _ = self.resolved.invalidate_entries_if(move |_, v| {
-            v.row.org_id == org && v.row.owner_kind == kind && v.row.owner_id == id
+        let kind = name.kind.code();
+        self.resolved.invalidate_entries_if(|_, v| {
+            v.row.org_id == name.org && v.row.owner_kind == kind && v.row.owner_id == name.id
         });
     }
 
@@ -291,30 +271,25 @@ impl Caches {
 
     fn forget_keys_of(&self, name: &PrincipalName) {
         self.forget_resolved_of(name);
-        let (org, kind, id) = (name.org.clone(), name.kind.code(), name.id.clone());
-        let _ = self.keys.invalidate_entries_if(move |_, v| {
-            v.as_ref()
-                .is_some_and(|k| k.org_id == org && k.owner_kind == kind && k.owner_id == id)
+        let kind = name.kind.code();
+        self.keys.invalidate_entries_if(|_, v| {
+            v.as_ref().is_some_and(|k| {
+                k.org_id == name.org && k.owner_kind == kind && k.owner_id == name.id
+            })
         });
     }
 
     /// Forgets everything cached about an organization and its members.
     fn invalidate_org(&self, org: &str) {
         self.orgs.invalidate(org);
-        let o = org.to_owned();
-        let _ = self
-            .resolved
-            .invalidate_entries_if(move |_, v| v.row.org_id == o);
-        let o = org.to_owned();
-        let _ = self.principals.invalidate_entries_if(move |k, _| k.0 == o);
-        let o = org.to_owned();
-        let _ = self
-            .keys
-            .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|k| k.org_id == o));
+        self.resolved
+            .invalidate_entries_if(|_, v| v.row.org_id == org);
+        self.principals.invalidate_entries_if(|k, _| k.0 == org);
+        self.keys
+            .invalidate_entries_if(|_, v| v.as_ref().is_some_and(|k| k.org_id == org));
         // By key, so remembered unknown clients of the organization go too.
         let prefix = format!("organizations/{org}/clients/");
-        let _ = self
-            .clients
-            .invalidate_entries_if(move |k, _| k.starts_with(&prefix));
+        self.clients
+            .invalidate_entries_if(|k, _| k.starts_with(&prefix));
     }
 }

@@ -1,7 +1,7 @@
 //! Persistence: one repository per aggregate (`organizations`,
 //! `principals` for users and service accounts, `api_keys`), all on one
 //! [`Db`] that serves SQLite and PostgreSQL through the same queries, with
-//! moka caches for the hot reads.
+//! bounded caches for the hot reads (`ttl_cache`).
 //!
 //! Every write goes through [`Store::write`]: it runs in one transaction
 //! with a [`Tx`] that knows who writes ([`WriteContext`]) and appends one
@@ -25,6 +25,7 @@ pub mod rate_limit_policies;
 pub mod schema;
 pub mod signing_keys;
 pub mod tokens;
+pub mod ttl_cache;
 pub mod usage;
 pub mod versioned;
 pub mod webhooks;
