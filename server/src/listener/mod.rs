@@ -474,7 +474,10 @@ async fn drive<S, I>(
     let check = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(check);
     loop {
+        // In order, without drawing a random start each wake: the
+        // connection is what wakes the task.
         tokio::select! {
+            biased;
             done = conn.as_mut() => {
                 if let Err(e) = done {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
