@@ -4,9 +4,10 @@
 //! a moka read records itself for the eviction policy through a channel and
 //! an epoch pin, about 250 ns per read under load on two cores, where a
 //! quick_cache read is a shard's read lock and a hash table probe
-//! (BENCHMARKS.md, "Caches"). quick_cache has no time to live, so each
-//! entry carries its deadline and a read past it is a miss (and removes
-//! the entry); eviction by size is quick_cache's own (S3-FIFO).
+//! (BENCHMARKS.md, "Caches and link-time optimisation"). quick_cache has
+//! no time to live, so each entry carries its deadline and a read past it
+//! is a miss (and removes the entry); eviction by size is quick_cache's
+//! own (S3-FIFO).
 
 use std::{
     collections::hash_map::RandomState,
