@@ -99,12 +99,14 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> TtlCache<K, V, S> {
 
     /// How many entries are held (expired ones until they are read or
     /// pushed out).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.inner.len()
     }
 
     /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.inner.is_empty()
     }
 }
