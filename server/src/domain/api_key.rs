@@ -106,11 +106,26 @@ impl PresentedKey {
 
     /// Constant-time comparison with a stored hex digest.
     pub fn matches(&self, stored_hex: &str) -> bool {
-        let mut stored = [0u8; 32];
-        if !unhex(stored_hex, &mut stored) {
-            return false;
-        }
-        self.digest.ct_eq(&stored).into()
+        StoredDigest::parse(stored_hex).is_some_and(|stored| self.matches_digest(&stored))
+    }
+
+    /// Constant-time comparison with a stored digest decoded before (the
+    /// resolved-key cache keeps it decoded, so a call compares bytes).
+    pub fn matches_digest(&self, stored: &StoredDigest) -> bool {
+        self.digest.ct_eq(&stored.0).into()
+    }
+}
+
+/// A stored SHA-256 digest, decoded from its hex form once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredDigest([u8; 32]);
+
+impl StoredDigest {
+    /// Decodes a stored hex digest; `None` when malformed (no presented
+    /// key then matches it).
+    pub fn parse(hex: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        unhex(hex, &mut out).then_some(Self(out))
     }
 }
 
@@ -161,6 +176,12 @@ mod tests {
         let p = PresentedKey::parse(s).unwrap();
         assert_eq!(p.key_id, k.key_id);
         assert!(p.matches(&k.digest));
+        let stored = StoredDigest::parse(&k.digest).unwrap();
+        assert!(p.matches_digest(&stored));
+        assert!(
+            StoredDigest::parse("zz").is_none(),
+            "a malformed digest decodes to nothing"
+        );
         assert!(crate::domain::names::validate_user_id("k", &k.key_id).is_ok());
         assert_ne!(mint().secret, k.secret);
     }
@@ -173,6 +194,12 @@ mod tests {
         let last = tampered.pop().unwrap();
         tampered.push(if last == 'a' { 'b' } else { 'a' });
         assert!(!PresentedKey::parse(&tampered).unwrap().matches(&k.digest));
+        let stored = StoredDigest::parse(&k.digest).unwrap();
+        assert!(
+            !PresentedKey::parse(&tampered)
+                .unwrap()
+                .matches_digest(&stored)
+        );
         for bad in [
             "",
             "tg_",
