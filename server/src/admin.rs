@@ -56,21 +56,16 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Drains histogram samples into their buckets every few seconds (without
+/// Drains histogram samples into their buckets every few seconds. Without
 /// it the recorder keeps every sample until `/metrics` is scraped, so an
-/// unscraped server grows by ~24 bytes a call), and flushes the striped
-/// counters, so what other readers of the recorder see lags by at most
-/// that.
+/// unscraped server grows by ~24 bytes a call.
 pub async fn upkeep(handle: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                crate::striped::flush_all();
-                handle.run_upkeep();
-            }
+            _ = tick.tick() => handle.run_upkeep(),
         }
     }
 }
@@ -126,7 +121,6 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
         )],
         {
             crate::process::publish();
-            crate::striped::flush_all();
             s.metrics.render()
         },
     )

@@ -59,7 +59,6 @@ pub mod security;
 pub mod services;
 pub mod shutdown;
 pub mod store;
-pub mod striped;
 pub mod telemetry;
 pub mod upkeep;
 pub mod usage;

@@ -28,7 +28,7 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, OnceLock},
     task::{Context, Poll, ready},
     time::Instant,
 };
@@ -47,7 +47,6 @@ use crate::{
     http::Protocol,
     listener::RequestDeadline,
     otel::{self, server::Origin},
-    striped::StripedCounter,
 };
 
 /// The canonical codes, indexed by their number.
@@ -73,16 +72,12 @@ const CODES: [&str; 17] = [
 
 /// Metric handles of one method, made once so the hot path only bumps
 /// atomics; each (protocol, code) series is registered at its first call.
-/// One per method path for the whole process ([`MethodMetrics::interned`]),
-/// as the recorder is: a call borrows it, so no call writes a reference
-/// count that every core's calls share.
 struct MethodMetrics {
     method: Arc<str>,
     /// The server span's name: the path without its slash, or `other`.
     span_name: &'static str,
     latency: [OnceLock<Histogram>; 4],
-    /// Striped: the one series every call of a method adds to.
-    requests: [[OnceLock<Arc<StripedCounter>>; 17]; 4],
+    requests: [[OnceLock<Counter>; 17]; 4],
     errors: [[OnceLock<Counter>; 17]; 4],
 }
 
@@ -97,17 +92,6 @@ impl MethodMetrics {
         }
     }
 
-    /// The metrics of `method`, made on first use. Their number is bounded
-    /// by the served methods: paths come from the descriptors, never from
-    /// a client (unknown ones share `other`).
-    fn interned(method: &str) -> &'static MethodMetrics {
-        static ALL: Mutex<Option<HashMap<String, &'static MethodMetrics>>> = Mutex::new(None);
-        let mut all = ALL.lock().unwrap_or_else(PoisonError::into_inner);
-        all.get_or_insert_with(HashMap::new)
-            .entry(method.to_owned())
-            .or_insert_with(|| Box::leak(Box::new(MethodMetrics::new(method))))
-    }
-
     fn record(&self, protocol: Protocol, code: usize, seconds: f64) {
         let code = code.min(16);
         let p = protocol.index();
@@ -119,7 +103,7 @@ impl MethodMetrics {
             .record(seconds);
         self.requests[p][code]
             .get_or_init(|| {
-                StripedCounter::new(metrics::counter!("tollgate_grpc_requests_total", "method" => method.to_string(), "code" => CODES[code], "protocol" => proto))
+                metrics::counter!("tollgate_grpc_requests_total", "method" => method.to_string(), "code" => CODES[code], "protocol" => proto)
             })
             .increment(1);
         if code != 0 {
@@ -142,8 +126,8 @@ pub fn code_name(code: usize) -> &'static str {
 pub struct RpcMetrics {
     /// Looked up on every call; foldhash rather than SipHash, as the keys
     /// are the served methods, never chosen by a client.
-    methods: HashMap<String, &'static MethodMetrics, foldhash::fast::RandomState>,
-    other: &'static MethodMetrics,
+    methods: HashMap<String, Arc<MethodMetrics>, foldhash::fast::RandomState>,
+    other: Arc<MethodMetrics>,
 }
 
 impl RpcMetrics {
@@ -152,16 +136,16 @@ impl RpcMetrics {
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
         let methods = paths
             .into_iter()
-            .map(|p| (p.to_owned(), MethodMetrics::interned(p)))
+            .map(|p| (p.to_owned(), Arc::new(MethodMetrics::new(p))))
             .collect();
         Self {
             methods,
-            other: MethodMetrics::interned("other"),
+            other: Arc::new(MethodMetrics::new("other")),
         }
     }
 
-    fn get(&self, path: &str) -> &'static MethodMetrics {
-        self.methods.get(path).copied().unwrap_or(self.other)
+    fn get(&self, path: &str) -> Arc<MethodMetrics> {
+        self.methods.get(path).unwrap_or(&self.other).clone()
     }
 }
 
@@ -200,7 +184,7 @@ pub struct Trace<S> {
 /// when dropped first.
 struct Recorder {
     span: Span,
-    metrics: &'static MethodMetrics,
+    metrics: Arc<MethodMetrics>,
     start: Instant,
     done: bool,
     /// The call's facts: request id, principal, whether the client left.

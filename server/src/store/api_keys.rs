@@ -357,15 +357,15 @@ impl Store {
     /// was cached, and every event that changes them evicts the entry; the
     /// secret and the clock are checked on every call.
     pub fn resolved_key(&self, key: &PresentedKey) -> Option<Result<Arc<Principal>>> {
-        let cached = self.caches.resolved_answer(&key.key_id);
+        let cached = self.caches.resolved.get(&key.key_id);
         self.caches.lookups.resolved.record(cached.is_some());
         let hit = cached?;
         Some(if !hit.digest.is_some_and(|d| key.matches_digest(&d)) {
             Err(Error::Unauthenticated("invalid API key".into()))
-        } else if hit.expire_time.is_some_and(|t| t <= now_micros()) {
+        } else if hit.row.expire_time.is_some_and(|t| t <= now_micros()) {
             Err(Error::Unauthenticated("API key expired".into()))
         } else {
-            Ok(hit.principal)
+            Ok(hit.principal.clone())
         })
     }
 

@@ -6,15 +6,7 @@
 //! it on every other replica. The TTL bounds staleness where no event
 //! arrives.
 
-use std::{
-    cell::RefCell,
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use opentelemetry::{KeyValue, trace::TraceContextExt as _};
 
@@ -29,7 +21,6 @@ use crate::{
         names::{ApiKeyName, ClientName, OrgName, PrincipalKind, PrincipalName},
     },
     events::{Event, EventKind},
-    striped::StripedCounter,
 };
 
 /// Sizes and TTL, from the server config.
@@ -69,9 +60,7 @@ pub struct Caches {
     /// evicts the entries it touches.
     pub resolved: Cache<String, Arc<ResolvedKey>>,
     /// See [`Caches::epoch`].
-    epoch: AtomicU64,
-    /// Tells these caches' thread-local copies from another store's.
-    id: u64,
+    epoch: std::sync::atomic::AtomicU64,
     /// OAuth clients by `client_id` (their resource name); `None`
     /// remembers an unknown client, as for keys. Only the row: the
     /// organization's state comes from `orgs`, and secrets are checked
@@ -81,25 +70,21 @@ pub struct Caches {
     pub lookups: CacheLookups,
 }
 
-/// The hit and miss counters of one cache, registered once and striped
-/// ([`StripedCounter`]), so a lookup adds to a line of its own thread's.
+/// The hit and miss counters of one cache, registered once so a lookup
+/// costs one atomic add.
 #[derive(Debug, Clone)]
 pub struct Lookups {
     cache: &'static str,
-    hit: Arc<StripedCounter>,
-    miss: Arc<StripedCounter>,
+    hit: metrics::Counter,
+    miss: metrics::Counter,
 }
 
 impl Lookups {
     fn new(cache: &'static str) -> Self {
         Self {
             cache,
-            hit: StripedCounter::new(
-                metrics::counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "hit"),
-            ),
-            miss: StripedCounter::new(
-                metrics::counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "miss"),
-            ),
+            hit: metrics::counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "hit"),
+            miss: metrics::counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "miss"),
         }
     }
 
@@ -148,52 +133,13 @@ pub struct CacheLookups {
     pub clients: Lookups,
 }
 
-/// What a cached key answers a call with: the calling thread's own copy
-/// ([`Caches::resolved_answer`]).
-#[derive(Debug, Clone)]
-pub struct KeyAnswer {
-    /// The key's digest, decoded; `None` when the stored one is malformed.
-    pub digest: Option<StoredDigest>,
-    /// When the key expires (microseconds since the epoch), if it does.
-    pub expire_time: Option<i64>,
-    /// The principal the key acts as. This thread's own allocation, so the
-    /// call's clones of it count on a line no other core writes.
-    pub principal: Arc<Principal>,
-}
-
-/// A thread's copy of a resolved key, valid while its caches' epoch and
-/// the shared entry's deadline hold.
-struct LocalKey {
-    caches: u64,
-    epoch: u64,
-    expires: Instant,
-    answer: KeyAnswer,
-}
-
-/// Resolved keys a thread has copied; emptied when it reaches this size.
-const LOCAL_KEYS_MAX: usize = 1024;
-
-thread_local! {
-    /// Each thread's copies of the resolved keys its calls presented. A
-    /// read from the shared cache takes its shard's read lock and clones
-    /// the entry's reference counts, all writes to lines every core's
-    /// calls share; with the same key on every core (one busy client) they
-    /// went back and forth between the cores on every call. Keyed by key
-    /// id, with the owning caches' id inside (tests run several stores in
-    /// one process).
-    static LOCAL_KEYS: RefCell<HashMap<String, LocalKey, foldhash::fast::RandomState>> =
-        RefCell::new(HashMap::default());
-}
-
-/// Ids of [`Caches`], for the thread-local copies.
-static CACHES_IDS: AtomicU64 = AtomicU64::new(0);
-
 /// A key that authenticated, with what it authenticated as.
 #[derive(Debug)]
 pub struct ResolvedKey {
     /// The key row (digest, expiry, owner).
     pub row: Arc<ApiKeyRow>,
-    /// The row's digest, decoded; `None` when the stored one is malformed.
+    /// The row's digest, decoded once; `None` when the stored one is
+    /// malformed (no key matches it).
     pub digest: Option<StoredDigest>,
     /// The principal the key acts as, after its role cap.
     pub principal: Arc<Principal>,
@@ -207,8 +153,7 @@ impl Caches {
             principals: Cache::new(c.capacity, c.ttl),
             keys: Cache::new(c.capacity, c.ttl),
             resolved: Cache::new(c.capacity, c.ttl),
-            epoch: AtomicU64::new(0),
-            id: CACHES_IDS.fetch_add(1, Ordering::Relaxed),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             clients: Cache::new(c.capacity, c.ttl),
             lookups: CacheLookups {
                 orgs: Lookups::new("orgs"),
@@ -289,15 +234,13 @@ impl Caches {
             tracing::warn!(%resource, error = %v.description, "unreadable event resource; flushing caches");
             self.flush();
         }
-        // Again after the evictions: a thread-local copy made between the
-        // first bump and an eviction carries this epoch's predecessor.
-        self.bump();
     }
 
     /// Marks everything resolved before now as possibly stale (see
     /// [`Caches::epoch`]).
     pub fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::Release);
+        self.epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// A counter that grows with every change applied: what was resolved
@@ -305,46 +248,7 @@ impl Caches {
     /// the entries a change touches, for caches keyed by something the
     /// change does not name (whole access tokens).
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// The answer cached for API key `key_id`: this thread's copy while
-    /// no change was applied since it was made (the epoch) and the shared
-    /// entry it copied lives; else a new copy of the shared entry. Every
-    /// change bumps the epoch after evicting what it touched, so a copy
-    /// made from an entry about to be evicted carries the older epoch.
-    pub fn resolved_answer(&self, key_id: &str) -> Option<KeyAnswer> {
-        let epoch = self.epoch();
-        let now = Instant::now();
-        let local = LOCAL_KEYS.with_borrow(|keys| {
-            keys.get(key_id)
-                .filter(|l| l.caches == self.id && l.epoch == epoch && l.expires > now)
-                .map(|l| l.answer.clone())
-        });
-        if local.is_some() {
-            return local;
-        }
-        let (shared, expires) = self.resolved.get_until(key_id, now)?;
-        let answer = KeyAnswer {
-            digest: shared.digest,
-            expire_time: shared.row.expire_time,
-            principal: Arc::new(Principal::clone(&shared.principal)),
-        };
-        LOCAL_KEYS.with_borrow_mut(|keys| {
-            if keys.len() >= LOCAL_KEYS_MAX && !keys.contains_key(key_id) {
-                keys.clear();
-            }
-            keys.insert(
-                key_id.to_owned(),
-                LocalKey {
-                    caches: self.id,
-                    epoch,
-                    expires,
-                    answer: answer.clone(),
-                },
-            );
-        });
-        Some(answer)
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Forgets everything.
@@ -355,7 +259,6 @@ impl Caches {
         self.keys.invalidate_all();
         self.resolved.invalidate_all();
         self.clients.invalidate_all();
-        self.bump();
     }
 
     fn forget_resolved_of(&self, name: &PrincipalName) {
@@ -392,92 +295,5 @@ impl Caches {
         let prefix = format!("organizations/{org}/clients/");
         self.clients
             .invalidate_entries_if(|k, _| k.starts_with(&prefix));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::authz::Roles;
-
-    fn resolved(caches: &Caches, key_id: &str) {
-        let row = ApiKeyRow {
-            org_id: "acme".into(),
-            key_id: key_id.into(),
-            owner_kind: PrincipalKind::ServiceAccount.code(),
-            owner_id: "ci".into(),
-            owner_uid: "u".into(),
-            creator: "system".into(),
-            role_cap: None,
-            display_name: "k".into(),
-            digest: "ab".repeat(32),
-            state: 1,
-            expire_time: None,
-            create_time: 0,
-            revoke_time: None,
-            revision: 1,
-            scopes: String::new(),
-            last_used_time: None,
-        };
-        let principal = Principal::new(
-            "acme".into(),
-            PrincipalKind::ServiceAccount,
-            "ci".into(),
-            Roles::new(vec![]),
-        );
-        caches.resolved.insert(
-            key_id.to_owned(),
-            Arc::new(ResolvedKey {
-                digest: StoredDigest::parse(&row.digest),
-                row: Arc::new(row),
-                principal: Arc::new(principal),
-            }),
-        );
-    }
-
-    #[test]
-    fn a_threads_copy_of_a_resolved_key_goes_with_the_change_that_evicts_it() {
-        let caches = Caches::new(&CacheConfig::default());
-        assert!(caches.resolved_answer("key1").is_none());
-        resolved(&caches, "key1");
-        let first = caches.resolved_answer("key1").expect("cached");
-        assert!(first.digest.is_some());
-        let again = caches.resolved_answer("key1").expect("cached");
-        assert!(
-            Arc::ptr_eq(&first.principal, &again.principal),
-            "the second read is this thread's copy"
-        );
-        // Another store in the same process does not see this one's copy.
-        let other = Caches::new(&CacheConfig::default());
-        assert!(other.resolved_answer("key1").is_none());
-
-        caches.apply(&Event {
-            r#type: EventKind::ApiKeyRevoked.as_str().to_owned(),
-            resource: "organizations/acme/serviceAccounts/ci/apiKeys/key1".to_owned(),
-            ..Default::default()
-        });
-        assert!(
-            caches.resolved_answer("key1").is_none(),
-            "a revoked key is not answered from a thread's copy"
-        );
-        resolved(&caches, "key1");
-        assert!(caches.resolved_answer("key1").is_some());
-        caches.flush();
-        assert!(
-            caches.resolved_answer("key1").is_none(),
-            "nor after a flush"
-        );
-    }
-
-    #[test]
-    fn a_threads_copy_expires_with_the_shared_entry() {
-        let caches = Caches::new(&CacheConfig {
-            capacity: 10,
-            ttl: Duration::from_millis(30),
-        });
-        resolved(&caches, "key2");
-        assert!(caches.resolved_answer("key2").is_some());
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(caches.resolved_answer("key2").is_none());
     }
 }

@@ -61,21 +61,14 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> TtlCache<K, V, S> {
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        self.get_until(key, Instant::now()).map(|(value, _)| value)
-    }
-
-    /// The entry for `key` if it is live at `now`, with when it expires.
-    pub fn get_until<Q>(&self, key: &Q, now: Instant) -> Option<(V, Instant)>
-    where
-        Q: Hash + Equivalent<K> + ?Sized,
-    {
         let hit = self.inner.get(key)?;
+        let now = Instant::now();
         if hit.expires <= now {
             // Only if still the expired one: a fresh insert may have won.
             self.inner.remove_if(key, |t| t.expires <= now);
             return None;
         }
-        Some((hit.value, hit.expires))
+        Some(hit.value)
     }
 
     /// Caches `value` for `key` from now for the TTL, replacing any entry.
