@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Instructions per call of one server under valgrind's callgrind: a figure
+# that is the same on every run, whatever else the machine does (the CPU
+# figures of the suites move by several percent between runs).
+# usage: callgrind.sh NAME BIN|echo [CALLS] [callgrind options...]
+#   BIN: a tollgate binary (GetOrganization with the bootstrap key), or
+#   "echo": the bench's echo baseline (BENCH: the directory of tollgate-bench).
+# Writes /tmp/callgrind/NAME/cg.out.1; read it with callgrind_annotate.
+# valgrind's CPU has no SHA-NI: sha2 runs its software rounds there.
+set -uo pipefail
+NAME=$1; BIN=$2; N=${3:-20000}; shift $(( $# < 3 ? $# : 3 ))
+BENCH=${BENCH:-${CARGO_TARGET_DIR:-$HOME/.cache/tollgate/target}/release}
+T=/tmp/callgrind/$NAME; rm -rf "$T"; mkdir -p "$T"
+python3 - "$T/body" <<'PY'
+import sys
+name = b"organizations/root"
+msg = b"\x0a" + bytes([len(name)]) + name
+open(sys.argv[1], "wb").write(b"\x00" + len(msg).to_bytes(4, "big") + msg)
+PY
+VG=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$T/cg.out" "$@")
+if [[ $BIN == echo ]]; then
+  "${VG[@]}" "$BENCH/tollgate-bench" echo-server --listen 127.0.0.1:7101 > "$T/log" 2>&1 & PID=$!
+  URL=http://127.0.0.1:7101/tollgate.bench.echo.v1.EchoService/Echo; KEY=x
+  sleep 8
+else
+  "${VG[@]}" "$BIN" serve --listen 127.0.0.1:7101 --admin-listen 127.0.0.1:7102 \
+    --database-url "sqlite://$T/t.db" --bootstrap-key-file "$T/key" --log-level info > "$T/log" 2>&1 & PID=$!
+  for _ in $(seq 600); do [[ -s $T/key ]] && break; sleep 0.2; done; sleep 3
+  URL=http://127.0.0.1:7101/tollgate.v1.OrganizationService/GetOrganization; KEY=$(cat "$T/key")
+fi
+H=(-H content-type:application/grpc -H te:trailers -H "x-api-key:$KEY")
+h2load -c 4 -m 8 -t 1 -n 2000 -d "$T/body" "${H[@]}" "$URL" > "$T/warm"
+callgrind_control -i on $PID > /dev/null
+h2load -c 4 -m 8 -t 1 -n "$N" -d "$T/body" "${H[@]}" "$URL" > "$T/h2load"
+callgrind_control -d $PID > /dev/null
+kill $PID; wait $PID 2>/dev/null
+grep -E "^requests:|^status codes:" "$T/h2load"
+total=$(callgrind_annotate --auto=no "$T/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+echo "$NAME: $(( total / N )) instructions per call ($T/cg.out.1)"
