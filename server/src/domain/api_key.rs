@@ -112,7 +112,7 @@ impl PresentedKey {
     /// Constant-time comparison with a stored digest decoded before (the
     /// resolved-key cache keeps it decoded, so a call compares bytes).
     pub fn matches_digest(&self, stored: &StoredDigest) -> bool {
-        self.digest.ct_eq(&stored.0).into()
+        stored.matches(&self.digest)
     }
 }
 
@@ -126,6 +126,12 @@ impl StoredDigest {
     pub fn parse(hex: &str) -> Option<Self> {
         let mut out = [0u8; 32];
         unhex(hex, &mut out).then_some(Self(out))
+    }
+
+    /// Whether `presented` (the SHA-256 of a presented secret) is this
+    /// digest, compared in constant time.
+    pub fn matches(&self, presented: &[u8; 32]) -> bool {
+        self.0.ct_eq(presented).into()
     }
 }
 
@@ -141,7 +147,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Reads a stored hex SHA-256 digest into `out`; false when malformed.
-pub(crate) fn unhex(s: &str, out: &mut [u8; 32]) -> bool {
+fn unhex(s: &str, out: &mut [u8; 32]) -> bool {
     let b = s.as_bytes();
     if b.len() != 64 {
         return false;

@@ -24,11 +24,10 @@
 use std::{fmt, time::Duration};
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::{
     FieldViolation, Violations,
-    api_key::unhex,
+    api_key::StoredDigest,
     scope::{Scope, Scopes},
 };
 
@@ -428,11 +427,7 @@ impl PresentedSecret {
 
     /// Constant-time comparison with a stored hex digest.
     pub fn matches(&self, stored_hex: &str) -> bool {
-        let mut stored = [0u8; 32];
-        if !unhex(stored_hex, &mut stored) {
-            return false;
-        }
-        self.0.ct_eq(&stored).into()
+        StoredDigest::parse(stored_hex).is_some_and(|stored| stored.matches(&self.0))
     }
 }
 
