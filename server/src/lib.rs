@@ -39,6 +39,7 @@ pub mod admin;
 pub mod api;
 pub mod bootstrap;
 pub mod bus;
+pub mod clock;
 pub mod components;
 pub mod config;
 pub mod domain;
@@ -445,7 +446,7 @@ pub fn app(app: &App) -> anyhow::Result<(http::Served, HealthReporter)> {
     );
     let front = http::Front::new(grpc, connect, gateway, openapi, oauth);
     let served = match http::cors::layer(&app.config.cors_allow_origin)? {
-        Some(cors) => tower::util::Either::Left(tower_layer::Layer::layer(&cors, front)),
+        Some(cors) => tower::util::Either::Left(http::WithCors::new(&cors, front)),
         None => tower::util::Either::Right(front),
     };
     Ok((served, health))

@@ -26,19 +26,22 @@ use crate::{
         Error, FieldViolation, Result,
         authz::{Principal, Roles},
     },
-    layers::Caller,
+    layers::{Call, Caller},
 };
 
-/// The permit the authorize layer inserted for this call, taken out of
-/// the request (moved, not cloned: its principal and policy are shared by
-/// every concurrent call of the same caller, and each reference count
-/// touched is a cache line the cores pass around). Its absence on a
-/// non-public method is a wiring bug, answered as UNAUTHENTICATED rather
-/// than trusting anyone.
+/// The permit the authorize layer left for this call, taken out of the
+/// call (moved, not cloned: its principal and policy are shared by every
+/// concurrent call of the same caller, and each reference count touched is
+/// a cache line the cores pass around). Its absence on a non-public method
+/// is a wiring bug, answered as UNAUTHENTICATED rather than trusting
+/// anyone.
 pub fn caller<T>(req: &mut Request<T>) -> Result<Caller, Status> {
-    req.extensions_mut().remove::<Caller>().ok_or_else(|| {
-        Error::Unauthenticated(crate::layers::authenticate::CREDENTIALS_REQUIRED.into()).into()
-    })
+    req.extensions()
+        .get::<std::sync::Arc<Call>>()
+        .and_then(|call| call.take_permit())
+        .ok_or_else(|| {
+            Error::Unauthenticated(crate::layers::authenticate::CREDENTIALS_REQUIRED.into()).into()
+        })
 }
 
 pub use crate::domain::timestamp;

@@ -131,7 +131,18 @@ impl StoredDigest {
     /// Whether `presented` (the SHA-256 of a presented secret) is this
     /// digest, compared in constant time.
     pub fn matches(&self, presented: &[u8; 32]) -> bool {
-        self.0.ct_eq(presented).into()
+        // Four words rather than 32 bytes: `subtle` guards each element
+        // compared with an optimisation barrier, and a call pays for each
+        // (about 290 instructions for the bytes, a tenth of that for the
+        // words). Still no early exit and no branch on the data.
+        let words = |b: &[u8; 32]| -> [u64; 4] {
+            std::array::from_fn(|i| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+                u64::from_le_bytes(w)
+            })
+        };
+        words(&self.0).ct_eq(&words(presented)).into()
     }
 }
 
@@ -217,6 +228,19 @@ mod tests {
             assert!(PresentedKey::parse(bad).is_none(), "{bad}");
         }
         assert!(!PresentedKey::parse(s).unwrap().matches("not hex"));
+    }
+
+    #[test]
+    fn a_digest_differing_in_any_one_bit_does_not_match() {
+        let stored = StoredDigest([0x5a; 32]);
+        assert!(stored.matches(&[0x5a; 32]));
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut presented = [0x5a; 32];
+                presented[byte] ^= 1 << bit;
+                assert!(!stored.matches(&presented), "byte {byte} bit {bit}");
+            }
+        }
     }
 
     #[test]

@@ -159,7 +159,39 @@ pub fn classify(headers: &HeaderMap, path: &str, connect: &Connect) -> Protocol 
 
 /// What the main listener serves: [`Front`], behind CORS when origins are
 /// configured.
-pub type Served = tower::util::Either<tower_http::cors::Cors<Front>, Front>;
+pub type Served = tower::util::Either<WithCors, Front>;
+
+/// [`Front`] behind CORS, its future boxed. An `Either`'s future is as
+/// large as its larger side, and CORS's future holds a header map on top
+/// of [`FrontFuture`]: unboxed, every call's future would carry it, CORS
+/// configured or not, and it is copied at each step into hyper's task.
+#[derive(Clone)]
+pub struct WithCors(tower_http::cors::Cors<Front>);
+
+impl WithCors {
+    /// `front` behind `cors`.
+    pub fn new(cors: &tower_http::cors::CorsLayer, front: Front) -> Self {
+        Self(tower_layer::Layer::layer(cors, front))
+    }
+}
+
+impl<B> Service<Request<B>> for WithCors
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request<B>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> BoxFuture {
+        Box::pin(self.0.call(request))
+    }
+}
 
 /// The main listener's service: every protocol on one port.
 #[derive(Clone)]

@@ -1,8 +1,8 @@
 //! Authentication as a tower layer: who is calling?
 //!
 //! Reads `authorization: Bearer <key>` or `x-api-key: <key>`, resolves the
-//! principal (cached) and records the outcome in the request extensions as
-//! an [`Authentication`]. It refuses nothing itself: whether a method needs
+//! principal (cached) and leaves the outcome, an [`Authentication`], in
+//! the call's [`Call`] (made by the trace layer) for `authorize`. It refuses nothing itself: whether a method needs
 //! a caller at all is the method's policy, which the `authorize` layer
 //! applies next. Keeping the two apart lets JWTs join API keys here without
 //! touching the permission logic.
@@ -315,7 +315,7 @@ impl<S> Layer<S> for AuthenticateLayer {
     }
 }
 
-/// Inserts the caller's [`Authentication`] into the request extensions.
+/// Leaves the caller's [`Authentication`] in the call's [`Call`].
 #[derive(Clone)]
 pub struct Authenticate<S> {
     inner: S,
@@ -331,8 +331,22 @@ pin_project! {
     /// allocation), or a boxed lookup in the store first.
     pub struct AuthenticateFuture<F, T> {
         #[pin]
-        inner: Option<F>,
-        lookup: Option<BoxFuture<T>>,
+        state: AuthenticateState<F, T>,
+    }
+}
+
+pin_project! {
+    #[project = AuthenticateProj]
+    enum AuthenticateState<F, T> {
+        // Known at once: the inner service's future.
+        Inner {
+            #[pin]
+            future: F,
+        },
+        // The lookup, then the inner service's future.
+        Lookup {
+            future: BoxFuture<T>,
+        },
     }
 }
 
@@ -343,14 +357,9 @@ where
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let this = self.project();
-        if let Some(lookup) = this.lookup.as_mut() {
-            return lookup.as_mut().poll(cx);
-        }
-        match this.inner.as_pin_mut() {
-            Some(inner) => inner.poll(cx),
-            // Never built that way; stay pending rather than panic.
-            None => Poll::Pending,
+        match self.project().state.project() {
+            AuthenticateProj::Inner { future } => future.poll(cx),
+            AuthenticateProj::Lookup { future } => future.as_mut().poll(cx),
         }
     }
 }
@@ -369,7 +378,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let (kind, step) = match credential(req.headers()) {
             Ok(Some(token)) => (
                 CredentialKind::of(token),
@@ -385,10 +394,11 @@ where
             // Called at once, the inner service is the one `poll_ready`
             // readied: no clone (cloning the router's route allocates).
             Step::Known(authentication) => {
-                note(&mut req, kind, authentication);
+                note(&req, kind, authentication);
                 AuthenticateFuture {
-                    inner: Some(self.inner.call(req)),
-                    lookup: None,
+                    state: AuthenticateState::Inner {
+                        future: self.inner.call(req),
+                    },
                 }
             }
             Step::Lookup(lookup) => {
@@ -398,15 +408,16 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let credentials = self.credentials.clone();
                 AuthenticateFuture {
-                    inner: None,
-                    lookup: Some(Box::pin(async move {
-                        let authentication = match credentials.lookup(lookup).await {
-                            Ok(principal) => Authentication::Principal(principal),
-                            Err(e) => Authentication::Refused(e),
-                        };
-                        note(&mut req, kind, authentication);
-                        inner.call(req).await
-                    })),
+                    state: AuthenticateState::Lookup {
+                        future: Box::pin(async move {
+                            let authentication = match credentials.lookup(lookup).await {
+                                Ok(principal) => Authentication::Principal(principal),
+                                Err(e) => Authentication::Refused(e),
+                            };
+                            note(&req, kind, authentication);
+                            inner.call(req).await
+                        }),
+                    },
                 }
             }
         }
@@ -480,7 +491,7 @@ fn count(kind: CredentialKind, authentication: &Authentication) {
 
 /// Records the outcome for the layers inside, the metrics, the call's log
 /// line, and a refusal in the security log.
-fn note<B>(req: &mut Request<B>, kind: CredentialKind, authentication: Authentication) {
+fn note<B>(req: &Request<B>, kind: CredentialKind, authentication: Authentication) {
     count(kind, &authentication);
     if let Authentication::Refused(e) = &authentication
         && crate::security::admit("credential_refused")
@@ -496,13 +507,22 @@ fn note<B>(req: &mut Request<B>, kind: CredentialKind, authentication: Authentic
             "credential refused"
         );
     }
-    if let Authentication::Principal(p) = &authentication {
+    // The call's span is a debug span (see `trace`): when debug is off
+    // there is nothing to record into, and finding the current span costs
+    // a thread-local lookup per call.
+    if let Authentication::Principal(p) = &authentication
+        && tracing::level_enabled!(tracing::Level::DEBUG)
+    {
         tracing::Span::current().record("principal", p.name());
-        if let Some(call) = req.extensions().get::<Arc<Call>>() {
+    }
+    // The trace layer outside made the call; without it nothing was
+    // recorded and `authorize` sees an anonymous caller.
+    if let Some(call) = req.extensions().get::<Arc<Call>>() {
+        if let Authentication::Principal(p) = &authentication {
             call.set_principal(p.clone());
         }
+        call.set_authentication(authentication);
     }
-    req.extensions_mut().insert(authentication);
 }
 
 /// The peer's address, when the listener recorded it.

@@ -132,8 +132,8 @@ impl<S> Layer<S> for AuthorizeLayer {
     }
 }
 
-/// Refuses calls the method's policy does not allow, and inserts the
-/// [`Caller`] permit for those it does.
+/// Refuses calls the method's policy does not allow, and leaves the
+/// [`Caller`] permit in the call's [`Call`] for those it does.
 #[derive(Clone)]
 pub struct Authorize<S> {
     inner: S,
@@ -185,11 +185,26 @@ fn decide(
 pin_project! {
     /// The future of [`Authorize`]: a refusal ready at once, or the inner
     /// service's future untouched (no allocation on the path every call
-    /// takes).
+    /// takes). One or the other, not both side by side: the futures of
+    /// the layers nest, and each byte is copied at every layer outward.
     pub struct AuthorizeFuture<F, ResB> {
         #[pin]
-        inner: Option<F>,
-        refused: Option<Response<ResB>>,
+        state: AuthorizeState<F, ResB>,
+    }
+}
+
+pin_project! {
+    #[project = AuthorizeProj]
+    enum AuthorizeState<F, ResB> {
+        // Allowed (or public): the inner service's future.
+        Inner {
+            #[pin]
+            future: F,
+        },
+        // Refused: the answer, until taken.
+        Refused {
+            response: Option<Response<ResB>>,
+        },
     }
 }
 
@@ -200,15 +215,14 @@ where
     type Output = Result<Response<ResB>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Some(response) = this.refused.take() {
-            return Poll::Ready(Ok(response));
-        }
-        match this.inner.as_pin_mut() {
-            Some(future) => future.poll(cx),
-            // Polled after a refusal completed: a caller bug; stay pending
-            // rather than panic.
-            None => Poll::Pending,
+        match self.project().state.project() {
+            AuthorizeProj::Inner { future } => future.poll(cx),
+            AuthorizeProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after the refusal completed: a caller bug; stay
+                // pending rather than panic.
+                None => Poll::Pending,
+            },
         }
     }
 }
@@ -228,15 +242,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let authentication = req
-            .extensions_mut()
-            .remove::<Authentication>()
-            .unwrap_or(Authentication::Anonymous);
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let call = req.extensions().get::<Arc<Call>>();
+        let authentication = call.map_or(Authentication::Anonymous, |c| c.take_authentication());
         let request_id = || {
-            req.extensions()
-                .get::<Arc<Call>>()
-                .map(|c| c.request_id().clone())
+            call.map(|c| c.request_id().clone())
                 .unwrap_or_else(RequestId::assign)
         };
         let decision = decide(
@@ -246,17 +256,19 @@ where
         );
         match decision {
             Decision::Refuse(status) => AuthorizeFuture {
-                inner: None,
-                refused: Some(status.into_http()),
+                state: AuthorizeState::Refused {
+                    response: Some(status.into_http()),
+                },
             },
             decision => {
-                if let Decision::Permit(caller) = decision {
-                    req.extensions_mut().insert(caller);
+                if let (Decision::Permit(caller), Some(call)) = (decision, call) {
+                    call.set_permit(caller);
                 }
                 // Called at once: the service `poll_ready` readied, no clone.
                 AuthorizeFuture {
-                    inner: Some(self.inner.call(req)),
-                    refused: None,
+                    state: AuthorizeState::Inner {
+                        future: self.inner.call(req),
+                    },
                 }
             }
         }

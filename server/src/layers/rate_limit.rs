@@ -20,7 +20,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{BoxFuture, authorize::Caller, call::Call};
+use super::{BoxFuture, call::Call};
 use crate::{
     domain::authz::Principal,
     policy::{Policies, Policy},
@@ -99,9 +99,10 @@ pin_project! {
         Refused { response: Option<Response<ResB>> },
         Deciding {
             decision: BoxFuture<Verdict>,
-            // The readied service and the request, until the verdict.
-            service: Option<S>,
-            request: Option<Request<B>>,
+            // The readied service and the request, until the verdict;
+            // boxed, as only calls waiting on a shared store need them
+            // and every call's future is copied outward layer by layer.
+            pending: Option<Box<(S, Request<B>)>>,
         },
         Calling {
             #[pin]
@@ -139,14 +140,10 @@ where
                     }
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Deciding {
-                    decision,
-                    service,
-                    request,
-                } => {
+                StateProj::Deciding { decision, pending } => {
                     let verdict = std::task::ready!(decision.as_mut().poll(cx));
-                    let next = match (service.take(), request.take()) {
-                        (Some(mut service), Some(request)) => match respond(&verdict) {
+                    let next = match pending.take().map(|p| *p) {
+                        Some((mut service, request)) => match respond(&verdict) {
                             Err(response) => State::Refused {
                                 response: Some(response),
                             },
@@ -155,7 +152,7 @@ where
                                 headers,
                             },
                         },
-                        _ => State::Refused { response: None },
+                        None => State::Refused { response: None },
                     };
                     this.state.set(next);
                 }
@@ -279,8 +276,7 @@ where
                     }
                     verdict
                 }),
-                service: Some(service),
-                request: Some(req),
+                pending: Some(Box::new((service, req))),
             },
         }
     }
@@ -295,19 +291,23 @@ struct Charged {
 }
 
 impl<S> RateLimit<S> {
-    /// The method's policy and the caller of `req`, borrowed from it;
-    /// `None` for a path we do not serve (the router answers it).
-    fn parts<'a, B>(
-        &'a self,
-        req: &'a Request<B>,
-    ) -> Option<(&'a Arc<Policy>, Option<&'a Arc<Principal>>)> {
-        let ext = req.extensions();
-        let policy = match ext.get::<Caller>() {
-            Some(caller) => caller.policy_arc(),
-            None => self.policies.get(req.uri().path())?,
-        };
-        let principal = ext.get::<Arc<Call>>().and_then(|c| c.principal());
-        Some((policy, principal))
+    /// Runs `f` on the method's policy (from the permit, or for public
+    /// methods from `policies`) and the caller of `req`, borrowed; `None`
+    /// for a path we do not serve (the router answers it).
+    fn with_parts<B, T>(
+        &self,
+        req: &Request<B>,
+        f: impl FnOnce(&Arc<Policy>, Option<&Arc<Principal>>) -> T,
+    ) -> Option<T> {
+        let call = req.extensions().get::<Arc<Call>>();
+        let principal = call.and_then(|c| c.principal());
+        match call {
+            Some(c) => c.with_permit(|permit| match permit {
+                Some(caller) => Some(f(caller.policy_arc(), principal)),
+                None => self.policies.get(req.uri().path()).map(|p| f(p, principal)),
+            }),
+            None => self.policies.get(req.uri().path()).map(|p| f(p, principal)),
+        }
     }
 
     /// The charges of a call of `policy` by `principal`. Free methods
@@ -337,23 +337,23 @@ impl<S> RateLimit<S> {
     /// taken would be a cache line the cores pass back and forth. `None`
     /// when nothing limits the call.
     fn decide_here<B>(&self, req: &Request<B>) -> Option<Verdict> {
-        let (policy, principal) = self.parts(req)?;
-        let cost = policy.declared.cost;
-        let plan = self.plan(req, policy, principal.map(|p| &**p));
-        let verdict =
-            (!plan.is_empty()).then(|| self.limiter.execute_local(plan, u64::from(cost), false));
-        if let Some(p) = principal {
-            let refused = verdict.as_ref().is_some_and(|v| !v.allowed());
-            self.usage.record(p, &policy.path, cost, refused);
-        }
-        verdict
+        self.with_parts(req, |policy, principal| {
+            let cost = policy.declared.cost;
+            let plan = self.plan(req, policy, principal.map(|p| &**p));
+            let verdict = (!plan.is_empty())
+                .then(|| self.limiter.execute_local(plan, u64::from(cost), false));
+            if let Some(p) = principal {
+                let refused = verdict.as_ref().is_some_and(|v| !v.allowed());
+                self.usage.record(p, &policy.path, cost, refused);
+            }
+            verdict
+        })?
     }
 
     /// What `req` is charged, owned, for a decision awaited on the shared
     /// store; `None` for a path we do not serve.
     fn charged<B>(&self, req: &Request<B>) -> Option<Charged> {
-        let (policy, principal) = self.parts(req)?;
-        Some(Charged {
+        self.with_parts(req, |policy, principal| Charged {
             plan: self.plan(req, policy, principal.map(|p| &**p)),
             cost: policy.declared.cost,
             principal: principal.cloned(),

@@ -348,18 +348,17 @@ where
             undecodable: false,
             deadline: req.extensions().get::<RequestDeadline>().map(|d| d.0),
             protocol,
-            otel: otel.clone(),
+            otel,
         };
         let req = req.map(|inner| WatchedBody { inner, call });
         // What the layers inside do before their future (refusing a
         // malformed credential, say) is inside the call's span too.
-        let attached = otel.clone().map(opentelemetry::Context::attach);
+        let attached = recorder.otel.clone().map(opentelemetry::Context::attach);
         // Called at once: the service `poll_ready` readied, no clone.
         let inner = self.inner.call(req).instrument(span);
         drop(attached);
         TraceFuture {
             inner,
-            otel,
             recorder: Some(recorder),
         }
     }
@@ -371,9 +370,8 @@ pin_project! {
     pub struct TraceFuture<F> {
         #[pin]
         inner: Instrumented<F>,
-        // Attached while the call's own work is polled, so its spans and
-        // log lines find the server span.
-        otel: Option<opentelemetry::Context>,
+        // Its server span context is attached while the call's own work is
+        // polled, so its spans and log lines find the server span.
         recorder: Option<Recorder>,
     }
 }
@@ -386,7 +384,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _attached = this.otel.clone().map(opentelemetry::Context::attach);
+        let _attached = this
+            .recorder
+            .as_ref()
+            .and_then(|r| r.otel.clone())
+            .map(opentelemetry::Context::attach);
         // An error drops the recorder, which counts the call as CANCELLED.
         let resp = ready!(this.inner.poll(cx))?;
         let recorder = match (grpc_status(resp.headers()), this.recorder.take()) {

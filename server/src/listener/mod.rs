@@ -263,7 +263,8 @@ fn builder(limits: &Limits) -> Builder<TokioExecutor> {
         .max_buf_size(limits.http1_buffer());
     builder
         .http2()
-        .timer(TokioTimer::new())
+        // Read on every frame received: the coarse clock (see `clock`).
+        .timer(crate::clock::CoarseTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(limits.max_local_error_reset_streams)

@@ -85,7 +85,9 @@ impl ConnState {
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Idle timeouts are seconds: the coarse clock (see `clock`).
+        let elapsed = crate::clock::coarse_now().saturating_duration_since(self.opened);
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(ms, Ordering::Release);
     }
 }
@@ -172,7 +174,7 @@ impl<S: super::HttpService> hyper::service::Service<Request<Incoming>> for ConnS
                 sleep: None,
                 deadline: None,
                 grpc,
-                shed: Some(self.shedding.shed(&self.conn.stats, grpc)),
+                shed: Some(Box::new(self.shedding.shed(&self.conn.stats, grpc))),
                 guard: Some(guard),
             };
         }
@@ -212,16 +214,19 @@ pin_project! {
     /// The router's future, bounded by the request deadline. The timer is
     /// only armed when the router does not answer at once, so calls served
     /// from caches cost no timer.
+    ///
+    /// What only the rare paths need (the timer, a shed request's answer)
+    /// is boxed: this future is moved into hyper's stream task on every
+    /// call, and every byte of it is copied there.
     pub(super) struct ResponseFuture<F> {
         // `None` when the request is shed.
         #[pin]
         inner: Option<F>,
-        #[pin]
-        sleep: Option<Sleep>,
+        sleep: Option<Pin<Box<Sleep>>>,
         deadline: Option<Instant>,
         grpc: bool,
         // The answer of a shed request.
-        shed: Option<Response<axum::body::Body>>,
+        shed: Option<Box<Response<axum::body::Body>>>,
         guard: Option<InFlight>,
     }
 }
@@ -236,7 +241,7 @@ where
         let mut this = self.project();
         if let Some(response) = this.shed.take() {
             let guard = this.guard.take();
-            return Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, guard })));
+            return Poll::Ready(Ok((*response).map(|inner| TrackedBody { inner, guard })));
         }
         // The deadline first: when it has passed, the listener answers,
         // whatever the handler would make of its request body failing at
@@ -244,8 +249,7 @@ where
         let mut expired = this
             .sleep
             .as_mut()
-            .as_pin_mut()
-            .is_some_and(|sleep| sleep.poll(cx).is_ready());
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
         if let (false, Some(inner)) = (expired, this.inner.as_mut().as_pin_mut()) {
             match inner.poll(cx) {
                 Poll::Ready(Ok(response)) => {
@@ -257,15 +261,12 @@ where
             }
             match *this.deadline {
                 Some(deadline) if this.sleep.is_none() => {
-                    this.sleep
-                        .set(Some(tokio::time::sleep_until(deadline.into())));
+                    let sleep = this
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline.into())));
                     // Polled once to register the wake-up (or to find a
                     // deadline already past, as with `grpc-timeout: 0n`).
-                    expired = this
-                        .sleep
-                        .as_mut()
-                        .as_pin_mut()
-                        .is_some_and(|sleep| sleep.poll(cx).is_ready());
+                    expired = sleep.as_mut().poll(cx).is_ready();
                 }
                 _ => {}
             }
@@ -340,12 +341,13 @@ pin_project! {
     /// A request body that fails with DEADLINE_EXCEEDED when it has not
     /// ended by the request deadline: a client that sends headers and
     /// never the body (the probe's D1 flood) holds a stream no longer
-    /// than that. The timer is armed only when a read has to wait.
+    /// than that. The timer is armed only when a read has to wait (and
+    /// boxed then: the body is moved on every call, the timer seldom
+    /// needed).
     pub struct DeadlineBody {
         #[pin]
         inner: Incoming,
-        #[pin]
-        sleep: Option<Sleep>,
+        sleep: Option<Pin<Box<Sleep>>>,
         deadline: Option<Instant>,
     }
 }
@@ -358,20 +360,17 @@ impl Body for DeadlineBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
         let Some(deadline) = *this.deadline else {
             return Poll::Pending;
         };
-        if this.sleep.is_none() {
-            this.sleep
-                .set(Some(tokio::time::sleep_until(deadline.into())));
-        }
-        if let Some(sleep) = this.sleep.as_pin_mut() {
-            ready!(sleep.poll(cx));
-        }
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        ready!(sleep.as_mut().poll(cx));
         // A status in the error's source chain is what tonic answers with.
         let status = tonic::Status::from(deadline_exceeded());
         Poll::Ready(Some(Err(Box::new(status))))

@@ -7,7 +7,8 @@
 //! (BENCHMARKS.md, "Caches and link-time optimisation"). quick_cache has
 //! no time to live, so each entry carries its deadline and a read past it
 //! is a miss (and removes the entry); eviction by size is quick_cache's
-//! own (S3-FIFO).
+//! own (S3-FIFO). Deadlines are read off the coarse clock (`clock`): a
+//! TTL is seconds, a tick is milliseconds.
 
 use std::{
     collections::hash_map::RandomState,
@@ -62,7 +63,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> TtlCache<K, V, S> {
         Q: Hash + Equivalent<K> + ?Sized,
     {
         let hit = self.inner.get(key)?;
-        let now = Instant::now();
+        let now = crate::clock::coarse_now();
         if hit.expires <= now {
             // Only if still the expired one: a fresh insert may have won.
             self.inner.remove_if(key, |t| t.expires <= now);
@@ -73,7 +74,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> TtlCache<K, V, S> {
 
     /// Caches `value` for `key` from now for the TTL, replacing any entry.
     pub fn insert(&self, key: K, value: V) {
-        let expires = Instant::now() + self.ttl;
+        let expires = crate::clock::coarse_now() + self.ttl;
         self.inner.insert(key, Timed { value, expires });
     }
 

@@ -26,7 +26,7 @@ use std::{
     },
 };
 
-use crate::domain::{authz::Principal, now_micros};
+use crate::domain::authz::Principal;
 
 /// Microseconds in a minute, the unit counts are aggregated in.
 pub const MINUTE_MICROS: i64 = 60_000_000;
@@ -294,7 +294,8 @@ impl Usage {
         self.record_parts(
             Parts {
                 org: &principal.org,
-                bucket_start: minute_of(now_micros()),
+                // A minute bucket: the coarse clock (see `clock`).
+                bucket_start: minute_of(crate::clock::coarse_unix_micros()),
                 principal: principal.name(),
                 api_key: principal.credential.api_key().unwrap_or(""),
                 method,
@@ -771,7 +772,7 @@ mod tests {
         let both = start.elapsed() / (n * threads);
         let start = std::time::Instant::now();
         for _ in 0..n {
-            std::hint::black_box(now_micros());
+            std::hint::black_box(crate::clock::coarse_unix_micros());
         }
         let clock = start.elapsed() / n;
         eprintln!(

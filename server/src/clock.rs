@@ -1,0 +1,152 @@
+//! Clock readings for times that need milliseconds, not nanoseconds:
+//! cache deadlines, idle timeouts, HTTP/2 keep-alive, usage minutes.
+//!
+//! A call reads the clock a dozen times on its way through hyper, the
+//! listener, the caches and the usage counter. The precise clock costs
+//! about 30 ns a read on this project's VMs (the vDSO reads the TSC and
+//! scales it); the kernel's coarse clock, the time of the last timer tick,
+//! costs about 8 ns and is at most one tick (1–4 ms) behind. Latency
+//! figures and request deadlines keep the precise clock.
+
+use std::time::{Duration, Instant};
+
+/// The monotonic clock as of the kernel's last tick, as a std [`Instant`]
+/// (comparable with `Instant::now()` to within a tick).
+pub fn coarse_now() -> Instant {
+    imp::coarse_now()
+}
+
+/// Microseconds since the Unix epoch, as of the kernel's last tick.
+pub fn coarse_unix_micros() -> i64 {
+    imp::coarse_unix().map_or_else(crate::domain::now_micros, |d| {
+        i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+    })
+}
+
+/// A hyper timer whose `now` is [`coarse_now`]: hyper reads it on every
+/// HTTP/2 frame received when keep-alive is on, to time the next ping,
+/// which is a matter of seconds. Sleeps are tokio's.
+#[derive(Clone, Debug, Default)]
+pub struct CoarseTimer(hyper_util::rt::TokioTimer);
+
+impl CoarseTimer {
+    /// tokio's timer, with the coarse clock.
+    pub fn new() -> Self {
+        Self(hyper_util::rt::TokioTimer::new())
+    }
+}
+
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.0.sleep(duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.0.sleep_until(deadline)
+    }
+
+    fn reset(&self, sleep: &mut std::pin::Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
+        self.0.reset(sleep, new_deadline);
+    }
+
+    fn now(&self) -> Instant {
+        coarse_now()
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::{
+        sync::OnceLock,
+        time::{Duration, Instant},
+    };
+
+    use rustix::time::{ClockId, clock_gettime};
+
+    /// Nanoseconds on `clock`: one integer, so a reading costs no
+    /// `Duration` normalisation.
+    fn nanos(clock: ClockId) -> u64 {
+        let t = clock_gettime(clock);
+        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+        let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+        secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    }
+
+    /// A std instant and the coarse clock's reading taken together: std's
+    /// `Instant` cannot be made from a reading, only offset from another.
+    fn base() -> &'static (Instant, u64) {
+        static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
+        BASE.get_or_init(|| (Instant::now(), nanos(ClockId::MonotonicCoarse)))
+    }
+
+    pub(super) fn coarse_now() -> Instant {
+        let (instant, coarse) = base();
+        let since = nanos(ClockId::MonotonicCoarse).saturating_sub(*coarse);
+        *instant + Duration::from_nanos(since)
+    }
+
+    pub(super) fn coarse_unix() -> Option<Duration> {
+        Some(Duration::from_nanos(nanos(ClockId::RealtimeCoarse)))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    pub(super) fn coarse_now() -> Instant {
+        Instant::now()
+    }
+
+    pub(super) fn coarse_unix() -> Option<Duration> {
+        SystemTime::now().duration_since(UNIX_EPOCH).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_stays_within_a_few_ticks_of_the_precise_one() {
+        for _ in 0..1000 {
+            let (before, coarse, after) = (Instant::now(), coarse_now(), Instant::now());
+            // One tick behind at most, and the base pair's own tick ahead.
+            let slack = Duration::from_millis(25);
+            assert!(coarse + slack >= before, "{coarse:?} far behind {before:?}");
+            assert!(coarse <= after + slack, "{coarse:?} far ahead of {after:?}");
+        }
+        let precise = crate::domain::now_micros();
+        let coarse = coarse_unix_micros();
+        assert!((precise - coarse).abs() < 25_000, "{precise} vs {coarse}");
+    }
+
+    /// What a reading costs. Run with `cargo test -p tollgate-server
+    /// --release clock::tests::bench_reads -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn bench_reads() {
+        fn per_read<T>(f: impl Fn() -> T) -> u128 {
+            let n = 5_000_000u32;
+            let start = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(f());
+            }
+            start.elapsed().as_nanos() / u128::from(n)
+        }
+        eprintln!(
+            "Instant::now {} ns, coarse_now {} ns, now_micros {} ns, coarse_unix_micros {} ns",
+            per_read(Instant::now),
+            per_read(coarse_now),
+            per_read(crate::domain::now_micros),
+            per_read(coarse_unix_micros),
+        );
+    }
+
+    #[test]
+    fn the_coarse_clock_advances() {
+        let start = coarse_now();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(coarse_now() >= start + Duration::from_millis(20));
+    }
+}
