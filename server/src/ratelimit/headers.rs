@@ -4,9 +4,8 @@
 //! stands (remaining units, seconds until full). Only enforced policies
 //! are reported; shadow ones stay between the operator and the metrics.
 
-use std::time::Duration;
+use std::{cell::RefCell, time::Duration};
 
-use bytes::BytesMut;
 use http::HeaderValue;
 
 use super::{Algorithm, QuotaWindow, Verdict};
@@ -26,53 +25,70 @@ pub static RATELIMIT_NAME: http::HeaderName = http::HeaderName::from_static(RATE
 /// applied.
 ///
 /// Runs on every limited call, so it writes digits with `itoa` rather than
-/// through `fmt`, and hands the buffers over without a copy. `RateLimit`
+/// through `fmt`, into a thread's reused buffers. `RateLimit`
 /// changes with every call: it is marked sensitive, which HTTP/2 encodes
 /// as a never-indexed literal, so it does not churn the connection's HPACK
 /// table (evicting entries that do repeat, such as `RateLimit-Policy`).
 pub fn values(verdict: &Verdict) -> Option<(HeaderValue, HeaderValue)> {
-    // Frozen below without a reallocation (a `Vec` would be shrunk to
-    // its length first).
-    let mut policy = BytesMut::with_capacity(64);
-    let mut state = BytesMut::with_capacity(64);
-    let mut digits = itoa::Buffer::new();
-    for o in verdict.outcomes.iter().filter(|o| !o.shadow) {
-        if !policy.is_empty() {
-            policy.extend_from_slice(b", ");
-            state.extend_from_slice(b", ");
+    thread_local! {
+        // Written here, then copied once into each header value: one
+        // allocation per value, where a `BytesMut` per value, frozen,
+        // took two (the buffer, then the shared handle `freeze` makes of
+        // a buffer not filled to its capacity).
+        static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+    BUFFERS.with_borrow_mut(|(policy, state)| {
+        policy.clear();
+        state.clear();
+        let mut digits = itoa::Buffer::new();
+        for o in verdict.outcomes.iter().filter(|o| !o.shadow) {
+            if !policy.is_empty() {
+                policy.extend_from_slice(b", ");
+                state.extend_from_slice(b", ");
+            }
+            let name = o.short_name().as_bytes();
+            let window = match o.limit.algorithm {
+                Algorithm::Quota(QuotaWindow::Day) => 86_400,
+                Algorithm::Quota(QuotaWindow::Month) => 2_592_000,
+                _ => o.limit.period.as_secs().max(1),
+            };
+            for (out, first, first_value, second, second_value) in [
+                (&mut *policy, b";q=", o.limit.limit, b";w=", window),
+                (
+                    &mut *state,
+                    b";r=",
+                    o.decision.remaining,
+                    b";t=",
+                    ceil_secs(o.decision.reset_after),
+                ),
+            ] {
+                out.push(b'"');
+                out.extend_from_slice(name);
+                out.push(b'"');
+                out.extend_from_slice(first);
+                out.extend_from_slice(digits.format(first_value).as_bytes());
+                out.extend_from_slice(second);
+                out.extend_from_slice(digits.format(second_value).as_bytes());
+            }
         }
-        let name = o.short_name().as_bytes();
-        let window = match o.limit.algorithm {
-            Algorithm::Quota(QuotaWindow::Day) => 86_400,
-            Algorithm::Quota(QuotaWindow::Month) => 2_592_000,
-            _ => o.limit.period.as_secs().max(1),
+        let values = if policy.is_empty() {
+            None
+        } else {
+            let policy = HeaderValue::from_bytes(policy).ok();
+            let state = HeaderValue::from_bytes(state).ok().map(|mut state| {
+                state.set_sensitive(true);
+                state
+            });
+            policy.zip(state)
         };
-        for (out, first, first_value, second, second_value) in [
-            (&mut policy, b";q=", o.limit.limit, b";w=", window),
-            (
-                &mut state,
-                b";r=",
-                o.decision.remaining,
-                b";t=",
-                ceil_secs(o.decision.reset_after),
-            ),
-        ] {
-            out.extend_from_slice(b"\"");
-            out.extend_from_slice(name);
-            out.extend_from_slice(b"\"");
-            out.extend_from_slice(first);
-            out.extend_from_slice(digits.format(first_value).as_bytes());
-            out.extend_from_slice(second);
-            out.extend_from_slice(digits.format(second_value).as_bytes());
+        // A verdict of many policies leaves no large buffer behind.
+        for buffer in [policy, state] {
+            if buffer.capacity() > 4096 {
+                *buffer = Vec::new();
+            }
         }
-    }
-    if policy.is_empty() {
-        return None;
-    }
-    let policy = HeaderValue::from_maybe_shared(policy.freeze()).ok()?;
-    let mut state = HeaderValue::from_maybe_shared(state.freeze()).ok()?;
-    state.set_sensitive(true);
-    Some((policy, state))
+        values
+    })
 }
 
 /// `Retry-After` in whole seconds (rounded up, at least 1) for a refusal.
@@ -156,6 +172,20 @@ mod tests {
         assert_eq!(state, "\"api\";r=42;t=17, \"daily\";r=4999;t=17");
         assert!(state.is_sensitive(), "never indexed: it changes every call");
         assert!(!policy.is_sensitive());
+    }
+
+    #[test]
+    fn a_configured_default_is_named_whole() {
+        let verdict = Verdict {
+            outcomes: vec![outcome("default", Algorithm::Gcra, 10, 9, false)],
+            ..Verdict::default()
+        };
+        let (policy, state) = values(&verdict).unwrap();
+        assert_eq!(policy, "\"default\";q=10;w=60");
+        assert_eq!(state, "\"default\";r=9;t=17");
+        // The thread's buffers start afresh for the next verdict.
+        let (policy, _) = values(&verdict).unwrap();
+        assert_eq!(policy, "\"default\";q=10;w=60");
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Outcome {
 
     /// The header and metrics name of the policy: its final segment.
     pub fn short_name(&self) -> &str {
-        self.policy.rsplit('/').next().unwrap_or(&self.policy)
+        self.policy.short_name()
     }
 }
 
@@ -62,6 +62,12 @@ impl Outcome {
 pub struct PolicyName(Arc<PolicyHandle>);
 
 impl PolicyName {
+    /// The name's final segment, found when the handle was made: the
+    /// `RateLimit` headers name it on every limited call.
+    pub fn short_name(&self) -> &str {
+        self.0.name.get(self.0.short..).unwrap_or(&self.0.name)
+    }
+
     /// A name of a policy no rule set holds, for tests.
     #[cfg(test)]
     pub fn new(name: &str) -> Self {
@@ -207,6 +213,8 @@ impl Planned {
 /// the hot path neither formats labels nor looks them up.
 struct PolicyHandle {
     name: Arc<str>,
+    /// Where the final segment of `name` starts.
+    short: usize,
     allowed: Counter,
     refused: Counter,
     shadow_refused: Counter,
@@ -217,6 +225,7 @@ impl PolicyHandle {
         let c = |outcome: &'static str| counter!("tollgate_ratelimit_decisions_total", "policy" => name.to_owned(), "outcome" => outcome);
         Self {
             name: Arc::from(name),
+            short: name.rfind('/').map_or(0, |i| i + 1),
             allowed: c("allowed"),
             refused: c("refused"),
             shadow_refused: c("shadow_refused"),
@@ -454,7 +463,9 @@ impl RateLimiter {
         limit: Limit,
         kind: &str,
     ) -> Planned {
-        let mut key = String::with_capacity(64);
+        // Room for the uid, the kind and a principal's or key's resource
+        // name, so the usual key is built without growing.
+        let mut key = String::with_capacity(160);
         key.push_str(&rule.uid);
         key.push(':');
         key.push_str(kind);
