@@ -5,6 +5,9 @@
 # usage: callgrind.sh NAME BIN|echo [CALLS] [callgrind options...]
 #   BIN: a tollgate binary (GetOrganization with the bootstrap key), or
 #   "echo": the bench's echo baseline (BENCH: the directory of tollgate-bench).
+#   RATE_LIMIT=on: a policy limiting GetOrganization (10^9/s, as the
+#   ratelimit-server bench's) is created first; RATE_LIMIT=off: the server
+#   runs with --rate-limiting false. Unset: the default server, no policy.
 # Writes /tmp/callgrind/NAME/cg.out.1; read it with callgrind_annotate.
 # valgrind's CPU has no SHA-NI: sha2 runs its software rounds there.
 set -uo pipefail
@@ -23,10 +26,17 @@ if [[ $BIN == echo ]]; then
   URL=http://127.0.0.1:7101/tollgate.bench.echo.v1.EchoService/Echo; KEY=x
   sleep 8
 else
+  EXTRA=(); [[ ${RATE_LIMIT:-} == off ]] && EXTRA=(--rate-limiting false)
   "${VG[@]}" "$BIN" serve --listen 127.0.0.1:7101 --admin-listen 127.0.0.1:7102 \
-    --database-url "sqlite://$T/t.db" --bootstrap-key-file "$T/key" --log-level info > "$T/log" 2>&1 & PID=$!
+    --database-url "sqlite://$T/t.db" --bootstrap-key-file "$T/key" --log-level info "${EXTRA[@]}" > "$T/log" 2>&1 & PID=$!
   for _ in $(seq 600); do [[ -s $T/key ]] && break; sleep 0.2; done; sleep 3
   URL=http://127.0.0.1:7101/tollgate.v1.OrganizationService/GetOrganization; KEY=$(cat "$T/key")
+  if [[ ${RATE_LIMIT:-} == on ]]; then
+    curl -sf -X POST -H "x-api-key: $KEY" -H content-type:application/json -o /dev/null \
+      "http://127.0.0.1:7101/v1/organizations/root/rateLimitPolicies?rate_limit_policy_id=bench" \
+      -d '{"display_name":"bench","selector":{"method":"/tollgate.v1.OrganizationService/GetOrganization"},"limit":{"limit":"1000000000","period":"SECOND"}}'
+    sleep 2
+  fi
 fi
 H=(-H content-type:application/grpc -H te:trailers -H "x-api-key:$KEY")
 h2load -c 4 -m 8 -t 1 -n 2000 -d "$T/body" "${H[@]}" "$URL" > "$T/warm"
