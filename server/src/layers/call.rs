@@ -30,7 +30,7 @@ pub struct Call {
 
 /// What one layer leaves for the next.
 #[derive(Debug, Default)]
-pub struct Handoff {
+struct Handoff {
     authentication: Option<Authentication>,
     permit: Option<Caller>,
 }

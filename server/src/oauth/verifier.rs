@@ -23,7 +23,6 @@ use crate::domain::{
     Error, Result,
     authz::{Credential, Principal},
     names::PrincipalName,
-    now_micros,
     scope::Scopes,
 };
 use crate::store::ttl_cache::TtlCache;
@@ -135,7 +134,8 @@ impl AccessTokens {
     /// when it must be verified.
     pub fn cached(&self, token: &str, epoch: u64) -> Option<Arc<VerifiedAccess>> {
         let hit = self.verified.get(token)?;
-        if hit.epoch != epoch || hit.claims.exp <= now_micros() / 1_000_000 {
+        // `exp` is in seconds: the coarse clock (see `clock`) will do.
+        if hit.epoch != epoch || hit.claims.exp <= crate::clock::coarse_unix_micros() / 1_000_000 {
             return None;
         }
         Some(hit)
@@ -267,7 +267,7 @@ mod tests {
             .unwrap()
             .uid
             .clone();
-        let now = now_micros() / 1_000_000;
+        let now = crate::domain::now_micros() / 1_000_000;
         let token = |jti: &str| {
             ring.sign(
                 Algorithm::EdDSA,
