@@ -2,9 +2,9 @@
 //!
 //! Reads `authorization: Bearer <key>` or `x-api-key: <key>`, resolves the
 //! principal (cached) and leaves the outcome, an [`Authentication`], in
-//! the call's [`Call`] (made by the trace layer) for `authorize`. It refuses nothing itself: whether a method needs
-//! a caller at all is the method's policy, which the `authorize` layer
-//! applies next. Keeping the two apart lets JWTs join API keys here without
+//! the call's [`Call`] (made by the trace layer) for `authorize`. It
+//! refuses nothing itself: whether a method needs a caller at all is the
+//! method's policy, which the `authorize` layer applies next. Keeping the two apart lets JWTs join API keys here without
 //! touching the permission logic.
 
 use std::{

@@ -20,7 +20,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{BoxFuture, call::Call};
+use super::{BoxFuture, authorize::Caller, call::Call};
 use crate::{
     domain::authz::Principal,
     policy::{Policies, Policy},
@@ -301,12 +301,16 @@ impl<S> RateLimit<S> {
     ) -> Option<T> {
         let call = req.extensions().get::<Arc<Call>>();
         let principal = call.and_then(|c| c.principal());
+        let run = |permit: Option<&Caller>| {
+            let policy = match permit {
+                Some(caller) => caller.policy_arc(),
+                None => self.policies.get(req.uri().path())?,
+            };
+            Some(f(policy, principal))
+        };
         match call {
-            Some(c) => c.with_permit(|permit| match permit {
-                Some(caller) => Some(f(caller.policy_arc(), principal)),
-                None => self.policies.get(req.uri().path()).map(|p| f(p, principal)),
-            }),
-            None => self.policies.get(req.uri().path()).map(|p| f(p, principal)),
+            Some(c) => c.with_permit(run),
+            None => run(None),
         }
     }
 
