@@ -3,10 +3,10 @@
 //!
 //! **The layer's cost.** Two Tollgate servers run side by side with the
 //! same data: (a) with `--rate-limiting false`, whose layer passes every
-//! call untouched, and (b) with the layer on, where an organization policy
-//! selects the measured call, so every call is planned, decided (GCRA, a
-//! limit nobody reaches), metered for usage and answered with the
-//! `RateLimit` headers. Both serve GetOrganization with an API key, loaded
+//! call unlimited and only meters it for usage (as every server does), and
+//! (b) with the layer on, where an organization policy selects the
+//! measured call, so every call is also planned, decided (GCRA, a limit
+//! nobody reaches) and answered with the `RateLimit` headers. Both serve GetOrganization with an API key, loaded
 //! by h2load in ABBA rounds; the server CPU per call of (b) over (a) is
 //! judged against [`TARGET_LAYER_CPU_RATIO`]. Before the rounds, one call
 //! to each proves the layer is on in (b) (the policy's `RateLimit-Policy`

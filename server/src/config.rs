@@ -246,10 +246,11 @@ pub struct Settings {
     /// demand (RotateSigningKey).
     #[arg(long, env = "TOLLGATE_SIGNING_KEY_ROTATION_DAYS")]
     pub signing_key_rotation_days: Option<u64>,
-    /// Whether the rate-limit layer runs (default true). `false` serves
-    /// every call unlimited and unmetered (no usage counts, no `RateLimit`
-    /// headers), for a deployment whose gateway already limits; the
-    /// CheckRateLimit, ext_authz and global rate-limit APIs still answer.
+    /// Whether the rate-limit layer limits calls (default true). `false`
+    /// serves every call unlimited (no `RateLimit` headers), for a
+    /// deployment whose gateway already limits; calls are still counted
+    /// for usage and keys' last use, and the CheckRateLimit, ext_authz and
+    /// global rate-limit APIs still answer.
     #[arg(
         long,
         env = "TOLLGATE_RATE_LIMITING",

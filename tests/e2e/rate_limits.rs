@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
+use tollgate_client::v1::usage_service_client::UsageServiceClient;
 use tollgate_e2e::{
     Code, TestServer, backends, curl,
     fixtures::{org_name, sa_with_key},
-    v1::GetOrganizationRequest,
+    v1::{GetOrganizationRequest, GetUsageRequest},
 };
 
 /// A server whose principals get `limit` calls (of cost 1) per minute
@@ -80,7 +81,7 @@ async fn grpc_calls_over_the_limit_get_resource_exhausted_with_retry_info() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limiting_off_serves_every_call_without_headers() {
+async fn rate_limiting_off_serves_every_call_without_headers_but_counts_usage() {
     let backend = backends().remove(0);
     let mut server = TestServer::start_configured(&backend, |c| {
         c.principal_rate_limit = "2/h".into();
@@ -101,6 +102,22 @@ async fn rate_limiting_off_serves_every_call_without_headers() {
         assert!(r.metadata().get("ratelimit-policy").is_none());
         assert!(r.metadata().get("ratelimit").is_none());
     }
+    // Not limiting is not metering less: the calls are in the usage.
+    assert!(
+        server.flush_usage().await.unwrap() >= 1,
+        "usage rows written"
+    );
+    let usage = UsageServiceClient::new(server.admin().channel())
+        .get_usage(GetUsageRequest {
+            parent: org_name("root"),
+            granularity: "total".into(),
+            method: "/tollgate.v1.OrganizationService/GetOrganization".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((usage.total_calls, usage.total_cost), (5, 5), "{usage:?}");
     server.stop().await.unwrap();
 }
 

@@ -51,8 +51,9 @@ impl RateLimitLayer {
     }
 
     /// With `enabled` false, the services pass every call through
-    /// untouched: no limit, no usage count, no headers
-    /// (`--rate-limiting false`).
+    /// unlimited and without headers, but still count it for usage
+    /// (`--rate-limiting false`): a gateway in front may do the limiting,
+    /// but usage figures and keys' last use must not stop.
     pub fn enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
         self
@@ -232,6 +233,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if !self.enabled {
+            self.with_parts(&req, |policy, principal| {
+                if let Some(p) = principal {
+                    self.usage
+                        .record(p, &policy.path, policy.declared.cost, false);
+                }
+            });
             return pass(&mut self.inner, req, None);
         }
         if !self.limiter.is_shared() {
