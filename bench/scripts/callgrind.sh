@@ -8,6 +8,8 @@
 #   RATE_LIMIT=on: a policy limiting GetOrganization (10^9/s, as the
 #   ratelimit-server bench's) is created first; RATE_LIMIT=off: the server
 #   runs with --rate-limiting false. Unset: the default server, no policy.
+#   SERVER_ARGS: more `tollgate serve` arguments, split on spaces (say
+#   "--otlp-endpoint http://127.0.0.1:4317 --trace-sample-ratio 1").
 # Writes /tmp/callgrind/NAME/cg.out.1; read it with callgrind_annotate.
 # valgrind's CPU has no SHA-NI: sha2 runs its software rounds there.
 set -uo pipefail
@@ -27,6 +29,7 @@ if [[ $BIN == echo ]]; then
   sleep 8
 else
   EXTRA=(); [[ ${RATE_LIMIT:-} == off ]] && EXTRA=(--rate-limiting false)
+  read -r -a MORE <<< "${SERVER_ARGS:-}"; EXTRA+=("${MORE[@]}")
   "${VG[@]}" "$BIN" serve --listen 127.0.0.1:7101 --admin-listen 127.0.0.1:7102 \
     --database-url "sqlite://$T/t.db" --bootstrap-key-file "$T/key" --log-level info "${EXTRA[@]}" > "$T/log" 2>&1 & PID=$!
   for _ in $(seq 600); do [[ -s $T/key ]] && break; sleep 0.2; done; sleep 3

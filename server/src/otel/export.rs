@@ -19,7 +19,6 @@ use std::{
 
 use metrics::Counter;
 use opentelemetry::Context;
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithTonicConfig, tonic_types};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -30,7 +29,7 @@ use opentelemetry_sdk::{
     },
 };
 
-use super::{Error, http_url};
+use super::{Error, http_url, otlp::OtlpExporter};
 use crate::config::OtlpProtocol;
 
 /// Spans queued at most, between ended and exported (the SDK's default).
@@ -133,32 +132,13 @@ impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
     }
 }
 
-/// The OTLP exporter for `endpoint` over `protocol`. https endpoints are
-/// verified against the Mozilla roots.
-fn exporter(
-    endpoint: &str,
-    protocol: OtlpProtocol,
-) -> Result<opentelemetry_otlp::SpanExporter, Error> {
-    let built = match protocol {
-        OtlpProtocol::Grpc => {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_protocol(Protocol::Grpc)
-                .with_endpoint(endpoint);
-            if endpoint.starts_with("https://") {
-                builder = builder.with_tls_config(
-                    tonic_types::transport::ClientTlsConfig::new().with_webpki_roots(),
-                );
-            }
-            builder.build()
-        }
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(http_url(endpoint))
-            .build(),
-    };
-    built.map_err(|e| Error::Exporter(e.to_string()))
+/// The exporter for `endpoint` over `protocol` (OTLP/HTTP posts to
+/// `/v1/traces` under the address).
+fn exporter(endpoint: &str, protocol: OtlpProtocol) -> Result<OtlpExporter, Error> {
+    match protocol {
+        OtlpProtocol::Grpc => OtlpExporter::new(endpoint, protocol),
+        OtlpProtocol::HttpProtobuf => OtlpExporter::new(&http_url(endpoint), protocol),
+    }
 }
 
 /// Builds the provider, its exporter and batch processor on a thread of

@@ -25,7 +25,9 @@
 
 pub mod child;
 pub mod db;
+pub mod encode;
 pub mod export;
+pub mod otlp;
 pub mod propagation;
 pub mod server;
 
