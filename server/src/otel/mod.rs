@@ -15,14 +15,18 @@
 //!   Redis), and root spans for background work (jobs, the relay, webhook
 //!   deliveries); cache lookups are events on the call's span.
 //! - [`propagation`]: W3C `traceparent` in and out.
-//! - [`export`]: the batch export, counted and bounded: it never blocks a
-//!   call, and when the collector is down spans are dropped and counted
-//!   (`tollgate_trace_spans_dropped_total`).
+//! - [`export`], [`batch`], [`otlp`] and [`encode`]: the batch export,
+//!   counted and bounded: it never blocks a call, and when the collector is
+//!   down spans are dropped and counted (`tollgate_trace_spans_dropped_total`).
+//!   The batch processor and the OTLP exporter are ours: the SDK's woke its
+//!   task for nearly every span, and `opentelemetry-otlp` converted every
+//!   span into owned messages before encoding them (BENCHMARKS.md, "Traces").
 //!
 //! The tracer is process-wide (one exporter, one batch queue), installed by
 //! the first server that asks for it; the exporter runs on a runtime of its
 //! own thread so it outlives any one server's runtime (tests start many).
 
+pub mod batch;
 pub mod child;
 pub mod db;
 pub mod encode;
