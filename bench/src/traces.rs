@@ -307,7 +307,7 @@ pub async fn run(o: Options) -> Result<()> {
     }
     println!();
     println!(
-        "spans received while the 100% server ran: {spans_during_all} for {calls_sampled_all} calls ({:.2} per call; the rest were dropped and counted)",
+        "spans received while the 100% server ran (warm-ups included): {spans_during_all} for {calls_sampled_all} measured calls ({:.2} per call; a share below 1 was dropped and counted)",
         spans_during_all as f64 / calls_sampled_all.max(1) as f64
     );
     for line in export_lines {

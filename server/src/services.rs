@@ -104,12 +104,15 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> ServiceFuture {
-        let service = request
-            .uri()
-            .path()
-            .strip_prefix('/')
-            .and_then(|p| p.split('/').next())
-            .unwrap_or("");
+        // The service is the path's first segment. A byte scan: `split`'s
+        // char searcher cost twice as much on every call.
+        let path = request.uri().path().strip_prefix('/').unwrap_or("");
+        let service = path
+            .as_bytes()
+            .iter()
+            .position(|b| *b == b'/')
+            .and_then(|end| path.get(..end))
+            .unwrap_or(path);
         let inner = &self.0;
         // Each generated server is a reference count to clone; `call`
         // needs it mutable.

@@ -178,7 +178,7 @@ impl<S: super::HttpService> hyper::service::Service<Request<Incoming>> for ConnS
                 guard: Some(guard),
             };
         }
-        let timeout = match (self.request_timeout, grpc_timeout(req.headers())) {
+        let timeout = match (self.request_timeout, grpc_timeout(req.headers(), grpc)) {
             (Some(limit), Some(asked)) => Some(limit.min(asked)),
             (limit, asked) => limit.or(asked),
         };
@@ -330,8 +330,10 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 /// forwards it from `Grpc-Timeout`) or Connect's `connect-timeout-ms`,
 /// parsed as the protocol layers parse them. A malformed one is ignored
 /// here, as tonic's own server did; the protocol layers refuse it.
-fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers.get(&crate::http::headers::CONNECT_TIMEOUT_MS) {
+/// `connect-timeout-ms` is Connect's, never gRPC's: it is looked for only
+/// when the content type is not gRPC (a header lookup less per gRPC call).
+fn grpc_timeout(headers: &HeaderMap, grpc: bool) -> Option<Duration> {
+    if !grpc && let Some(ms) = headers.get(&crate::http::headers::CONNECT_TIMEOUT_MS) {
         return crate::http::headers::parse_connect_timeout(ms);
     }
     crate::http::headers::parse_grpc_timeout(headers.get(&crate::http::headers::GRPC_TIMEOUT)?)
@@ -434,7 +436,7 @@ mod tests {
 
     #[test]
     fn grpc_timeouts_parse_per_the_spec() {
-        let t = |v: &'static str| grpc_timeout(&headers(&[("grpc-timeout", v)]));
+        let t = |v: &'static str| grpc_timeout(&headers(&[("grpc-timeout", v)]), true);
         assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(t("2M"), Some(Duration::from_secs(120)));
         assert_eq!(t("3S"), Some(Duration::from_secs(3)));
@@ -443,12 +445,26 @@ mod tests {
         assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
         for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S", "+1S"] {
             assert_eq!(
-                grpc_timeout(&headers(&[("grpc-timeout", bad)])),
+                grpc_timeout(&headers(&[("grpc-timeout", bad)]), true),
                 None,
                 "{bad:?}"
             );
         }
-        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+        assert_eq!(grpc_timeout(&HeaderMap::new(), true), None);
+    }
+
+    #[test]
+    fn connects_timeout_is_read_for_connect_calls_only() {
+        let both = headers(&[("connect-timeout-ms", "1500"), ("grpc-timeout", "2S")]);
+        // A Connect (or HTTP/JSON) call: Connect's header.
+        assert_eq!(
+            grpc_timeout(&both, false),
+            Some(Duration::from_millis(1500))
+        );
+        // A gRPC call: gRPC's only.
+        assert_eq!(grpc_timeout(&both, true), Some(Duration::from_secs(2)));
+        let connect_only = headers(&[("connect-timeout-ms", "1500")]);
+        assert_eq!(grpc_timeout(&connect_only, true), None);
     }
 
     #[test]
