@@ -212,13 +212,8 @@ pub async fn run<E: SpanExporter>(task: Task<E>) {
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
-    use opentelemetry::{
-        InstrumentationScope,
-        trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
-    };
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
-
     use super::*;
+    use crate::otel::testing::span;
 
     /// An exporter that counts spans and calls, and can be made to fail.
     #[derive(Debug, Clone, Default)]
@@ -236,35 +231,6 @@ mod tests {
             }
             self.spans.fetch_add(batch.len(), Ordering::SeqCst);
             Ok(())
-        }
-    }
-
-    fn span(sampled: bool) -> SpanData {
-        let flags = if sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        };
-        SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(1u128),
-                SpanId::from(2u64),
-                flags,
-                false,
-                TraceState::default(),
-            ),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Server,
-            name: "s".into(),
-            start_time: std::time::SystemTime::UNIX_EPOCH,
-            end_time: std::time::SystemTime::UNIX_EPOCH,
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: InstrumentationScope::builder("t").build(),
         }
     }
 

@@ -234,6 +234,46 @@ pub async fn flush(limit: Duration) {
     let _ = tokio::time::timeout(limit, flushed).await;
 }
 
+/// Spans for the pipeline's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use opentelemetry::{
+        InstrumentationScope,
+        trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
+    };
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+    /// An ended server span named `s`, sampled or not.
+    pub(crate) fn span(sampled: bool) -> SpanData {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(1u128),
+                SpanId::from(2u64),
+                flags,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "s".into(),
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: std::time::SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("t").build(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

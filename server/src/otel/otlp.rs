@@ -276,7 +276,118 @@ fn timeout_from_env() -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest,
+        trace_service_server::{TraceService, TraceServiceServer},
+    };
+    use prost::Message as _;
+
     use super::*;
+    use crate::otel::testing::span;
+
+    /// What a receiver got: the request's headers and the span names.
+    type Seen = Arc<Mutex<Vec<(http::HeaderMap, Vec<String>)>>>;
+
+    fn names(request: &ExportTraceServiceRequest) -> Vec<String> {
+        request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    struct Grpc(Seen);
+
+    #[tonic::async_trait]
+    impl TraceService for Grpc {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let headers = request.metadata().clone().into_headers();
+            let names = names(request.get_ref());
+            self.0.lock().unwrap().push((headers, names));
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    /// A gRPC and an HTTP receiver on loopback, the latter answering
+    /// `status`.
+    async fn receivers(seen: &Seen, status: http::StatusCode) -> (String, String) {
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Grpc(seen.clone())))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc)),
+        );
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_url = format!("http://{}/v1/traces", http.local_addr().unwrap());
+        let seen = seen.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let request = ExportTraceServiceRequest::decode(body).unwrap();
+                    seen.lock().unwrap().push((headers, names(&request)));
+                    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                    (status, answer)
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(http, app).await });
+        (grpc_url, http_url)
+    }
+
+    #[tokio::test]
+    async fn both_transports_deliver_the_batch_with_the_configured_headers() {
+        let seen = Seen::default();
+        let (grpc_url, http_url) = receivers(&seen, http::StatusCode::OK).await;
+        for (url, protocol) in [
+            (grpc_url, OtlpProtocol::Grpc),
+            (http_url, OtlpProtocol::HttpProtobuf),
+        ] {
+            let mut exporter = OtlpExporter::new(&url, protocol).unwrap();
+            exporter.headers = parse_headers("x-tenant=acme,authorization=Bearer%20s3cret");
+            let sent = exporter.export(vec![span(true), span(true)]).await;
+            assert!(sent.is_ok(), "{protocol:?}: {sent:?}");
+            let (headers, names) = seen.lock().unwrap().pop().expect("an export arrived");
+            assert_eq!(names, ["s", "s"], "{protocol:?}");
+            assert_eq!(headers["x-tenant"], "acme", "{protocol:?}");
+            assert_eq!(headers["authorization"], "Bearer s3cret", "{protocol:?}");
+            let content_type = headers[http::header::CONTENT_TYPE].to_str().unwrap();
+            let want = match protocol {
+                OtlpProtocol::Grpc => "application/grpc",
+                OtlpProtocol::HttpProtobuf => "application/x-protobuf",
+            };
+            assert!(content_type.starts_with(want), "{content_type}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_or_unreachable_export_is_an_error() {
+        let seen = Seen::default();
+        let (_, http_url) = receivers(&seen, http::StatusCode::SERVICE_UNAVAILABLE).await;
+        let exporter = OtlpExporter::new(&http_url, OtlpProtocol::HttpProtobuf).unwrap();
+        let refused = exporter.export(vec![span(true)]).await;
+        assert!(
+            matches!(refused, Err(OTelSdkError::InternalFailure(_))),
+            "{refused:?}"
+        );
+        // Nothing listens on a port just released.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let exporter = OtlpExporter::new(&closed, OtlpProtocol::Grpc).unwrap();
+        let down = exporter.export(vec![span(true)]).await;
+        assert!(down.is_err(), "{down:?}");
+    }
 
     #[test]
     fn header_lists_are_parsed_and_percent_decoded() {
