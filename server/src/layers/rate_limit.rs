@@ -234,10 +234,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if !self.enabled {
             self.with_parts(&req, |policy, principal| {
-                if let Some(p) = principal {
-                    self.usage
-                        .record(p, &policy.path, policy.declared.cost, false);
-                }
+                meter(&self.usage, principal.map(|p| &**p), policy, false);
             });
             return pass(&mut self.inner, req, None);
         }
@@ -259,14 +256,11 @@ where
         };
         let Charged {
             plan,
-            cost,
             principal,
             policy,
         } = charged;
         if plan.is_empty() {
-            if let Some(p) = &principal {
-                self.usage.record(p, &policy.path, cost, false);
-            }
+            meter(&self.usage, principal.as_deref(), &policy, false);
             return pass(&mut self.inner, req, None);
         }
         // The readied service goes into the future; a clone stays.
@@ -277,10 +271,9 @@ where
         RateLimitFuture {
             state: State::Deciding {
                 decision: Box::pin(async move {
-                    let verdict = limiter.execute(plan, u64::from(cost), false).await;
-                    if let Some(p) = &principal {
-                        usage.record(p, &policy.path, cost, !verdict.allowed());
-                    }
+                    let cost = u64::from(policy.declared.cost);
+                    let verdict = limiter.execute(plan, cost, false).await;
+                    meter(&usage, principal.as_deref(), &policy, !verdict.allowed());
                     verdict
                 }),
                 pending: Some(Box::new((service, req))),
@@ -292,9 +285,16 @@ where
 /// What one call is charged, and by whom.
 struct Charged {
     plan: Plan,
-    cost: u32,
     principal: Option<Arc<Principal>>,
     policy: Arc<Policy>,
+}
+
+/// Counts a call of `policy`'s method by `principal` for usage (calls of
+/// no principal are not metered), charged the cost its option declares.
+fn meter(usage: &Usage, principal: Option<&Principal>, policy: &Policy, refused: bool) {
+    if let Some(p) = principal {
+        usage.record(p, &policy.path, policy.declared.cost, refused);
+    }
 }
 
 impl<S> RateLimit<S> {
@@ -353,10 +353,8 @@ impl<S> RateLimit<S> {
             let plan = self.plan(req, policy, principal.map(|p| &**p));
             let verdict = (!plan.is_empty())
                 .then(|| self.limiter.execute_local(plan, u64::from(cost), false));
-            if let Some(p) = principal {
-                let refused = verdict.as_ref().is_some_and(|v| !v.allowed());
-                self.usage.record(p, &policy.path, cost, refused);
-            }
+            let refused = verdict.as_ref().is_some_and(|v| !v.allowed());
+            meter(&self.usage, principal.map(|p| &**p), policy, refused);
             verdict
         })?
     }
@@ -366,7 +364,6 @@ impl<S> RateLimit<S> {
     fn charged<B>(&self, req: &Request<B>) -> Option<Charged> {
         self.with_parts(req, |policy, principal| Charged {
             plan: self.plan(req, policy, principal.map(|p| &**p)),
-            cost: policy.declared.cost,
             principal: principal.cloned(),
             policy: policy.clone(),
         })

@@ -234,6 +234,17 @@ mod tests {
         }
     }
 
+    /// Waits until `done` holds, a second at most (the assertions after
+    /// it say what was expected).
+    async fn eventually(done: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn settings(queue: usize, batch: usize, delay: Duration) -> Settings {
         Settings {
             queue,
@@ -255,12 +266,7 @@ mod tests {
         }
         batcher.on_end(span(false));
         // Two full batches, long before the hour's schedule.
-        for _ in 0..200 {
-            if exporter.spans.load(Ordering::SeqCst) == 8 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(|| exporter.spans.load(Ordering::SeqCst) == 8).await;
         assert_eq!(exporter.spans.load(Ordering::SeqCst), 8);
         assert_eq!(exporter.calls.load(Ordering::SeqCst), 2);
         // The ninth waits for its batch to fill, or for a flush; the
@@ -281,12 +287,7 @@ mod tests {
         );
         tokio::spawn(run(task));
         batcher.on_end(span(true));
-        for _ in 0..200 {
-            if exporter.spans.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(|| exporter.spans.load(Ordering::SeqCst) == 1).await;
         assert_eq!(exporter.spans.load(Ordering::SeqCst), 1);
     }
 
@@ -311,21 +312,11 @@ mod tests {
         tokio::spawn(run(task));
         batcher.on_end(span(true));
         batcher.on_end(span(true));
-        for _ in 0..200 {
-            if exporter.calls.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(|| exporter.calls.load(Ordering::SeqCst) == 1).await;
         exporter.fail.store(false, Ordering::SeqCst);
         batcher.on_end(span(true));
         batcher.on_end(span(true));
-        for _ in 0..200 {
-            if exporter.spans.load(Ordering::SeqCst) == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(|| exporter.spans.load(Ordering::SeqCst) == 2).await;
         assert_eq!(exporter.calls.load(Ordering::SeqCst), 2);
         assert_eq!(
             exporter.spans.load(Ordering::SeqCst),

@@ -177,7 +177,8 @@ fn partial(answer: &ExportTraceServiceResponse) {
 
 impl SpanExporter for OtlpExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let mut body = Vec::with_capacity(batch.len() * 512);
+        // `export_request` reserves the size it measured.
+        let mut body = Vec::new();
         encode::export_request(&self.resource, &batch, &mut body);
         // The spans are encoded: free them before waiting on the network.
         drop(batch);
@@ -402,13 +403,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_debug_form_shows_no_header_values() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
+    // On a runtime: the gRPC channel connects lazily on it.
+    #[tokio::test]
+    async fn the_debug_form_shows_no_header_values() {
         let mut exporter = OtlpExporter::new("http://127.0.0.1:4317", OtlpProtocol::Grpc).unwrap();
         exporter.headers = parse_headers("authorization=secret-token");
         let shown = format!("{exporter:?}");
@@ -416,13 +413,9 @@ mod tests {
         assert!(!shown.contains("secret-token"), "{shown}");
     }
 
-    #[test]
-    fn malformed_endpoints_are_refused() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
+    // On a runtime: the gRPC channel connects lazily on it.
+    #[tokio::test]
+    async fn malformed_endpoints_are_refused() {
         assert!(OtlpExporter::new("not a url", OtlpProtocol::HttpProtobuf).is_err());
         assert!(OtlpExporter::new("http://", OtlpProtocol::Grpc).is_err());
     }
