@@ -8,7 +8,7 @@ use std::{cell::RefCell, time::Duration};
 
 use http::HeaderValue;
 
-use super::{Algorithm, QuotaWindow, Verdict};
+use super::{Algorithm, Limit, QuotaWindow, Verdict};
 
 /// `RateLimit-Policy`, lower case as HTTP/2 and gRPC metadata want it.
 pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
@@ -24,71 +24,105 @@ pub static RATELIMIT_NAME: http::HeaderName = http::HeaderName::from_static(RATE
 /// The two header values for `verdict`, `None` when no enforced policy
 /// applied.
 ///
-/// Runs on every limited call, so it writes digits with `itoa` rather than
-/// through `fmt`, into a thread's reused buffers. `RateLimit`
-/// changes with every call: it is marked sensitive, which HTTP/2 encodes
-/// as a never-indexed literal, so it does not churn the connection's HPACK
-/// table (evicting entries that do repeat, such as `RateLimit-Policy`).
+/// Runs on every limited call. `RateLimit-Policy` only changes with the
+/// rules, so each policy's value is made when its rules are loaded
+/// ([`policy_value`]) and a call of one enforced policy clones it (a
+/// reference count) rather than formatting and allocating it again.
+/// `RateLimit` changes with every call: its digits are written with
+/// `itoa` rather than through `fmt`, into a thread's reused buffer, and
+/// it is marked sensitive, which HTTP/2 encodes as a never-indexed
+/// literal, so it does not churn the connection's HPACK table (evicting
+/// entries that do repeat, such as `RateLimit-Policy`).
 pub fn values(verdict: &Verdict) -> Option<(HeaderValue, HeaderValue)> {
     thread_local! {
-        // Written here, then copied once into each header value: one
+        // Written here, then copied once into the header value: one
         // allocation per value, where a `BytesMut` per value, frozen,
         // took two (the buffer, then the shared handle `freeze` makes of
         // a buffer not filled to its capacity).
         static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     }
+    let mut enforced = verdict.outcomes.iter().filter(|o| !o.shadow);
+    let first = enforced.next()?;
+    let only = enforced.next().is_none();
     BUFFERS.with_borrow_mut(|(policy, state)| {
         policy.clear();
         state.clear();
         let mut digits = itoa::Buffer::new();
         for o in verdict.outcomes.iter().filter(|o| !o.shadow) {
-            if !policy.is_empty() {
-                policy.extend_from_slice(b", ");
+            if !state.is_empty() {
                 state.extend_from_slice(b", ");
             }
-            let name = o.short_name().as_bytes();
-            let window = match o.limit.algorithm {
-                Algorithm::Quota(QuotaWindow::Day) => 86_400,
-                Algorithm::Quota(QuotaWindow::Month) => 2_592_000,
-                _ => o.limit.period.as_secs().max(1),
-            };
-            for (out, first, first_value, second, second_value) in [
-                (&mut *policy, b";q=", o.limit.limit, b";w=", window),
-                (
-                    &mut *state,
-                    b";r=",
-                    o.decision.remaining,
-                    b";t=",
-                    ceil_secs(o.decision.reset_after),
-                ),
-            ] {
-                out.push(b'"');
-                out.extend_from_slice(name);
-                out.push(b'"');
-                out.extend_from_slice(first);
-                out.extend_from_slice(digits.format(first_value).as_bytes());
-                out.extend_from_slice(second);
-                out.extend_from_slice(digits.format(second_value).as_bytes());
+            write_entry(
+                state,
+                o.short_name(),
+                (b";r=", o.decision.remaining),
+                (b";t=", ceil_secs(o.decision.reset_after)),
+                &mut digits,
+            );
+            if only {
+                continue;
+            }
+            if !policy.is_empty() {
+                policy.extend_from_slice(b", ");
+            }
+            match o.policy.policy_value(&o.limit) {
+                Some(made) => policy.extend_from_slice(made.as_bytes()),
+                None => write_policy(policy, o.short_name(), &o.limit, &mut digits),
             }
         }
-        let values = if policy.is_empty() {
-            None
-        } else {
-            let policy = HeaderValue::from_bytes(policy).ok();
-            let state = HeaderValue::from_bytes(state).ok().map(|mut state| {
-                state.set_sensitive(true);
-                state
-            });
-            policy.zip(state)
+        let policy_header = match (only, first.policy.policy_value(&first.limit)) {
+            (true, Some(made)) => Some(made.clone()),
+            (true, None) => policy_value(first.short_name(), &first.limit),
+            (false, _) => HeaderValue::from_bytes(policy).ok(),
         };
+        let state_value = HeaderValue::from_bytes(state).ok().map(|mut state| {
+            state.set_sensitive(true);
+            state
+        });
         // A verdict of many policies leaves no large buffer behind.
         for buffer in [policy, state] {
             if buffer.capacity() > 4096 {
                 *buffer = Vec::new();
             }
         }
-        values
+        policy_header.zip(state_value)
     })
+}
+
+/// The `RateLimit-Policy` entry of the policy named `name` (its final
+/// segment) enforcing `limit`: made once per policy when rules load.
+pub fn policy_value(name: &str, limit: &Limit) -> Option<HeaderValue> {
+    let mut out = Vec::new();
+    write_policy(&mut out, name, limit, &mut itoa::Buffer::new());
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// Writes `"name";q=100;w=60`: the quota and its window in seconds.
+fn write_policy(out: &mut Vec<u8>, name: &str, limit: &Limit, digits: &mut itoa::Buffer) {
+    let window = match limit.algorithm {
+        Algorithm::Quota(QuotaWindow::Day) => 86_400,
+        Algorithm::Quota(QuotaWindow::Month) => 2_592_000,
+        _ => limit.period.as_secs().max(1),
+    };
+    write_entry(out, name, (b";q=", limit.limit), (b";w=", window), digits);
+}
+
+/// Writes one structured-field list member: `"name"` and two integer
+/// parameters.
+fn write_entry(
+    out: &mut Vec<u8>,
+    name: &str,
+    (first, first_value): (&[u8], u64),
+    (second, second_value): (&[u8], u64),
+    digits: &mut itoa::Buffer,
+) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
+    out.extend_from_slice(first);
+    out.extend_from_slice(digits.format(first_value).as_bytes());
+    out.extend_from_slice(second);
+    out.extend_from_slice(digits.format(second_value).as_bytes());
 }
 
 /// `Retry-After` in whole seconds (rounded up, at least 1) for a refusal.

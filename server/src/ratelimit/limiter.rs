@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 
 use metrics::{Counter, counter};
 
@@ -68,10 +69,20 @@ impl PolicyName {
         self.0.name.get(self.0.short..).unwrap_or(&self.0.name)
     }
 
+    /// The `RateLimit-Policy` value of this policy enforcing `limit`,
+    /// made when the rules were loaded.
+    pub fn policy_value(&self, limit: &Limit) -> Option<&HeaderValue> {
+        self.0
+            .policy_values
+            .iter()
+            .find(|(made_for, _)| made_for == limit)
+            .map(|(_, value)| value)
+    }
+
     /// A name of a policy no rule set holds, for tests.
     #[cfg(test)]
     pub fn new(name: &str) -> Self {
-        Self(Arc::new(PolicyHandle::new(name)))
+        Self(Arc::new(PolicyHandle::new(name, [])))
     }
 }
 
@@ -209,8 +220,9 @@ impl Planned {
     }
 }
 
-/// A policy's name and its decision counters, made once per rule set so
-/// the hot path neither formats labels nor looks them up.
+/// A policy's name, its decision counters and its `RateLimit-Policy`
+/// values, made once per rule set so the hot path neither formats labels
+/// nor looks them up.
 struct PolicyHandle {
     name: Arc<str>,
     /// Where the final segment of `name` starts.
@@ -218,17 +230,26 @@ struct PolicyHandle {
     allowed: Counter,
     refused: Counter,
     shadow_refused: Counter,
+    /// The header value for each limit the policy enforces (its rate, its
+    /// quota; the defaults' two).
+    policy_values: Vec<(Limit, HeaderValue)>,
 }
 
 impl PolicyHandle {
-    fn new(name: &str) -> Self {
+    fn new(name: &str, limits: impl IntoIterator<Item = Limit>) -> Self {
         let c = |outcome: &'static str| counter!("tollgate_ratelimit_decisions_total", "policy" => name.to_owned(), "outcome" => outcome);
+        let short = name.rfind('/').map_or(0, |i| i + 1);
+        let short_name = name.get(short..).unwrap_or(name);
         Self {
             name: Arc::from(name),
-            short: name.rfind('/').map_or(0, |i| i + 1),
+            short,
             allowed: c("allowed"),
             refused: c("refused"),
             shadow_refused: c("shadow_refused"),
+            policy_values: limits
+                .into_iter()
+                .filter_map(|l| Some((l, super::headers::policy_value(short_name, &l)?)))
+                .collect(),
         }
     }
 
@@ -264,11 +285,18 @@ struct Inner {
     generation: tokio::sync::watch::Sender<u64>,
 }
 
-/// The policies in force, with each one's handle.
+/// The policies in force, and per organization each rule beside its
+/// handle in matching order, so a call finds both in one lookup.
 #[derive(Default)]
 struct Loaded {
     rules: Arc<RuleSet>,
-    handles: std::collections::HashMap<Box<str>, Arc<PolicyHandle>, foldhash::fast::RandomState>,
+    by_org: std::collections::HashMap<Box<str>, Vec<Compiled>, foldhash::fast::RandomState>,
+}
+
+/// A rule and its handle.
+struct Compiled {
+    rule: Arc<Rule>,
+    handle: Arc<PolicyHandle>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -292,7 +320,10 @@ impl RateLimiter {
                 fail_open: counter!("tollgate_ratelimit_store_failures_total", "applied" => "fail_open"),
                 fail_closed: counter!("tollgate_ratelimit_store_failures_total", "applied" => "fail_closed"),
                 defaults,
-                default_handle: Arc::new(PolicyHandle::new("default")),
+                default_handle: Arc::new(PolicyHandle::new(
+                    "default",
+                    defaults.principal.into_iter().chain(defaults.anonymous),
+                )),
                 generation: tokio::sync::watch::Sender::new(0),
             }),
         }
@@ -323,13 +354,25 @@ impl RateLimiter {
 
     /// Replaces the policies; calls decided from now on see the new ones.
     pub fn set_rules(&self, rules: RuleSet) {
-        let handles = rules
-            .iter()
-            .map(|rule| (rule.name.clone(), Arc::new(PolicyHandle::new(&rule.name))))
+        let by_org = rules
+            .orgs()
+            .map(|(org, list)| {
+                let compiled = list
+                    .iter()
+                    .map(|rule| Compiled {
+                        rule: rule.clone(),
+                        handle: Arc::new(PolicyHandle::new(
+                            &rule.name,
+                            rule.limit.into_iter().chain(rule.quota),
+                        )),
+                    })
+                    .collect();
+                (Box::from(org), compiled)
+            })
             .collect();
         self.inner.loaded.store(Arc::new(Loaded {
             rules: Arc::new(rules),
-            handles,
+            by_org,
         }));
     }
 
@@ -411,7 +454,7 @@ impl RateLimiter {
         let mut plan = Vec::new();
         let mut rate_found = false;
         if let Some(org) = org {
-            for rule in loaded.rules.of(org) {
+            for Compiled { rule, handle } in loaded.by_org.get(org).map_or(&[][..], Vec::as_slice) {
                 if !rule.matches(facts) {
                     continue;
                 }
@@ -419,10 +462,10 @@ impl RateLimiter {
                     && (rule.shadow || !rate_found)
                 {
                     rate_found |= !rule.shadow;
-                    plan.push(self.planned(&loaded, rule, facts, limit, "r"));
+                    plan.push(planned(rule, handle, facts, limit, "r"));
                 }
                 if let Some(quota) = rule.quota {
-                    plan.push(self.planned(&loaded, rule, facts, quota, "q"));
+                    plan.push(planned(rule, handle, facts, quota, "q"));
                 }
             }
         }
@@ -454,34 +497,153 @@ impl RateLimiter {
         plan.sort_by_key(|p| (p.shadow, matches!(p.limit.algorithm, Algorithm::Quota(_))));
         Plan(plan)
     }
+}
 
-    fn planned(
-        &self,
-        loaded: &Loaded,
-        rule: &Rule,
-        facts: &Facts<'_>,
-        limit: Limit,
-        kind: &str,
-    ) -> Planned {
-        // Room for the uid, the kind and a principal's or key's resource
-        // name, so the usual key is built without growing.
-        let mut key = String::with_capacity(160);
-        key.push_str(&rule.uid);
-        key.push(':');
-        key.push_str(kind);
-        key.push(':');
-        rule.partition(facts, &mut key);
-        let policy = loaded
-            .handles
-            .get(rule.name.as_ref())
-            .cloned()
-            .unwrap_or_else(|| Arc::new(PolicyHandle::new(&rule.name)));
-        Planned {
-            key,
-            limit,
-            policy,
-            shadow: rule.shadow,
-            fail_closed: rule.fail_closed,
-        }
+/// The charge of `rule` (whose handle is `handle`) enforcing `limit`
+/// (`kind`: `r` for its rate, `q` for its quota) on the call of `facts`.
+fn planned(
+    rule: &Rule,
+    handle: &Arc<PolicyHandle>,
+    facts: &Facts<'_>,
+    limit: Limit,
+    kind: &str,
+) -> Planned {
+    // Room for the uid, the kind and a principal's or key's resource
+    // name, so the usual key is built without growing.
+    let mut key = String::with_capacity(160);
+    key.push_str(&rule.uid);
+    key.push(':');
+    key.push_str(kind);
+    key.push(':');
+    rule.partition(facts, &mut key);
+    Planned {
+        key,
+        limit,
+        policy: handle.clone(),
+        shadow: rule.shadow,
+        fail_closed: rule.fail_closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rate_limit_policy::{
+        FailureMode, KeyBy, PolicySpec, Quota, QuotaPeriod, Rate, RateAlgorithm, RatePeriod,
+        Selector,
+    };
+    use crate::ratelimit::headers;
+
+    fn rule(name: &str, rate: Option<Rate>, quota: Option<Quota>) -> Rule {
+        Rule::compile(
+            &format!("uid-{name}"),
+            &format!("organizations/acme/rateLimitPolicies/{name}"),
+            "acme",
+            &PolicySpec {
+                display_name: String::new(),
+                selector: Selector::default(),
+                rate,
+                quota,
+                algorithm: RateAlgorithm::Gcra,
+                shadow: false,
+                failure_mode: FailureMode::Open,
+                key_by: KeyBy::Organization,
+            },
+        )
+    }
+
+    fn decide(limiter: &RateLimiter) -> Verdict {
+        let facts = Facts {
+            org: Some("acme"),
+            principal: None,
+            method: "/tollgate.v1.OrganizationService/GetOrganization",
+            source: None,
+            headers: None,
+            descriptors: None,
+        };
+        limiter.check(&facts, 1, false)
+    }
+
+    #[test]
+    fn a_policys_header_value_is_made_once_when_rules_load() {
+        let limiter = RateLimiter::new(Defaults::default(), 1000, None);
+        let rate = Rate {
+            limit: 10,
+            period: RatePeriod::Minute,
+            burst: None,
+        };
+        limiter.set_rules(RuleSet::new([rule("api", Some(rate), None)]));
+        let verdict = decide(&limiter);
+        let (policy, state) = headers::values(&verdict).unwrap();
+        assert_eq!(policy, "\"api\";q=10;w=60");
+        assert_eq!(state, "\"api\";r=9;t=6");
+        // The call's value is the loaded one, shared, not made again.
+        let outcome = &verdict.outcomes[0];
+        let made = outcome.policy.policy_value(&outcome.limit).unwrap();
+        assert_eq!(policy.as_bytes().as_ptr(), made.as_bytes().as_ptr());
+
+        // New rules, new values: the limit changed without a restart.
+        let faster = Rate { limit: 20, ..rate };
+        limiter.set_rules(RuleSet::new([rule("api", Some(faster), None)]));
+        let (policy, _) = headers::values(&decide(&limiter)).unwrap();
+        assert_eq!(policy, "\"api\";q=20;w=60");
+    }
+
+    #[test]
+    fn a_rate_and_its_quota_are_listed_from_their_made_values() {
+        let limiter = RateLimiter::new(Defaults::default(), 1000, None);
+        limiter.set_rules(RuleSet::new([rule(
+            "api",
+            Some(Rate {
+                limit: 5,
+                period: RatePeriod::Second,
+                burst: None,
+            }),
+            Some(Quota {
+                limit: 1000,
+                period: QuotaPeriod::Day,
+            }),
+        )]));
+        let verdict = decide(&limiter);
+        assert_eq!(verdict.outcomes.len(), 2);
+        let (policy, state) = headers::values(&verdict).unwrap();
+        assert_eq!(policy, "\"api\";q=5;w=1, \"api\";q=1000;w=86400");
+        assert!(
+            state
+                .to_str()
+                .unwrap()
+                .starts_with("\"api\";r=4;t=1, \"api\";r=999;t=")
+        );
+    }
+
+    #[test]
+    fn the_defaults_header_values_are_made_at_start() {
+        let limit = Limit {
+            algorithm: Algorithm::Gcra,
+            limit: 100,
+            period: Duration::from_secs(1),
+            burst: 200,
+        };
+        let limiter = RateLimiter::new(
+            Defaults {
+                anonymous: Some(limit),
+                principal: None,
+            },
+            1000,
+            None,
+        );
+        let facts = Facts {
+            org: None,
+            principal: None,
+            method: "/grpc.health.v1.Health/Check",
+            source: Some([127, 0, 0, 1].into()),
+            headers: None,
+            descriptors: None,
+        };
+        let verdict = limiter.check(&facts, 1, false);
+        let (policy, _) = headers::values(&verdict).unwrap();
+        assert_eq!(policy, "\"default\";q=100;w=1");
+        let made = verdict.outcomes[0].policy.policy_value(&limit).unwrap();
+        assert_eq!(policy.as_bytes().as_ptr(), made.as_bytes().as_ptr());
     }
 }

@@ -141,9 +141,11 @@ impl RuleSet {
         Self { by_org }
     }
 
-    /// The rules of `org`, most specific first.
-    pub fn of(&self, org: &str) -> &[Arc<Rule>] {
-        self.by_org.get(org).map(Vec::as_slice).unwrap_or(&[])
+    /// Each organization's id and rules, most specific first.
+    pub fn orgs(&self) -> impl Iterator<Item = (&str, &[Arc<Rule>])> {
+        self.by_org
+            .iter()
+            .map(|(org, list)| (&**org, list.as_slice()))
     }
 
     /// Every rule, in no particular order.
