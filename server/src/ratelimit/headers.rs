@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn values_list_enforced_policies_in_structured_field_form() {
         let verdict = Verdict {
-            outcomes: vec![
+            outcomes: smallvec::smallvec![
                 outcome(
                     "organizations/o/rateLimitPolicies/api",
                     Algorithm::Gcra,
@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn a_configured_default_is_named_whole() {
         let verdict = Verdict {
-            outcomes: vec![outcome("default", Algorithm::Gcra, 10, 9, false)],
+            outcomes: smallvec::smallvec![outcome("default", Algorithm::Gcra, 10, 9, false)],
             ..Verdict::default()
         };
         let (policy, state) = values(&verdict).unwrap();
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn no_enforced_policy_gives_no_headers() {
         let only_shadow = Verdict {
-            outcomes: vec![outcome("p", Algorithm::Gcra, 1, 0, true)],
+            outcomes: smallvec::smallvec![outcome("p", Algorithm::Gcra, 1, 0, true)],
             ..Verdict::default()
         };
         assert!(values(&only_shadow).is_none());

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use metrics::{Counter, counter};
+use smallvec::SmallVec;
 
 use super::{
     RedisLimiter,
@@ -106,12 +107,15 @@ impl std::fmt::Display for PolicyName {
     }
 }
 
+/// A verdict's outcomes.
+pub type Outcomes = SmallVec<[Outcome; 1]>;
+
 /// The decision for one call.
 #[derive(Debug, Clone, Default)]
 pub struct Verdict {
     /// One per charge: the enforced rate limit first (if any), then quotas,
-    /// then shadow policies.
-    pub outcomes: Vec<Outcome>,
+    /// then shadow policies. Inline for one, as almost every call has.
+    pub outcomes: Outcomes,
     /// A fail-closed policy could not be decided (Redis down): refuse with
     /// UNAVAILABLE, naming it.
     pub unavailable: Option<PolicyName>,
@@ -143,9 +147,10 @@ struct Planned {
 }
 
 /// The charges one call makes, owned, so a decision can be awaited
-/// after the request has moved on.
+/// after the request has moved on. Inline for one charge, as almost
+/// every call makes.
 #[derive(Default)]
-pub struct Plan(Vec<Planned>);
+pub struct Plan(SmallVec<[Planned; 1]>);
 
 impl Plan {
     /// Whether the call is charged nothing.
@@ -422,7 +427,7 @@ impl RateLimiter {
                     self.inner.fail_closed.increment(1);
                     tracing::debug!(error = %e, policy = %closed.policy.name, "rate-limit store unavailable; failing closed");
                     return Verdict {
-                        outcomes: Vec::new(),
+                        outcomes: Outcomes::new(),
                         unavailable: Some(PolicyName(closed.policy.clone())),
                     };
                 }
@@ -451,7 +456,7 @@ impl RateLimiter {
     pub fn plan(&self, facts: &Facts<'_>) -> Plan {
         let loaded = self.inner.loaded.load();
         let org = facts.org.or(facts.principal.map(|p| p.org.as_str()));
-        let mut plan = Vec::new();
+        let mut plan: SmallVec<[Planned; 1]> = SmallVec::new();
         let mut rate_found = false;
         if let Some(org) = org {
             for Compiled { rule, handle } in loaded.by_org.get(org).map_or(&[][..], Vec::as_slice) {

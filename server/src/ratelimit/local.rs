@@ -73,30 +73,36 @@ impl Local {
         // A poisoned shard only means another call panicked mid-update of
         // plain integers: the data is still usable.
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let state = shard
-            .counters
-            .get(charge.key)
-            .filter(|c| c.idle_at > now_us)
-            .map(|c| c.state);
+        // One lookup for a known key, decided and updated in place: the
+        // key is hashed and compared once, not once to read and again to
+        // write.
+        if let Some(counter) = shard.counters.get_mut(charge.key) {
+            let state = (counter.idle_at > now_us).then_some(counter.state);
+            let (decision, kept) = charge
+                .limit
+                .decide(state, now_us, charge.cost, charge.dry_run);
+            if let Some(kept) = kept
+                && Some(kept) != state
+            {
+                *counter = Counter {
+                    state: kept,
+                    idle_at: idle_at(charge.limit, &kept, now_us),
+                };
+            }
+            return decision;
+        }
         let (decision, kept) = charge
             .limit
-            .decide(state, now_us, charge.cost, charge.dry_run);
-        if let Some(kept) = kept
-            && Some(kept) != state
-        {
+            .decide(None, now_us, charge.cost, charge.dry_run);
+        if let Some(kept) = kept {
+            if shard.counters.len() >= self.per_shard {
+                shard.make_room(now_us);
+            }
             let counter = Counter {
                 state: kept,
                 idle_at: idle_at(charge.limit, &kept, now_us),
             };
-            match shard.counters.get_mut(charge.key) {
-                Some(c) => *c = counter,
-                None => {
-                    if shard.counters.len() >= self.per_shard {
-                        shard.make_room(now_us);
-                    }
-                    shard.counters.insert(charge.key.into(), counter);
-                }
-            }
+            shard.counters.insert(charge.key.into(), counter);
         }
         decision
     }

@@ -21,5 +21,5 @@ pub mod rules;
 
 pub use self::redis::{RedisLimitError, RedisLimiter};
 pub use limit::{Algorithm, Charge, Decision, Limit, QuotaWindow, State};
-pub use limiter::{Defaults, Outcome, RateLimiter, Verdict};
+pub use limiter::{Defaults, Outcome, Outcomes, RateLimiter, Verdict};
 pub use rules::{Facts, KeyBy, MethodMatch, Rule, RuleSet};
