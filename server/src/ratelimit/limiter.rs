@@ -139,7 +139,8 @@ impl Verdict {
 
 /// One charge to make, with what it is for.
 struct Planned {
-    key: String,
+    /// Where its counter's key lies in [`Plan::keys`].
+    key: std::ops::Range<usize>,
     limit: Limit,
     policy: Arc<PolicyHandle>,
     shadow: bool,
@@ -148,21 +149,77 @@ struct Planned {
 
 /// The charges one call makes, owned, so a decision can be awaited
 /// after the request has moved on. Inline for one charge, as almost
-/// every call makes.
+/// every call makes, and their keys written one after the other into
+/// one buffer that the thread lends and gets back when the plan is
+/// dropped: planning a call allocates nothing once the thread has
+/// planned one.
 #[derive(Default)]
-pub struct Plan(SmallVec<[Planned; 1]>);
+pub struct Plan {
+    charges: SmallVec<[Planned; 1]>,
+    keys: String,
+}
+
+thread_local! {
+    /// The key buffer of the thread's next plan.
+    static KEYS: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        let mut keys = std::mem::take(&mut self.keys);
+        // A plan of many long keys leaves no large buffer behind.
+        if keys.capacity() <= 1024 {
+            keys.clear();
+            KEYS.set(keys);
+        }
+    }
+}
 
 impl Plan {
+    /// An empty plan with the thread's key buffer.
+    fn new() -> Self {
+        Self {
+            charges: SmallVec::new(),
+            keys: KEYS.take(),
+        }
+    }
+
     /// Whether the call is charged nothing.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.charges.is_empty()
+    }
+
+    /// Adds a charge whose key `write_key` writes.
+    fn push(
+        &mut self,
+        limit: Limit,
+        policy: &Arc<PolicyHandle>,
+        (shadow, fail_closed): (bool, bool),
+        write_key: impl FnOnce(&mut String),
+    ) {
+        let start = self.keys.len();
+        // Room for a policy uid, the kind and a principal's or key's
+        // resource name, so the usual key is written without growing.
+        self.keys.reserve(160);
+        write_key(&mut self.keys);
+        self.charges.push(Planned {
+            key: start..self.keys.len(),
+            limit,
+            policy: policy.clone(),
+            shadow,
+            fail_closed,
+        });
+    }
+
+    fn key(&self, p: &Planned) -> &str {
+        self.keys.get(p.key.clone()).unwrap_or_default()
     }
 
     fn charges(&self, cost: u64, dry_run: bool) -> Vec<Charge<'_>> {
-        self.0
+        self.charges
             .iter()
             .map(|p| Charge {
-                key: &p.key,
+                key: self.key(p),
                 limit: &p.limit,
                 cost,
                 dry_run,
@@ -172,17 +229,17 @@ impl Plan {
 
     /// The verdict of deciding each charge with `decide`, in order.
     fn decide_each(
-        self,
+        mut self,
         mut decide: impl FnMut(Charge<'_>) -> Decision,
         cost: u64,
         dry_run: bool,
     ) -> Verdict {
-        let outcomes = self
-            .0
+        let charges = std::mem::take(&mut self.charges);
+        let outcomes = charges
             .into_iter()
             .map(|p| {
                 let decision = decide(Charge {
-                    key: &p.key,
+                    key: self.key(&p),
                     limit: &p.limit,
                     cost,
                     dry_run,
@@ -198,9 +255,8 @@ impl Plan {
 
     /// The verdict of `decisions`, one per charge in order (a shared
     /// store's answer to [`Plan::charges`]).
-    fn verdict(self, decisions: Vec<Decision>) -> Verdict {
-        let outcomes = self
-            .0
+    fn verdict(mut self, decisions: Vec<Decision>) -> Verdict {
+        let outcomes = std::mem::take(&mut self.charges)
             .into_iter()
             .zip(decisions)
             .map(|(p, decision)| p.outcome(decision))
@@ -416,14 +472,14 @@ impl RateLimiter {
         let Some(redis) = &self.inner.redis else {
             return self.execute_local(plan, cost, dry_run);
         };
-        if plan.0.is_empty() {
+        if plan.is_empty() {
             return Verdict::default();
         }
         let answer = redis.decide(&plan.charges(cost, dry_run)).await;
         match answer {
             Ok(decisions) => plan.verdict(decisions),
             Err(e) => {
-                if let Some(closed) = plan.0.iter().find(|p| p.fail_closed && !p.shadow) {
+                if let Some(closed) = plan.charges.iter().find(|p| p.fail_closed && !p.shadow) {
                     self.inner.fail_closed.increment(1);
                     tracing::debug!(error = %e, policy = %closed.policy.name, "rate-limit store unavailable; failing closed");
                     return Verdict {
@@ -440,7 +496,7 @@ impl RateLimiter {
 
     /// Decides `plan` on this replica's counters.
     pub fn execute_local(&self, plan: Plan, cost: u64, dry_run: bool) -> Verdict {
-        if plan.0.is_empty() {
+        if plan.is_empty() {
             return Verdict::default();
         }
         // One charge at a time, straight into the verdict: this runs on
@@ -456,78 +512,66 @@ impl RateLimiter {
     pub fn plan(&self, facts: &Facts<'_>) -> Plan {
         let loaded = self.inner.loaded.load();
         let org = facts.org.or(facts.principal.map(|p| p.org.as_str()));
-        let mut plan: SmallVec<[Planned; 1]> = SmallVec::new();
+        let mut plan = Plan::new();
         let mut rate_found = false;
         if let Some(org) = org {
             for Compiled { rule, handle } in loaded.by_org.get(org).map_or(&[][..], Vec::as_slice) {
                 if !rule.matches(facts) {
                     continue;
                 }
+                let flags = (rule.shadow, rule.fail_closed);
                 if let Some(limit) = rule.limit
                     && (rule.shadow || !rate_found)
                 {
                     rate_found |= !rule.shadow;
-                    plan.push(planned(rule, handle, facts, limit, "r"));
+                    plan.push(limit, handle, flags, |key| rule_key(key, rule, facts, "r"));
                 }
                 if let Some(quota) = rule.quota {
-                    plan.push(planned(rule, handle, facts, quota, "q"));
+                    plan.push(quota, handle, flags, |key| rule_key(key, rule, facts, "q"));
                 }
             }
         }
         if !rate_found && facts.descriptors.is_none() {
-            let default = match facts.principal {
-                Some(p) => self
-                    .inner
-                    .defaults
-                    .principal
-                    .map(|l| (l, p.name().to_owned())),
-                None => self.inner.defaults.anonymous.map(|l| {
-                    let ip = facts
-                        .source
-                        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-                    (l, format!("ip:{ip}"))
-                }),
-            };
-            if let Some((limit, who)) = default {
-                plan.push(Planned {
-                    key: format!("default:{who}"),
-                    limit,
-                    policy: self.inner.default_handle.clone(),
-                    shadow: false,
-                    fail_closed: false,
-                });
+            let defaults = &self.inner.defaults;
+            let handle = &self.inner.default_handle;
+            let flags = (false, false);
+            match facts.principal {
+                Some(p) => {
+                    if let Some(limit) = defaults.principal {
+                        plan.push(limit, handle, flags, |key| {
+                            key.push_str("default:");
+                            key.push_str(p.name());
+                        });
+                    }
+                }
+                None => {
+                    if let Some(limit) = defaults.anonymous {
+                        plan.push(limit, handle, flags, |key| {
+                            use std::fmt::Write as _;
+                            let _ = match facts.source {
+                                Some(ip) => write!(key, "default:ip:{ip}"),
+                                None => key.write_str("default:ip:unknown"),
+                            };
+                        });
+                    }
+                }
             }
         }
         // Enforced first, so headers and details lead with what decides.
-        plan.sort_by_key(|p| (p.shadow, matches!(p.limit.algorithm, Algorithm::Quota(_))));
-        Plan(plan)
+        plan.charges
+            .sort_by_key(|p| (p.shadow, matches!(p.limit.algorithm, Algorithm::Quota(_))));
+        plan
     }
 }
 
-/// The charge of `rule` (whose handle is `handle`) enforcing `limit`
-/// (`kind`: `r` for its rate, `q` for its quota) on the call of `facts`.
-fn planned(
-    rule: &Rule,
-    handle: &Arc<PolicyHandle>,
-    facts: &Facts<'_>,
-    limit: Limit,
-    kind: &str,
-) -> Planned {
-    // Room for the uid, the kind and a principal's or key's resource
-    // name, so the usual key is built without growing.
-    let mut key = String::with_capacity(160);
+/// Writes the counter key of `rule` enforcing its rate (`kind` `r`) or
+/// its quota (`q`) on the call of `facts`: `{uid}:{kind}:{partition}`.
+fn rule_key(key: &mut String, rule: &Rule, facts: &Facts<'_>, kind: &str) {
     key.push_str(&rule.uid);
     key.push(':');
     key.push_str(kind);
     key.push(':');
-    rule.partition(facts, &mut key);
-    Planned {
-        key,
-        limit,
-        policy: handle.clone(),
-        shadow: rule.shadow,
-        fail_closed: rule.fail_closed,
-    }
+    rule.partition(facts, key);
 }
 
 #[cfg(test)]
@@ -650,5 +694,87 @@ mod tests {
         assert_eq!(policy, "\"default\";q=100;w=1");
         let made = verdict.outcomes[0].policy.policy_value(&limit).unwrap();
         assert_eq!(policy.as_bytes().as_ptr(), made.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn plans_write_keys_into_the_threads_reused_buffer() {
+        let limiter = RateLimiter::new(Defaults::default(), 1000, None);
+        let rate = Rate {
+            limit: 5,
+            period: RatePeriod::Second,
+            burst: None,
+        };
+        let quota = Quota {
+            limit: 9,
+            period: QuotaPeriod::Month,
+        };
+        limiter.set_rules(RuleSet::new([rule("api", Some(rate), Some(quota))]));
+        let facts = Facts {
+            org: Some("acme"),
+            principal: None,
+            method: "/m",
+            source: None,
+            headers: None,
+            descriptors: None,
+        };
+        let plan = limiter.plan(&facts);
+        let keys: Vec<_> = plan.charges(1, false).iter().map(|c| c.key).collect();
+        assert_eq!(keys, ["uid-api:r:org", "uid-api:q:org"]);
+        let buffer = plan.keys.as_ptr();
+        drop(plan);
+        let plan = limiter.plan(&facts);
+        assert_eq!(
+            plan.keys.as_ptr(),
+            buffer,
+            "the dropped plan's buffer is lent again"
+        );
+        assert_eq!(plan.charges(1, false)[0].key, "uid-api:r:org");
+        // A second plan alive at once gets a buffer of its own.
+        let other = limiter.plan(&facts);
+        assert_ne!(other.keys.as_ptr(), buffer);
+        assert_eq!(other.charges(1, false)[1].key, "uid-api:q:org");
+    }
+
+    #[test]
+    fn default_limits_key_by_principal_or_source_address() {
+        let limit = Limit {
+            algorithm: Algorithm::Gcra,
+            limit: 1,
+            period: Duration::from_secs(1),
+            burst: 1,
+        };
+        let limiter = RateLimiter::new(
+            Defaults {
+                anonymous: Some(limit),
+                principal: Some(limit),
+            },
+            1000,
+            None,
+        );
+        let mut facts = Facts {
+            org: None,
+            principal: None,
+            method: "/m",
+            source: Some([10, 0, 0, 7].into()),
+            headers: None,
+            descriptors: None,
+        };
+        let key = |facts: &Facts<'_>| {
+            let plan = limiter.plan(facts);
+            let charges = plan.charges(1, false);
+            assert_eq!(charges.len(), 1);
+            charges[0].key.to_owned()
+        };
+        assert_eq!(key(&facts), "default:ip:10.0.0.7");
+        facts.source = None;
+        assert_eq!(key(&facts), "default:ip:unknown");
+        let principal = crate::domain::authz::Principal::new(
+            "acme".into(),
+            crate::domain::names::PrincipalKind::User,
+            "ann".into(),
+            crate::domain::authz::Roles::new(Vec::new()),
+        );
+        facts.principal = Some(&principal);
+        assert_eq!(key(&facts), "default:organizations/acme/users/ann");
     }
 }
