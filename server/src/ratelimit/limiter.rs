@@ -167,8 +167,9 @@ thread_local! {
 impl Drop for Plan {
     fn drop(&mut self) {
         let mut keys = std::mem::take(&mut self.keys);
-        // A plan of many long keys leaves no large buffer behind.
-        if keys.capacity() <= 1024 {
+        // A plan of many long keys leaves no large buffer behind; an
+        // unlimited call's plan never borrowed one.
+        if keys.capacity() != 0 && keys.capacity() <= 1024 {
             keys.clear();
             KEYS.set(keys);
         }
@@ -176,14 +177,6 @@ impl Drop for Plan {
 }
 
 impl Plan {
-    /// An empty plan with the thread's key buffer.
-    fn new() -> Self {
-        Self {
-            charges: SmallVec::new(),
-            keys: KEYS.take(),
-        }
-    }
-
     /// Whether the call is charged nothing.
     pub fn is_empty(&self) -> bool {
         self.charges.is_empty()
@@ -197,6 +190,9 @@ impl Plan {
         (shadow, fail_closed): (bool, bool),
         write_key: impl FnOnce(&mut String),
     ) {
+        if self.keys.capacity() == 0 {
+            self.keys = KEYS.take();
+        }
         let start = self.keys.len();
         // Room for a policy uid, the kind and a principal's or key's
         // resource name, so the usual key is written without growing.
@@ -512,7 +508,7 @@ impl RateLimiter {
     pub fn plan(&self, facts: &Facts<'_>) -> Plan {
         let loaded = self.inner.loaded.load();
         let org = facts.org.or(facts.principal.map(|p| p.org.as_str()));
-        let mut plan = Plan::new();
+        let mut plan = Plan::default();
         let mut rate_found = false;
         if let Some(org) = org {
             for Compiled { rule, handle } in loaded.by_org.get(org).map_or(&[][..], Vec::as_slice) {
