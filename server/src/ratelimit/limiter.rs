@@ -342,11 +342,10 @@ struct Inner {
     generation: tokio::sync::watch::Sender<u64>,
 }
 
-/// The policies in force, and per organization each rule beside its
-/// handle in matching order, so a call finds both in one lookup.
+/// The policies in force: per organization each rule beside its handle
+/// in matching order, so a call finds both in one lookup.
 #[derive(Default)]
 struct Loaded {
-    rules: Arc<RuleSet>,
     by_org: std::collections::HashMap<Box<str>, Vec<Compiled>, foldhash::fast::RandomState>,
 }
 
@@ -412,30 +411,22 @@ impl RateLimiter {
     /// Replaces the policies; calls decided from now on see the new ones.
     pub fn set_rules(&self, rules: RuleSet) {
         let by_org = rules
-            .orgs()
+            .into_orgs()
             .map(|(org, list)| {
                 let compiled = list
-                    .iter()
+                    .into_iter()
                     .map(|rule| Compiled {
-                        rule: rule.clone(),
                         handle: Arc::new(PolicyHandle::new(
                             &rule.name,
                             rule.limit.into_iter().chain(rule.quota),
                         )),
+                        rule,
                     })
                     .collect();
-                (Box::from(org), compiled)
+                (org, compiled)
             })
             .collect();
-        self.inner.loaded.store(Arc::new(Loaded {
-            rules: Arc::new(rules),
-            by_org,
-        }));
-    }
-
-    /// The policies in force.
-    pub fn rules(&self) -> Arc<RuleSet> {
-        self.inner.loaded.load().rules.clone()
+        self.inner.loaded.store(Arc::new(Loaded { by_org }));
     }
 
     /// The in-process counters, for the sweeper and tests.

@@ -46,6 +46,16 @@ struct Counter {
     idle_at: u64,
 }
 
+impl Counter {
+    /// `state`, kept at `now_us` under `limit`.
+    fn kept(limit: &Limit, state: State, now_us: u64) -> Self {
+        Self {
+            state,
+            idle_at: idle_at(limit, &state, now_us),
+        }
+    }
+}
+
 impl Local {
     /// A store holding at most `capacity` counters (at least one per
     /// shard).
@@ -84,10 +94,7 @@ impl Local {
             if let Some(kept) = kept
                 && Some(kept) != state
             {
-                *counter = Counter {
-                    state: kept,
-                    idle_at: idle_at(charge.limit, &kept, now_us),
-                };
+                *counter = Counter::kept(charge.limit, kept, now_us);
             }
             return decision;
         }
@@ -98,10 +105,7 @@ impl Local {
             if shard.counters.len() >= self.per_shard {
                 shard.make_room(now_us);
             }
-            let counter = Counter {
-                state: kept,
-                idle_at: idle_at(charge.limit, &kept, now_us),
-            };
+            let counter = Counter::kept(charge.limit, kept, now_us);
             shard.counters.insert(charge.key.into(), counter);
         }
         decision

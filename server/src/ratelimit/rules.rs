@@ -142,24 +142,7 @@ impl RuleSet {
     }
 
     /// Each organization's id and rules, most specific first.
-    pub fn orgs(&self) -> impl Iterator<Item = (&str, &[Arc<Rule>])> {
-        self.by_org
-            .iter()
-            .map(|(org, list)| (&**org, list.as_slice()))
-    }
-
-    /// Every rule, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Rule>> {
-        self.by_org.values().flatten()
-    }
-
-    /// How many rules in all.
-    pub fn len(&self) -> usize {
-        self.by_org.values().map(Vec::len).sum()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.by_org.is_empty()
+    pub fn into_orgs(self) -> impl Iterator<Item = (Box<str>, Vec<Arc<Rule>>)> {
+        self.by_org.into_iter()
     }
 }
