@@ -90,9 +90,9 @@ impl OrganizationService for Organizations {
         mut req: Request<GetOrganizationRequest>,
     ) -> Result<Response<Organization>, Status> {
         let caller = caller(&mut req)?;
-        let name = OrgName::parse("name", &req.get_ref().name).map_err(Error::from)?;
-        caller.authorize(&name.org)?;
-        let cached = self.store.get_organization(&name.org).await?;
+        let org = OrgName::parse_id("name", &req.get_ref().name).map_err(Error::from)?;
+        caller.authorize(org)?;
+        let cached = self.store.get_organization(org).await?;
         Ok(Response::new(cached.proto.clone()))
     }
 

@@ -142,8 +142,7 @@ impl Protocol {
 
 /// Tells the protocols apart (see the module doc).
 pub fn classify(headers: &HeaderMap, path: &str, connect: &Connect) -> Protocol {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
+    let ct = headers::find(headers, &header::CONTENT_TYPE)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     if ct.starts_with(b"application/grpc-web") {

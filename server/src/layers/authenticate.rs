@@ -564,7 +564,7 @@ pub fn credential(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
     // latter walks a 700-byte JWT byte by byte on every call, and what
     // follows (the key's shape, the token cache, the JWT's shape) refuses
     // anything a token may not contain anyway.
-    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+    if let Some(v) = crate::http::headers::find(headers, &http::header::AUTHORIZATION) {
         let v = header_text(v).ok_or_else(malformed)?;
         let (scheme, token) = v.split_once(' ').ok_or_else(malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -574,7 +574,7 @@ pub fn credential(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
         }
         return Ok(Some(token.trim()));
     }
-    if let Some(v) = headers.get(&crate::http::headers::X_API_KEY) {
+    if let Some(v) = crate::http::headers::find(headers, &crate::http::headers::X_API_KEY) {
         return header_text(v).map(|t| Some(t.trim())).ok_or_else(malformed);
     }
     Ok(None)

@@ -32,7 +32,7 @@ impl RequestId {
     /// The caller's id when it is printable ASCII of a sane length, a new
     /// one otherwise.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        match headers.get(&crate::http::headers::X_REQUEST_ID) {
+        match crate::http::headers::find(headers, &crate::http::headers::X_REQUEST_ID) {
             Some(v)
                 if !v.is_empty()
                     && v.len() <= MAX_LEN

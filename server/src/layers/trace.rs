@@ -296,8 +296,7 @@ impl Drop for Recorder {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<usize> {
-    headers
-        .get(&crate::http::headers::GRPC_STATUS)
+    crate::http::headers::find(headers, &crate::http::headers::GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
@@ -305,8 +304,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<usize> {
 /// Whether a status is tonic's codec failing to decode the request
 /// (`ProstCodec` says "failed to decode Protobuf message: …").
 fn undecodable(headers: &HeaderMap) -> bool {
-    headers
-        .get(&crate::http::headers::GRPC_MESSAGE)
+    crate::http::headers::find(headers, &crate::http::headers::GRPC_MESSAGE)
         .is_some_and(|v| v.as_bytes().starts_with(b"failed%20to%20decode%20Protobuf"))
 }
 

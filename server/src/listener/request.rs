@@ -321,8 +321,7 @@ fn deadline_exceeded() -> domain::Error {
 
 /// gRPC, gRPC-Web and their `+proto`/`+json` variants.
 fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
+    crate::http::headers::find(headers, &header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
@@ -333,10 +332,16 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 /// `connect-timeout-ms` is Connect's, never gRPC's: it is looked for only
 /// when the content type is not gRPC (a header lookup less per gRPC call).
 fn grpc_timeout(headers: &HeaderMap, grpc: bool) -> Option<Duration> {
-    if !grpc && let Some(ms) = headers.get(&crate::http::headers::CONNECT_TIMEOUT_MS) {
+    if !grpc
+        && let Some(ms) =
+            crate::http::headers::find(headers, &crate::http::headers::CONNECT_TIMEOUT_MS)
+    {
         return crate::http::headers::parse_connect_timeout(ms);
     }
-    crate::http::headers::parse_grpc_timeout(headers.get(&crate::http::headers::GRPC_TIMEOUT)?)
+    crate::http::headers::parse_grpc_timeout(crate::http::headers::find(
+        headers,
+        &crate::http::headers::GRPC_TIMEOUT,
+    )?)
 }
 
 pin_project! {
