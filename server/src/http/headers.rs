@@ -37,13 +37,12 @@ const SCAN_MAX: usize = 8;
 
 /// The first value of `name` in `map`, as [`HeaderMap::get`] returns it.
 ///
-/// Why not `get`: it hashes the name on every lookup (about 150
-/// instructions for `x-api-key` or `grpc-status`, measured with callgrind),
-/// while a request's or a trailer block's map holds a handful of entries,
-/// which a scan compares in about ten instructions each (a standard name
-/// is one enum compare, a custom one a length compare first). A call looks
-/// up eight or nine names, most of them absent. Past [`SCAN_MAX`] entries,
-/// which a hostile or proxied request may send, the hash wins again.
+/// Why not `get`: it hashes the name on every lookup, and a call looks up
+/// eight names (most of them absent) in maps of a handful of entries: a
+/// request's headers, a response's, its trailers. Measured with callgrind
+/// on GetOrganization (h2load's five request headers): about 105
+/// instructions a lookup by scan against 137 by hash. Past [`SCAN_MAX`]
+/// entries, which a hostile or proxied request may send, the hash wins.
 pub fn find<'a>(map: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     if map.len() <= SCAN_MAX {
         map.iter().find_map(|(n, v)| (n == name).then_some(v))
