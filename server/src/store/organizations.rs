@@ -235,12 +235,23 @@ impl Store {
     }
 
     /// Reads an organization through the cache.
+    ///
+    /// The database read is boxed: its future (a pooled connection, a
+    /// blocking task) is over a kilobyte, and unboxed it would make every
+    /// caller's future, boxed per call by the gRPC stubs, that large even
+    /// when the cache answers. glibc serves a kilobyte or more on a slower
+    /// path than smaller blocks (see `tollgate::codec::BUFFER_SIZE`).
     pub async fn get_organization(&self, org: &str) -> Result<Arc<CachedOrganization>> {
         let cached = self.caches.orgs.get(org);
         self.caches.lookups.orgs.record(cached.is_some());
-        if let Some(hit) = cached {
-            return Ok(hit);
+        match cached {
+            Some(hit) => Ok(hit),
+            None => Box::pin(self.load_organization(org)).await,
         }
+    }
+
+    /// Reads an organization from the database into the cache.
+    async fn load_organization(&self, org: &str) -> Result<Arc<CachedOrganization>> {
         let id = org.to_owned();
         let row = self
             .db
