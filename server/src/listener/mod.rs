@@ -26,6 +26,7 @@
 pub mod limits;
 mod request;
 pub mod tls;
+mod wake;
 
 pub use limits::Limits;
 pub use request::{DeadlineBody, RequestDeadline};
@@ -37,6 +38,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -461,10 +463,9 @@ async fn drive<S, I>(
     };
     let conn = shared.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    // The loop below polls every branch each time the connection wakes,
-    // i.e. for nearly every request. A token's check takes its node's
-    // lock: the listener's tokens are shared by every connection, so each
-    // connection checks a child of its own, which nobody else locks.
+    // A token's check takes its node's lock: the listener's tokens are
+    // shared by every connection, so each connection checks a child of its
+    // own, which nobody else locks.
     let (force, shutdown) = (shared.force.child_token(), shared.shutdown.child_token());
     let forced = force.cancelled();
     tokio::pin!(forced);
@@ -474,25 +475,44 @@ async fn drive<S, I>(
     let mut closing: Option<tokio::time::Instant> = None;
     let check = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(check);
+    // The connection wakes the task for nearly every request; the tokens
+    // and the timer are polled only when one of them woke it (see `wake`).
+    let quiet = wake::Quiet::new();
     loop {
-        // In order, without drawing a random start each wake: the
-        // connection is what wakes the task.
-        tokio::select! {
-            biased;
-            done = conn.as_mut() => {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Done(done));
+            }
+            if quiet.take(cx) {
+                let mut cx = quiet.context();
+                if forced.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Forced);
+                }
+                if closing.is_none() && shutting_down.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::ShuttingDown);
+                }
+                if check.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Check);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Done(done) => {
                 if let Err(e) = done {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            () = &mut forced => return,
-            () = &mut shutting_down, if closing.is_none() => {
+            Event::Forced => return,
+            Event::ShuttingDown => {
                 conn.as_mut().graceful_shutdown();
                 let now = tokio::time::Instant::now();
                 closing = Some(now);
                 check.as_mut().reset(now + CLOSE_LINGER);
             }
-            () = &mut check => {
+            Event::Check => {
                 let now = tokio::time::Instant::now();
                 match next_step(&shared.limits, &state, now, handshake_deadline, closing) {
                     Step::CheckAt(at) => check.as_mut().reset(at),
@@ -511,7 +531,22 @@ async fn drive<S, I>(
                 }
             }
         }
+        // Whatever happened, a future was reset or is due again: the next
+        // pass polls them all once.
+        quiet.touch();
     }
+}
+
+/// What woke a connection task, in the order it is checked.
+enum Event<E> {
+    /// The connection ended.
+    Done(Result<(), E>),
+    /// The drain's grace ran out: drop the connection.
+    Forced,
+    /// Shutdown began: ask the connection to finish.
+    ShuttingDown,
+    /// The timer fired.
+    Check,
 }
 
 /// What the connection task does when its timer fires.
