@@ -61,7 +61,7 @@ mod imp {
         time::{Duration, Instant},
     };
 
-    use rustix::time::{ClockId, clock_gettime};
+    use rustix::time::{ClockId, Timespec, clock_gettime};
 
     /// Nanoseconds on `clock`: one integer, so a reading costs no
     /// `Duration` normalisation.
@@ -74,15 +74,28 @@ mod imp {
 
     /// A std instant and the coarse clock's reading taken together: std's
     /// `Instant` cannot be made from a reading, only offset from another.
-    fn base() -> &'static (Instant, u64) {
-        static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
-        BASE.get_or_init(|| (Instant::now(), nanos(ClockId::MonotonicCoarse)))
+    fn base() -> &'static (Instant, Timespec) {
+        static BASE: OnceLock<(Instant, Timespec)> = OnceLock::new();
+        BASE.get_or_init(|| (Instant::now(), clock_gettime(ClockId::MonotonicCoarse)))
     }
 
+    /// hyper reads this on every HTTP/2 frame (see `CoarseTimer`): the
+    /// offset is taken field by field, without the division that
+    /// `Duration::from_nanos` would make.
     pub(super) fn coarse_now() -> Instant {
-        let (instant, coarse) = base();
-        let since = nanos(ClockId::MonotonicCoarse).saturating_sub(*coarse);
-        *instant + Duration::from_nanos(since)
+        let (instant, base) = base();
+        let t = clock_gettime(ClockId::MonotonicCoarse);
+        let (mut secs, mut nanos) = (t.tv_sec - base.tv_sec, t.tv_nsec - base.tv_nsec);
+        if nanos < 0 {
+            secs -= 1;
+            nanos += 1_000_000_000;
+        }
+        // The clock is monotonic: never before `base`.
+        let since = Duration::new(
+            u64::try_from(secs).unwrap_or(0),
+            u32::try_from(nanos).unwrap_or(0),
+        );
+        *instant + since
     }
 
     pub(super) fn coarse_unix() -> Option<Duration> {
