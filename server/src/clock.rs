@@ -63,15 +63,6 @@ mod imp {
 
     use rustix::time::{ClockId, Timespec, clock_gettime};
 
-    /// Nanoseconds on `clock`: one integer, so a reading costs no
-    /// `Duration` normalisation.
-    fn nanos(clock: ClockId) -> u64 {
-        let t = clock_gettime(clock);
-        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
-        let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
-        secs.saturating_mul(1_000_000_000).saturating_add(nanos)
-    }
-
     /// A std instant and the coarse clock's reading taken together: std's
     /// `Instant` cannot be made from a reading, only offset from another.
     fn base() -> &'static (Instant, Timespec) {
@@ -99,7 +90,11 @@ mod imp {
     }
 
     pub(super) fn coarse_unix() -> Option<Duration> {
-        Some(Duration::from_nanos(nanos(ClockId::RealtimeCoarse)))
+        let t = clock_gettime(ClockId::RealtimeCoarse);
+        Some(Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_nsec).unwrap_or(0),
+        ))
     }
 }
 

@@ -464,6 +464,8 @@ impl std::fmt::Display for DeliveryName {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn segments_are_those_of_split() {
         for name in [
@@ -478,7 +480,7 @@ mod tests {
             "organizations//users/x",
             "ü/ß/€",
         ] {
-            let ours: Vec<&str> = super::Segments(Some(name)).collect();
+            let ours: Vec<&str> = Segments(Some(name)).collect();
             let std: Vec<&str> = name.split('/').collect();
             assert_eq!(ours, std, "{name:?}");
         }
@@ -487,15 +489,13 @@ mod tests {
     #[test]
     fn parse_id_borrows_what_parse_owns() {
         assert_eq!(
-            super::OrgName::parse_id("name", "organizations/root").ok(),
+            OrgName::parse_id("name", "organizations/root").ok(),
             Some("root")
         );
-        assert!(super::OrgName::parse_id("name", "organizations/root/users/x").is_err());
-        assert!(super::OrgName::parse_id("name", "organizations/").is_err());
-        assert!(super::OrgName::parse_id("name", "").is_err());
+        assert!(OrgName::parse_id("name", "organizations/root/users/x").is_err());
+        assert!(OrgName::parse_id("name", "organizations/").is_err());
+        assert!(OrgName::parse_id("name", "").is_err());
     }
-
-    use super::*;
 
     #[test]
     fn delivery_names() {
