@@ -8,7 +8,12 @@
 //! costs about 8 ns and is at most one tick (1–4 ms) behind. Latency
 //! figures and request deadlines keep the precise clock.
 
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
 
 /// The monotonic clock as of the kernel's last tick, as a std [`Instant`]
 /// (comparable with `Instant::now()` to within a tick).
@@ -25,34 +30,99 @@ pub fn coarse_unix_micros() -> i64 {
 
 /// A hyper timer whose `now` is [`coarse_now`]: hyper reads it on every
 /// HTTP/2 frame received when keep-alive is on, to time the next ping,
-/// which is a matter of seconds. Sleeps are tokio's.
+/// which is a matter of seconds. Its sleeps are [`CoarseSleep`]s.
 #[derive(Clone, Debug, Default)]
-pub struct CoarseTimer(hyper_util::rt::TokioTimer);
+pub struct CoarseTimer;
 
 impl CoarseTimer {
     /// tokio's timer, with the coarse clock.
     pub fn new() -> Self {
-        Self(hyper_util::rt::TokioTimer::new())
+        Self
     }
 }
 
 impl hyper::rt::Timer for CoarseTimer {
-    fn sleep(&self, duration: Duration) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
-        self.0.sleep(duration)
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseSleep::new(tokio::time::sleep(duration)))
     }
 
-    fn sleep_until(&self, deadline: Instant) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
-        self.0.sleep_until(deadline)
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseSleep::new(tokio::time::sleep_until(deadline.into())))
     }
 
-    fn reset(&self, sleep: &mut std::pin::Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
-        self.0.reset(sleep, new_deadline);
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
+        // A new sleep rather than tokio's reset: the registered waker must
+        // be forgotten with the old deadline, and keep-alive resets once
+        // an interval (seconds), not per call.
+        *sleep = self.sleep_until(new_deadline);
     }
 
     fn now(&self) -> Instant {
         coarse_now()
     }
 }
+
+/// How far ahead of the coarse clock a deadline must be for
+/// [`CoarseSleep`] to answer "not yet" without asking tokio: two ticks of
+/// the slowest kernel tick (10 ms), the reading's own lag and the base's,
+/// with room to spare.
+const COARSE_SLACK: Duration = Duration::from_millis(50);
+
+pin_project_lite::pin_project! {
+    /// A tokio sleep that answers "not yet" from the coarse clock while
+    /// its deadline is far off and the polling task is the one tokio will
+    /// wake.
+    ///
+    /// hyper polls its keep-alive timer on every wake of an HTTP/2
+    /// connection, nearly once a request; tokio's `Sleep` then spends
+    /// its coop budget and registers the waker again, some 190
+    /// instructions a call for a timer that fires every 30 s. Once tokio
+    /// holds the task's waker, nothing is lost by not asking it again
+    /// until the deadline is near: tokio wakes the task at the deadline,
+    /// and by then the coarse clock is within `COARSE_SLACK` of it, so
+    /// that poll goes to tokio. The sleep runs outside the coop budget
+    /// (`unconstrained`), so a pending answer from tokio always means its
+    /// waker is registered, never that the budget ran out.
+    pub struct CoarseSleep {
+        #[pin]
+        inner: tokio::task::coop::Unconstrained<tokio::time::Sleep>,
+        deadline: Instant,
+        // The waker tokio holds, once a poll of `inner` registered it.
+        registered: Option<Waker>,
+    }
+}
+
+impl CoarseSleep {
+    fn new(sleep: tokio::time::Sleep) -> Self {
+        Self {
+            deadline: sleep.deadline().into_std(),
+            inner: tokio::task::coop::unconstrained(sleep),
+            registered: None,
+        }
+    }
+}
+
+impl Future for CoarseSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let known = this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if known && coarse_now() + COARSE_SLACK < *this.deadline {
+            return Poll::Pending;
+        }
+        let poll = this.inner.poll(cx);
+        if poll.is_pending() && !known {
+            *this.registered = Some(cx.waker().clone());
+        }
+        poll
+    }
+}
+
+impl hyper::rt::Sleep for CoarseSleep {}
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -149,6 +219,63 @@ mod tests {
             per_read(crate::domain::now_micros),
             per_read(coarse_unix_micros),
         );
+    }
+
+    /// Polled on every tick of a 1 ms interval, as hyper polls it on
+    /// every wake of a busy connection: the answers from the coarse clock
+    /// must not keep it from firing at its deadline.
+    #[tokio::test]
+    async fn a_coarse_sleep_polled_often_fires_at_its_deadline() {
+        use hyper::rt::Timer;
+        let timer = CoarseTimer::new();
+        let start = Instant::now();
+        let mut sleep = timer.sleep(Duration::from_millis(300));
+        let mut ticks = tokio::time::interval(Duration::from_millis(1));
+        let mut polls = 0u32;
+        loop {
+            tokio::select! {
+                () = sleep.as_mut() => break,
+                _ = ticks.tick() => polls += 1,
+            }
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(299), "{took:?}");
+        assert!(took < Duration::from_millis(700), "{took:?}");
+        assert!(polls > 50, "polled only {polls} times");
+
+        // Reset far off, then near: the near deadline is kept.
+        let start = Instant::now();
+        let mut sleep = timer.sleep(Duration::from_secs(30));
+        assert!(futures::poll!(sleep.as_mut()).is_pending());
+        timer.reset(&mut sleep, Instant::now() + Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                () = sleep.as_mut() => break,
+                _ = ticks.tick() => {}
+            }
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(99), "{took:?}");
+        assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+
+    /// The coarse answer is given only to the task tokio will wake: a
+    /// poll by another waker goes to tokio, which then holds that one.
+    #[tokio::test]
+    async fn a_coarse_sleep_asks_tokio_again_for_another_waker() {
+        let mut sleep = Box::pin(CoarseSleep::new(tokio::time::sleep(Duration::from_secs(
+            30,
+        ))));
+        assert!(futures::poll!(sleep.as_mut()).is_pending());
+        let first = sleep
+            .registered
+            .clone()
+            .expect("registered after a pending poll");
+        let other = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&other);
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        let now = sleep.registered.clone().expect("still registered");
+        assert!(now.will_wake(&other) && !now.will_wake(&first));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The main listener against hostile and ordinary clients
 //! (`security-probe-1.md`, D1 and D3): a flood of body-less HTTP/2 streams,
 //! idle and half-open connections, slowloris, the connection cap, HTTP/1.1
-//! and h2c on one port, request timeouts, draining at shutdown, and TLS
+//! and h2c on one port, request timeouts, HTTP/2 keep-alive pings,
+//! draining at shutdown, and TLS
 //! with a certificate reloaded from disk.
 //!
 //! Every test starts its own server, on SQLite (the listener does not care
@@ -688,6 +689,131 @@ async fn idle_connections_are_closed() {
         "{} connections still counted open",
         stats.open_connections()
     );
+}
+
+/// One HTTP/2 frame as read off the wire.
+struct RawFrame {
+    kind: u8,
+    flags: u8,
+}
+
+/// Reads frames until the server closes the connection or `limit` has
+/// passed; each with when it arrived, and when the connection closed.
+async fn frames_until_closed(
+    tcp: &mut TcpStream,
+    limit: Duration,
+) -> (Vec<(Instant, RawFrame)>, Option<Instant>) {
+    let mut frames = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(until, tcp.read(&mut chunk)).await {
+            Err(_) => return (frames, None),
+            Ok(Ok(0) | Err(_)) => return (frames, Some(Instant::now())),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            frames.push((
+                Instant::now(),
+                RawFrame {
+                    kind: buf[3],
+                    flags: buf[4],
+                },
+            ));
+            buf.drain(..9 + len);
+        }
+    }
+}
+
+/// An HTTP/2 frame header and payload.
+fn raw_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A string literal in HPACK, without Huffman coding.
+fn hpack_str(s: &str) -> Vec<u8> {
+    let mut out = vec![u8::try_from(s.len()).expect("short")];
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+// ===== HTTP/2 keep-alive =====
+
+/// A peer that stops answering while a call is in flight is pinged after
+/// the keep-alive interval and cut after the keep-alive timeout; one that
+/// answers the pings keeps its connection. Written with raw frames, so
+/// the silent peer really never acknowledges a PING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_pings_cut_a_peer_that_stops_answering() {
+    let _alone = HEAVY.lock().await;
+    let server = TestServer::start_configured(&Backend::Sqlite, |c| {
+        c.limits.http2_keepalive_interval = Some(Duration::from_secs(1));
+        c.limits.http2_keepalive_timeout = Duration::from_secs(1);
+        c.limits.request_timeout = Some(Duration::from_secs(30));
+    })
+    .await
+    .expect("start");
+    let addr = server.grpc_addr();
+
+    // The silent peer: preface, empty SETTINGS, then a Check whose body
+    // never comes, so the call stays in flight; nothing is ever answered.
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+    block.push(0x04); // :path, literal without indexing
+    block.extend(hpack_str("/grpc.health.v1.Health/Check"));
+    block.push(0x01); // :authority
+    block.extend(hpack_str("x"));
+    block.extend([0x0f, 0x10]); // content-type (static index 31)
+    block.extend(hpack_str("application/grpc"));
+    block.push(0x00); // te, a new name
+    block.extend(hpack_str("te"));
+    block.extend(hpack_str("trailers"));
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(raw_frame(0x4, 0, 0, &[]));
+    hello.extend(raw_frame(0x1, 0x4, 1, &block)); // END_HEADERS, no END_STREAM
+    silent.write_all(&hello).await.expect("write");
+    let sent = Instant::now();
+
+    // The honest peer: h2 answers pings; its call is in flight too.
+    let (mut send, honest) = h2_connect(addr).await.expect("connect");
+    let (honest_response, _honest_body) = send
+        .send_request(health_request(addr, None), false)
+        .expect("send");
+
+    let (frames, closed) = frames_until_closed(&mut silent, Duration::from_secs(8)).await;
+    let ping = frames
+        .iter()
+        .find(|(_, f)| f.kind == 0x6 && f.flags & 0x1 == 0)
+        .map(|(at, _)| *at)
+        .expect("a PING from the server");
+    let closed = closed.expect("the silent peer's connection was not closed");
+    let (pinged_after, cut_after) = (ping - sent, closed - ping);
+    assert!(
+        pinged_after >= Duration::from_millis(900) && pinged_after < Duration::from_secs(3),
+        "pinged after {pinged_after:?}"
+    );
+    assert!(
+        cut_after >= Duration::from_millis(900) && cut_after < Duration::from_secs(3),
+        "cut {cut_after:?} after the ping"
+    );
+
+    // Pinged as often and answering, the honest peer is still there, its
+    // call still waiting for its body.
+    assert!(!honest.is_finished(), "the answering peer was cut");
+    let waiting = tokio::time::timeout(Duration::from_millis(100), honest_response).await;
+    assert!(waiting.is_err(), "the in-flight call ended: {waiting:?}");
+    eprintln!("keep-alive: pinged after {pinged_after:?}, cut {cut_after:?} after the ping");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,6 @@
 //! codes as `/oauth2/token`, `/oauth2/introspect` and `/oauth2/revoke`; and
 //! the signing keys.
 
-use std::net::SocketAddr;
-
-use axum::extract::ConnectInfo;
 use tollgate::tollgate::v1::{
     IntrospectTokenRequest, IntrospectTokenResponse, IssueTokenRequest, IssueTokenResponse,
     ListSigningKeysRequest, ListSigningKeysResponse, RevokeTokenRequest, RevokeTokenResponse,
@@ -36,9 +33,7 @@ impl Tokens {
 }
 
 fn source<T>(req: &Request<T>) -> Option<std::net::IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    crate::listener::Arrival::peer_ip(req.extensions())
 }
 
 fn some(s: String) -> Option<String> {

@@ -527,9 +527,7 @@ fn note<B>(req: &Request<B>, kind: CredentialKind, authentication: Authenticatio
 
 /// The peer's address, when the listener recorded it.
 fn source<B>(req: &Request<B>) -> Option<std::net::IpAddr> {
-    req.extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|axum::extract::ConnectInfo(addr)| addr.ip())
+    crate::listener::Arrival::peer_ip(req.extensions())
 }
 
 /// What can be decided without waiting.

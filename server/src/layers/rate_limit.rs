@@ -8,13 +8,11 @@
 
 use std::{
     future::Future,
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use axum::extract::ConnectInfo;
 use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -328,10 +326,7 @@ impl<S> RateLimit<S> {
         if policy.declared.cost == 0 {
             return Plan::default();
         }
-        let source = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+        let source = crate::listener::Arrival::peer_ip(req.extensions());
         self.limiter.plan(&Facts {
             org: None,
             principal,

@@ -15,7 +15,7 @@
 //! cause logs at debug, so no client can flood the log.
 //!
 //! A call cut at its deadline (the listener's request timeout, or the
-//! client's `grpc-timeout`; see [`RequestDeadline`]) is counted as
+//! client's `grpc-timeout`; see [`Arrival::deadline`]) is counted as
 //! DEADLINE_EXCEEDED, whether the listener answered for it (dropping the
 //! handler, which would otherwise count as CANCELLED) or its request body
 //! ran out of time.
@@ -45,7 +45,7 @@ use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 use super::{call::Call, request_id::RequestId};
 use crate::{
     http::Protocol,
-    listener::RequestDeadline,
+    listener::Arrival,
     otel::{self, server::Origin},
 };
 
@@ -344,7 +344,7 @@ where
             done: false,
             call: call.clone(),
             undecodable: false,
-            deadline: req.extensions().get::<RequestDeadline>().map(|d| d.0),
+            deadline: req.extensions().get::<Arrival>().and_then(|a| a.deadline),
             protocol,
             otel,
         };

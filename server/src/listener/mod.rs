@@ -29,7 +29,7 @@ pub mod tls;
 mod wake;
 
 pub use limits::Limits;
-pub use request::{DeadlineBody, RequestDeadline};
+pub use request::{Arrival, DeadlineBody};
 pub use tls::Tls;
 
 use std::{
@@ -667,17 +667,19 @@ mod tests {
 
     #[tokio::test]
     async fn requests_carry_the_peer_address_and_their_deadline() {
-        use axum::{Extension, extract::ConnectInfo, routing::get as route};
+        use axum::{Extension, routing::get as route};
         let router = axum::Router::new().route(
             "/",
-            route(
-                |ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                 deadline: Option<Extension<RequestDeadline>>| async move {
-                    let left =
-                        deadline.map(|Extension(d)| d.0.saturating_duration_since(Instant::now()));
-                    format!("peer={peer} left={}", left.map_or(0, |l| l.as_secs()))
-                },
-            ),
+            route(|Extension(arrival): Extension<Arrival>| async move {
+                let left = arrival
+                    .deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()));
+                format!(
+                    "peer={} left={}",
+                    arrival.peer,
+                    left.map_or(0, |l| l.as_secs())
+                )
+            }),
         );
         let limits = Limits {
             request_timeout: Some(Duration::from_secs(30)),

@@ -1,6 +1,6 @@
 //! What the listener does to every request before the router sees it, and
 //! to every response after: the peer address and the deadline go into the
-//! request extensions, the request timeout is enforced, and the request is
+//! request extensions (as one [`Arrival`]), the request timeout is enforced, and the request is
 //! counted as in flight on its connection until its response body ends.
 //! Past [`super::Limits::max_requests_in_flight`] over the whole listener,
 //! a request is answered at once (RESOURCE_EXHAUSTED, or 503) instead of
@@ -27,7 +27,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
@@ -38,13 +37,29 @@ use tokio::time::Sleep;
 use super::{Stats, Throttle};
 use crate::domain;
 
-/// The instant a request must have its response head, and its whole
-/// request body, by: the request timeout or a shorter `grpc-timeout`. In
-/// the request extensions of every request with a deadline, so handlers
-/// can see how long they have and the trace layer can tell a call cut at
-/// its deadline from one the client abandoned.
+/// What the listener knows of a request when it arrives, in the request
+/// extensions of every request it serves. One extension rather than one
+/// per fact: each costs the request an allocation, a map insert and a
+/// free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestDeadline(pub Instant);
+pub struct Arrival {
+    /// The peer's address: rate limits and audit records key on its IP.
+    pub peer: SocketAddr,
+    /// The instant the request must have its response head, and its whole
+    /// request body, by: the request timeout or a shorter `grpc-timeout`;
+    /// `None` without either. Handlers can see how long they have, and the
+    /// trace layer can tell a call cut at its deadline from one the client
+    /// abandoned.
+    pub deadline: Option<Instant>,
+}
+
+impl Arrival {
+    /// The peer's IP address, when the request came through the listener
+    /// (requests made in-process carry no [`Arrival`]).
+    pub fn peer_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+        extensions.get::<Self>().map(|a| a.peer.ip())
+    }
+}
 
 /// One connection's requests, as the idle and handshake timeouts see
 /// them.
@@ -183,11 +198,10 @@ impl<S: super::HttpService> hyper::service::Service<Request<Incoming>> for ConnS
             (limit, asked) => limit.or(asked),
         };
         let deadline = timeout.map(|t| Instant::now() + t);
-        let extensions = req.extensions_mut();
-        extensions.insert(ConnectInfo(self.peer));
-        if let Some(deadline) = deadline {
-            extensions.insert(RequestDeadline(deadline));
-        }
+        req.extensions_mut().insert(Arrival {
+            peer: self.peer,
+            deadline,
+        });
         let req = req.map(|inner| DeadlineBody {
             inner,
             sleep: None,

@@ -18,12 +18,12 @@
 //! ends. Both forms carry a CSRF token bound to a browser cookie and the
 //! pending request (see [`session`](super::session)).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, Request, State},
+    extract::{Request, State},
     response::Response,
     routing::get,
 };
@@ -588,10 +588,7 @@ fn bad_form(message: &str) -> Response {
 
 async fn post_authorize(State(ctx): State<Ctx>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let source = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let source = crate::listener::Arrival::peer_ip(&parts.extensions);
     let essence = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -10,7 +10,7 @@ use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, Request, State},
+    extract::{Request, State},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -231,8 +231,8 @@ impl FormRequest {
         let (parts, body) = request.into_parts();
         let source = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
+            .get::<crate::listener::Arrival>()
+            .map(|a| a.peer);
         let ct = parts
             .headers
             .get(header::CONTENT_TYPE)
