@@ -11,9 +11,11 @@
 use std::{
     future::Future,
     pin::Pin,
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
+
+use crate::wake::Quiet;
 
 /// The monotonic clock as of the kernel's last tick, as a std [`Instant`]
 /// (comparable with `Instant::now()` to within a tick).
@@ -30,7 +32,7 @@ pub fn coarse_unix_micros() -> i64 {
 
 /// A hyper timer whose `now` is [`coarse_now`]: hyper reads it on every
 /// HTTP/2 frame received when keep-alive is on, to time the next ping,
-/// which is a matter of seconds. Its sleeps are [`CoarseSleep`]s.
+/// which is a matter of seconds. Its sleeps are [`QuietSleep`]s.
 #[derive(Clone, Debug, Default)]
 pub struct CoarseTimer;
 
@@ -43,18 +45,18 @@ impl CoarseTimer {
 
 impl hyper::rt::Timer for CoarseTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(CoarseSleep::new(tokio::time::sleep(duration)))
+        Box::pin(QuietSleep::new(tokio::time::sleep(duration)))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(CoarseSleep::new(tokio::time::sleep_until(deadline.into())))
+        Box::pin(QuietSleep::new(tokio::time::sleep_until(deadline.into())))
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
-        // A new sleep rather than tokio's reset: the registered waker must
-        // be forgotten with the old deadline, and keep-alive resets once
-        // an interval (seconds), not per call.
-        *sleep = self.sleep_until(new_deadline);
+        match sleep.as_mut().downcast_mut_pin::<QuietSleep>() {
+            Some(quiet) => quiet.reset(new_deadline),
+            None => *sleep = self.sleep_until(new_deadline),
+        }
     }
 
     fn now(&self) -> Instant {
@@ -62,67 +64,53 @@ impl hyper::rt::Timer for CoarseTimer {
     }
 }
 
-/// How far ahead of the coarse clock a deadline must be for
-/// [`CoarseSleep`] to answer "not yet" without asking tokio: two ticks of
-/// the slowest kernel tick (10 ms), the reading's own lag and the base's,
-/// with room to spare.
-const COARSE_SLACK: Duration = Duration::from_millis(50);
-
 pin_project_lite::pin_project! {
-    /// A tokio sleep that answers "not yet" from the coarse clock while
-    /// its deadline is far off and the polling task is the one tokio will
-    /// wake.
+    /// A tokio sleep polled only after it woke its task.
     ///
     /// hyper polls its keep-alive timer on every wake of an HTTP/2
-    /// connection, nearly once a request; tokio's `Sleep` then spends
-    /// its coop budget and registers the waker again, some 190
-    /// instructions a call for a timer that fires every 30 s. Once tokio
-    /// holds the task's waker, nothing is lost by not asking it again
-    /// until the deadline is near: tokio wakes the task at the deadline,
-    /// and by then the coarse clock is within `COARSE_SLACK` of it, so
-    /// that poll goes to tokio. The sleep runs outside the coop budget
-    /// (`unconstrained`), so a pending answer from tokio always means its
-    /// waker is registered, never that the budget ran out.
-    pub struct CoarseSleep {
+    /// connection, nearly once a request; tokio's `Sleep` then spends coop
+    /// budget and registers the task's waker again, some 190 instructions
+    /// a call for a timer that fires every 30 s. This one is polled with
+    /// [`Quiet`]'s waker, which notes that tokio woke it: until then, a
+    /// poll only records the task's waker and answers "not yet". A wake
+    /// from tokio's coop budget goes through the same waker, so it is
+    /// never lost.
+    pub struct QuietSleep {
         #[pin]
-        inner: tokio::task::coop::Unconstrained<tokio::time::Sleep>,
-        deadline: Instant,
-        // The waker tokio holds, once a poll of `inner` registered it.
-        registered: Option<Waker>,
+        inner: tokio::time::Sleep,
+        quiet: Quiet,
     }
 }
 
-impl CoarseSleep {
-    fn new(sleep: tokio::time::Sleep) -> Self {
+impl QuietSleep {
+    fn new(inner: tokio::time::Sleep) -> Self {
         Self {
-            deadline: sleep.deadline().into_std(),
-            inner: tokio::task::coop::unconstrained(sleep),
-            registered: None,
+            inner,
+            quiet: Quiet::new(),
         }
     }
+
+    /// Moves the deadline; the next poll asks tokio again.
+    fn reset(self: Pin<&mut Self>, deadline: Instant) {
+        let this = self.project();
+        this.inner.reset(deadline.into());
+        this.quiet.touch();
+    }
 }
 
-impl Future for CoarseSleep {
+impl Future for QuietSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        let known = this
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()));
-        if known && coarse_now() + COARSE_SLACK < *this.deadline {
+        if !this.quiet.take(cx) {
             return Poll::Pending;
         }
-        let poll = this.inner.poll(cx);
-        if poll.is_pending() && !known {
-            *this.registered = Some(cx.waker().clone());
-        }
-        poll
+        this.inner.poll(&mut this.quiet.context())
     }
 }
 
-impl hyper::rt::Sleep for CoarseSleep {}
+impl hyper::rt::Sleep for QuietSleep {}
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -222,10 +210,10 @@ mod tests {
     }
 
     /// Polled on every tick of a 1 ms interval, as hyper polls it on
-    /// every wake of a busy connection: the answers from the coarse clock
-    /// must not keep it from firing at its deadline.
+    /// every wake of a busy connection: the polls it skips must not keep
+    /// it from firing at its deadline.
     #[tokio::test]
-    async fn a_coarse_sleep_polled_often_fires_at_its_deadline() {
+    async fn a_quiet_sleep_polled_often_fires_at_its_deadline() {
         use hyper::rt::Timer;
         let timer = CoarseTimer::new();
         let start = Instant::now();
@@ -259,23 +247,20 @@ mod tests {
         assert!(took < Duration::from_millis(500), "{took:?}");
     }
 
-    /// The coarse answer is given only to the task tokio will wake: a
-    /// poll by another waker goes to tokio, which then holds that one.
+    /// A sleep moved by `reset` fires at its new deadline, not its old
+    /// one.
     #[tokio::test]
-    async fn a_coarse_sleep_asks_tokio_again_for_another_waker() {
-        let mut sleep = Box::pin(CoarseSleep::new(tokio::time::sleep(Duration::from_secs(
-            30,
-        ))));
+    async fn a_reset_quiet_sleep_keeps_its_new_deadline() {
+        use hyper::rt::Timer;
+        let timer = CoarseTimer::new();
+        let start = Instant::now();
+        let mut sleep = timer.sleep(Duration::from_millis(50));
         assert!(futures::poll!(sleep.as_mut()).is_pending());
-        let first = sleep
-            .registered
-            .clone()
-            .expect("registered after a pending poll");
-        let other = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&other);
-        assert!(sleep.as_mut().poll(&mut cx).is_pending());
-        let now = sleep.registered.clone().expect("still registered");
-        assert!(now.will_wake(&other) && !now.will_wake(&first));
+        timer.reset(&mut sleep, start + Duration::from_millis(250));
+        sleep.as_mut().await;
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(249), "{took:?}");
+        assert!(took < Duration::from_millis(700), "{took:?}");
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub mod store;
 pub mod telemetry;
 pub mod upkeep;
 pub mod usage;
+mod wake;
 pub mod watch;
 pub mod webhooks;
 pub mod worker;

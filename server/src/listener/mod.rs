@@ -26,7 +26,6 @@
 pub mod limits;
 mod request;
 pub mod tls;
-mod wake;
 
 pub use limits::Limits;
 pub use request::{Arrival, DeadlineBody};
@@ -476,8 +475,8 @@ async fn drive<S, I>(
     let check = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(check);
     // The connection wakes the task for nearly every request; the tokens
-    // and the timer are polled only when one of them woke it (see `wake`).
-    let quiet = wake::Quiet::new();
+    // and the timer are polled only when one of them woke it (see `crate::wake`).
+    let quiet = crate::wake::Quiet::new();
     loop {
         let event = std::future::poll_fn(|cx| {
             if let Poll::Ready(done) = conn.as_mut().poll(cx) {

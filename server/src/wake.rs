@@ -1,4 +1,4 @@
-//! Telling which of a connection task's futures woke it.
+//! Telling which of a task's futures woke it.
 //!
 //! A connection task waits on its connection and on three quiet futures:
 //! the two shutdown tokens and its timer. `tokio::select!` polls every
@@ -8,7 +8,8 @@
 //! instructions a call for futures that fire a few times in the
 //! connection's life. The quiet futures are polled with [`Quiet`]'s waker
 //! instead, which notes that one of them woke the task before waking it,
-//! so the task polls them again only then. Written here because no crate
+//! so the task polls them again only then. hyper's keep-alive timer is
+//! such a future too (see `clock::QuietSleep`). Written here because no crate
 //! offers this narrow piece (`futures`' `FuturesUnordered` does the same
 //! for futures of one type, with an allocation each).
 
@@ -24,7 +25,7 @@ use futures::task::AtomicWaker;
 
 /// The waker the quiet futures get, and whether it was woken.
 #[derive(Debug)]
-pub(super) struct Quiet {
+pub(crate) struct Quiet {
     shared: Arc<Shared>,
     waker: Waker,
 }
@@ -49,7 +50,7 @@ impl Wake for Shared {
 
 impl Quiet {
     /// Starts as woken: the quiet futures have not been polled yet.
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let shared = Arc::new(Shared {
             woken: AtomicBool::new(true),
             task: AtomicWaker::new(),
@@ -61,19 +62,19 @@ impl Quiet {
     /// Whether the quiet futures need polling: one of them woke the task
     /// since the last call, or [`Quiet::touch`] asked for it. Also records
     /// the task's current waker, for them to wake.
-    pub(super) fn take(&self, cx: &Context<'_>) -> bool {
+    pub(crate) fn take(&self, cx: &Context<'_>) -> bool {
         self.shared.task.register(cx.waker());
         self.shared.woken.swap(false, Ordering::AcqRel)
     }
 
     /// Asks for the quiet futures to be polled on the next pass (after one
     /// of them was replaced or reset).
-    pub(super) fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.shared.woken.store(true, Ordering::Release);
     }
 
     /// The context to poll the quiet futures with.
-    pub(super) fn context(&self) -> Context<'_> {
+    pub(crate) fn context(&self) -> Context<'_> {
         Context::from_waker(&self.waker)
     }
 }
