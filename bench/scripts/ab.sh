@@ -7,11 +7,7 @@ set -euo pipefail
 ROUNDS=$1; SECS=$2; A=$3; B=$4
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$HOME/.cache/tollgate/target}/release}
 T=/tmp/ab; rm -rf $T; mkdir -p $T/a $T/b
-python3 - <<'PY'
-name=b"organizations/root"
-msg=b"\x0a"+bytes([len(name)])+name
-open("/tmp/ab/body","wb").write(b"\x00"+len(msg).to_bytes(4,"big")+msg)
-PY
+python3 "$(dirname "$0")/grpc_body.py" /tmp/ab/body
 $BENCH/tollgate-bench echo-server --listen 127.0.0.1:7001 > $T/echo.log 2>&1 & EPID=$!
 start() { local dir=$1 port=$2; shift 2; local bin=$1; shift
   $bin serve --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port+1)) --database-url sqlite://$dir/t.db --bootstrap-key-file $dir/key --log-level info "$@" > $dir/log 2>&1 & echo $!; }

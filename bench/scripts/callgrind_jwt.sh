@@ -10,12 +10,7 @@
 set -uo pipefail
 NAME=$1; BIN=$2; N=${3:-10000}
 T=/tmp/callgrind/$NAME; rm -rf "$T"; mkdir -p "$T"
-python3 - "$T/body" <<'PY'
-import sys
-name = b"organizations/oauth-bench"
-msg = b"\x0a" + bytes([len(name)]) + name
-open(sys.argv[1], "wb").write(b"\x00" + len(msg).to_bytes(4, "big") + msg)
-PY
+python3 "$(dirname "$0")/grpc_body.py" "$T/body"
 SERVE=(serve --listen 127.0.0.1:7101 --admin-listen 127.0.0.1:7102 --database-url "sqlite://$T/t.db"
   --bootstrap-key-file "$T/key" --key-encryption-key-file "$T/kek" --log-level info)
 U=http://127.0.0.1:7101

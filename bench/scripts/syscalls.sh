@@ -16,12 +16,7 @@ set -uo pipefail
 NAME=$1; BIN=$2; N=${3:-300000}
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$HOME/.cache/tollgate/target}/release}
 T=/tmp/syscalls/$NAME; rm -rf "$T"; mkdir -p "$T"
-python3 - "$T/body" <<'PY'
-import sys
-name = b"organizations/root"
-msg = b"\x0a" + bytes([len(name)]) + name
-open(sys.argv[1], "wb").write(b"\x00" + len(msg).to_bytes(4, "big") + msg)
-PY
+python3 "$(dirname "$0")/grpc_body.py" "$T/body"
 if [[ $BIN == echo ]]; then
   "$BENCH/tollgate-bench" echo-server --listen 127.0.0.1:7101 > "$T/log" 2>&1 & PID=$!
   URL=http://127.0.0.1:7101/tollgate.bench.echo.v1.EchoService/Echo
