@@ -247,8 +247,8 @@ mod tests {
         assert!(took < Duration::from_millis(500), "{took:?}");
     }
 
-    /// A sleep moved by `reset` fires at its new deadline, not its old
-    /// one.
+    /// A sleep moved later by `reset` fires at its new deadline, not its
+    /// old one (the test above moves one earlier).
     #[tokio::test]
     async fn a_reset_quiet_sleep_keeps_its_new_deadline() {
         use hyper::rt::Timer;

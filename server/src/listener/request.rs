@@ -1,7 +1,8 @@
 //! What the listener does to every request before the router sees it, and
 //! to every response after: the peer address and the deadline go into the
-//! request extensions (as one [`Arrival`]), the request timeout is enforced, and the request is
-//! counted as in flight on its connection until its response body ends.
+//! request extensions (as one [`Arrival`]), the request timeout is
+//! enforced, and the request is counted as in flight on its connection
+//! until its response body ends.
 //! Past [`super::Limits::max_requests_in_flight`] over the whole listener,
 //! a request is answered at once (RESOURCE_EXHAUSTED, or 503) instead of
 //! being served: load shedding, the bound on memory that the per-connection
