@@ -21,25 +21,16 @@ BENCH=${BENCH:-${CARGO_TARGET_DIR:-$HOME/.cache/tollgate/target}/release}
 T=/tmp/callgrind/$NAME; rm -rf "$T"; mkdir -p "$T"
 python3 "$(dirname "$0")/grpc_body.py" "$T/body"
 VG=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$T/cg.out" "$@")
-if [[ $BIN == echo ]]; then
-  "${VG[@]}" "$BENCH/tollgate-bench" echo-server --listen 127.0.0.1:7101 > "$T/log" 2>&1 & PID=$!
-  # A key of a real key's shape: both servers decode the same header.
-  URL=http://127.0.0.1:7101/tollgate.bench.echo.v1.EchoService/Echo
-  KEY=tg_$(printf 'q%.0s' {1..16})_$(printf 'Z%.0s' {1..43})
-  sleep 8
-else
-  EXTRA=(); [[ ${RATE_LIMIT:-} == off ]] && EXTRA=(--rate-limiting false)
-  read -r -a MORE <<< "${SERVER_ARGS:-}"; EXTRA+=("${MORE[@]}")
-  "${VG[@]}" "$BIN" serve --listen 127.0.0.1:7101 --admin-listen 127.0.0.1:7102 \
-    --database-url "sqlite://$T/t.db" --bootstrap-key-file "$T/key" --log-level info "${EXTRA[@]}" > "$T/log" 2>&1 & PID=$!
-  for _ in $(seq 600); do [[ -s $T/key ]] && break; sleep 0.2; done; sleep 3
-  URL=http://127.0.0.1:7101/tollgate.v1.OrganizationService/GetOrganization; KEY=$(cat "$T/key")
-  if [[ ${RATE_LIMIT:-} == on ]]; then
-    curl -sf -X POST -H "x-api-key: $KEY" -H content-type:application/json -o /dev/null \
-      "http://127.0.0.1:7101/v1/organizations/root/rateLimitPolicies?rate_limit_policy_id=bench" \
-      -d '{"display_name":"bench","selector":{"method":"/tollgate.v1.OrganizationService/GetOrganization"},"limit":{"limit":"1000000000","period":"SECOND"}}'
-    sleep 2
-  fi
+EXTRA=(); [[ ${RATE_LIMIT:-} == off ]] && EXTRA=(--rate-limiting false)
+read -r -a MORE <<< "${SERVER_ARGS:-}"; EXTRA+=("${MORE[@]}")
+source "$(dirname "$0")/target.sh"
+# valgrind takes seconds to start the echo, which writes no key file.
+start_target "$BIN" "$T" "$([[ $BIN == echo ]] && echo 8 || echo 3)" "${VG[@]}"
+if [[ $BIN != echo && ${RATE_LIMIT:-} == on ]]; then
+  curl -sf -X POST -H "x-api-key: $KEY" -H content-type:application/json -o /dev/null \
+    "http://127.0.0.1:7101/v1/organizations/root/rateLimitPolicies?rate_limit_policy_id=bench" \
+    -d '{"display_name":"bench","selector":{"method":"/tollgate.v1.OrganizationService/GetOrganization"},"limit":{"limit":"1000000000","period":"SECOND"}}'
+  sleep 2
 fi
 H=(-H content-type:application/grpc -H te:trailers -H "x-api-key:$KEY")
 h2load -c 4 -m 8 -t 1 -n 2000 -d "$T/body" "${H[@]}" "$URL" > "$T/warm"

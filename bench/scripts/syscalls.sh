@@ -17,17 +17,9 @@ NAME=$1; BIN=$2; N=${3:-300000}
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$HOME/.cache/tollgate/target}/release}
 T=/tmp/syscalls/$NAME; rm -rf "$T"; mkdir -p "$T"
 python3 "$(dirname "$0")/grpc_body.py" "$T/body"
-if [[ $BIN == echo ]]; then
-  "$BENCH/tollgate-bench" echo-server --listen 127.0.0.1:7101 > "$T/log" 2>&1 & PID=$!
-  URL=http://127.0.0.1:7101/tollgate.bench.echo.v1.EchoService/Echo
-  KEY=tg_$(printf 'q%.0s' {1..16})_$(printf 'Z%.0s' {1..43}); sleep 1
-else
-  read -r -a MORE <<< "${SERVER_ARGS:-}"
-  "$BIN" serve --listen 127.0.0.1:7101 --admin-listen 127.0.0.1:7102 \
-    --database-url "sqlite://$T/t.db" --bootstrap-key-file "$T/key" --log-level info "${MORE[@]}" > "$T/log" 2>&1 & PID=$!
-  for _ in $(seq 600); do [[ -s $T/key ]] && break; sleep 0.1; done; sleep 1
-  URL=http://127.0.0.1:7101/tollgate.v1.OrganizationService/GetOrganization; KEY=$(cat "$T/key")
-fi
+read -r -a EXTRA <<< "${SERVER_ARGS:-}"
+source "$(dirname "$0")/target.sh"
+start_target "$BIN" "$T" 1
 kill -0 $PID 2>/dev/null || { echo "the server did not start: $T/log" >&2; exit 1; }
 H=(-H content-type:application/grpc -H te:trailers -H "x-api-key:$KEY")
 h2load -c 4 -m 8 -t 1 -n 20000 -d "$T/body" "${H[@]}" "$URL" > "$T/warm"

@@ -475,7 +475,8 @@ async fn drive<S, I>(
     let check = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(check);
     // The connection wakes the task for nearly every request; the tokens
-    // and the timer are polled only when one of them woke it (see `crate::wake`).
+    // and the timer are polled only when one of them woke it (see
+    // `crate::wake`).
     let quiet = crate::wake::Quiet::new();
     loop {
         let event = std::future::poll_fn(|cx| {
