@@ -691,6 +691,9 @@ async fn idle_connections_are_closed() {
     );
 }
 
+/// The HTTP/2 client connection preface.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// One HTTP/2 frame as read off the wire.
 struct RawFrame {
     kind: u8,
@@ -779,7 +782,7 @@ async fn keepalive_pings_cut_a_peer_that_stops_answering() {
     block.push(0x00); // te, a new name
     block.extend(hpack_str("te"));
     block.extend(hpack_str("trailers"));
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut hello = PREFACE.to_vec();
     hello.extend(raw_frame(0x4, 0, 0, &[]));
     hello.extend(raw_frame(0x1, 0x4, 1, &block)); // END_HEADERS, no END_STREAM
     silent.write_all(&hello).await.expect("write");
@@ -819,7 +822,6 @@ async fn keepalive_pings_cut_a_peer_that_stops_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_preface_is_closed_at_the_handshake_timeout() {
     let _alone = HEAVY.lock().await;
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let server = TestServer::start_configured(&Backend::Sqlite, |c| {
         c.limits.handshake_timeout = Duration::from_secs(1);
     })
